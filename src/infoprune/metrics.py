@@ -1,0 +1,55 @@
+"""Size and cost of a model: parameters, FLOPs, latency.
+
+FLOPs convention: PyTorch's ``torch.utils.flop_counter.FlopCounterMode`` counts a multiply
+and an add as 2 FLOPs for matrix products and convolutions (a Linear of n inputs and m
+outputs costs 2·n·m per sample); elementwise ops (ReLU, BatchNorm, pooling) are not
+counted. Figures are per single input sample, measured on the physically pruned model.
+"""
+
+from __future__ import annotations
+
+import time
+
+import torch
+from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers such as BatchNorm statistics excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
+    """FLOPs of one forward pass on a single sample shaped like ``example_input[:1]``."""
+    was_training = model.training
+    model.eval()
+    try:
+        counter = FlopCounterMode(display=False)
+        with counter:
+            model(example_input[:1])
+        return int(counter.get_total_flops())
+    finally:
+        model.train(was_training)
+
+
+@torch.no_grad()
+def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
+    """Median wall time in seconds of one forward pass on ``example_input``."""
+    was_training = model.training
+    model.eval()
+    times = []
+    try:
+        for i in range(warmup + repeats):
+            if example_input.is_cuda:
+                torch.cuda.synchronize()
+            start = time.perf_counter()
+            model(example_input)
+            if example_input.is_cuda:
+                torch.cuda.synchronize()
+            if i >= warmup:
+                times.append(time.perf_counter() - start)
+    finally:
+        model.train(was_training)
+    return sorted(times)[len(times) // 2]
