@@ -13,6 +13,14 @@ from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod
 # name -> module that defines (and registers) it
 _METHOD_MODULES: dict[str, str] = {
     "mipp": "infoprune.methods.mipp",
+    "random": "infoprune.methods.magnitude",
+    "l1": "infoprune.methods.magnitude",
+    "snip": "infoprune.methods.saliency",
+    "grasp": "infoprune.methods.saliency",
+    "synflow": "infoprune.methods.saliency",
+    "thinet": "infoprune.methods.thinet",
+    "sosp": "infoprune.methods.sosp",
+    "reinit": "infoprune.methods.reinit",
 }
 _REGISTRY: dict[str, type[PruningMethod]] = {}
 
