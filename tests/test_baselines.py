@@ -292,6 +292,8 @@ def test_reinit_needs_exactly_one_architecture():
     x = torch.randn(4, 3)
     with pytest.raises(ValueError, match="exactly one architecture"):
         infoprune.prune(hand_set_mlp(), x, method="reinit", device="cpu")
+    with pytest.raises(ValueError, match="has shape"):
+        infoprune.prune(hand_set_mlp(), x, method="reinit", masks={"0": [True, False]}, device="cpu")
     with pytest.raises(TypeError, match="rejects the options"):
         infoprune.prune(hand_set_mlp(), x, method="reinit", source="l1", source_options={"confidence": 0.9}, ratio=0.5)
 

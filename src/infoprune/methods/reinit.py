@@ -115,6 +115,12 @@ class Reinit(PruningMethod):
             masks, input_mask, details = source.masks, source.input_mask, {"source": source.details}
         else:
             masks, input_mask, details = self._masks, None, {}
+            for name, mask in masks.items():
+                if mask.shape != (context.structure.layer(name).units,):
+                    raise ValueError(
+                        f"The mask of {name!r} has shape {tuple(mask.shape)}; that layer has "
+                        f"{context.structure.layer(name).units} units."
+                    )
         outputs, inputs = kept_indices(context.structure, masks)
         model = copy.deepcopy(context.model)
         modules = dict(model.named_modules())
