@@ -311,7 +311,7 @@ METHOD_OPTIONS: dict[str, dict] = {
     "thinet": {"ratio": 0.5},
     "sosp": {"ratio": 0.5},
     "reinit": {"source": "snip", "ratio": 0.5},
-    "mipp": {"fit_iterations": 20, "refit_iterations": 3, "ordering_iterations": 3},
+    "mipp": {"hidden_size": 16, "fit_iterations": 20, "refit_iterations": 2, "ordering_iterations": 2, "repeats": 2},
 }
 
 
