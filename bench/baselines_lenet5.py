@@ -4,7 +4,9 @@ Trains LeNet-5 (or loads it from the cache), prunes it with each method at each 
 re-trains the pruned model briefly, and prints test accuracy before and after re-training,
 the ratio reached, the per-layer units kept and whether the network collapsed (no
 input→output path left). MIPP, driven by a confidence rather than a ratio, is run at the
-given confidences and reports the ratio it reached.
+given confidences and reports the ratio it reached (on the cached 3-epoch model 0.999 and
+0.9999 removed 75 % and 94 %); at the paper's iteration counts each MIPP run took 6-25
+minutes on one shared thread, the other methods seconds.
 
     PYTHONPATH=src python bench/baselines_lenet5.py                      # defaults below
     PYTHONPATH=src python bench/baselines_lenet5.py --methods l1 synflow --retrain-epochs 1
@@ -81,7 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--methods", nargs="+", default=RATIO_METHODS + ["mipp"])
     parser.add_argument("--ratios", nargs="+", type=float, default=[0.8, 0.95])
-    parser.add_argument("--mipp-confidences", nargs="+", type=float, default=[0.9, 0.99])
+    parser.add_argument("--mipp-confidences", nargs="+", type=float, default=[0.999, 0.9999])
     parser.add_argument("--train-epochs", type=int, default=3)
     parser.add_argument("--retrain-epochs", type=int, default=2)
     parser.add_argument("--calibration", type=int, default=1000, help="validation samples used to prune")
