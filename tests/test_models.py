@@ -153,3 +153,9 @@ def test_a_user_defined_residual_net_is_analysed_and_pruned_without_model_specif
     assert set(structure.coupled) == {"stem.0", "a2", "b3"}
     assert [c.name for c in structure.layer("down").consumers] == ["head.2"]
     check_surgery_matches_masked_model(model, inputs)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_surgery_on_cuda_matches_the_masked_model():
+    model = randomise_batchnorm(build_model("resnet20")).cuda()
+    check_surgery_matches_masked_model(model, torch.randn(6, 3, 32, 32, device="cuda"))

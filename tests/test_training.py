@@ -97,3 +97,13 @@ def test_a_checkpoint_of_another_run_is_not_silently_resumed(tmp_path):
         train(small_cnn(), toy_data(), recipe.with_epochs(2), device="cpu", checkpoint=checkpoint)
     with pytest.raises(ValueError, match="seed"):
         train(small_cnn(), toy_data(), recipe, device="cpu", seed=1, checkpoint=checkpoint)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_training_on_cuda_matches_the_cpu_up_to_float_tolerance():
+    recipe, augment = get_recipe("cifar10", epochs=2, batch_size=16, lr=0.05), random_crop_flip(padding=2)
+    cpu_model, cuda_model = small_cnn(), small_cnn()
+    on_cpu = train(cpu_model, toy_data(), recipe, device="cpu", transform=augment)
+    on_cuda = train(cuda_model, toy_data(), recipe, device="cuda", transform=augment)
+    assert on_cuda == pytest.approx(on_cpu, rel=1e-2)
+    torch.testing.assert_close(cuda_model[0].weight.cpu(), cpu_model[0].weight, rtol=1e-2, atol=1e-3)
