@@ -1,4 +1,4 @@
-"""The CIFAR networks: shapes, which channels are prunable, and surgery on them."""
+"""The CIFAR networks: shapes, which channels are prunable, surgery and MIPP on them."""
 
 from __future__ import annotations
 
@@ -6,10 +6,11 @@ import pytest
 import torch
 from torch import nn
 
+import infoprune
 from infoprune.activations import masked_units
 from infoprune.graph import analyse
 from infoprune.metrics import count_params
-from infoprune.models import MODELS, ResidualBlock, build_model
+from infoprune.models import MODELS, VGG, ResidualBlock, build_model
 from infoprune.surgery import apply_masks
 
 CIFAR_MODELS = ["vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet20", "resnet56"]
@@ -45,22 +46,28 @@ def out_channels(module: nn.Module) -> int:
     return module.out_channels if isinstance(module, nn.Conv2d) else module.out_features
 
 
-def check_surgery_matches_masked_model(model: nn.Module, inputs: torch.Tensor, seed: int = 0) -> None:
-    """Prune ``model`` with random masks; the smaller copy must compute what the masked one does."""
-    structure = analyse(model, inputs[:2])
-    masks = random_masks(structure, seed)
-    pruned = apply_masks(model, structure, masks, inputs[:2]).eval()
-    with torch.no_grad(), masked_units(structure, masks):
-        expected = model(inputs)
-    with torch.no_grad():
-        actual = pruned(inputs)
-    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=1e-5)
+def assert_equals_masked_model(model, structure, masks, pruned, inputs, atol: float = 1e-5) -> None:
+    """``pruned`` is smaller, has the kept units of each layer and every skip-coupled channel,
+    and computes what ``model`` computes with the masked units zeroed."""
     assert count_params(pruned) < count_params(model)
     pruned_modules = dict(pruned.named_modules())
     for name, mask in masks.items():
-        assert out_channels(pruned_modules[name]) == int(mask.sum()), name
+        assert out_channels(pruned_modules[name]) == max(int(mask.sum()), 1), name
     for name in structure.coupled:
         assert out_channels(pruned_modules[name]) == out_channels(structure.modules[name]), name
+    with torch.no_grad(), masked_units(structure, masks):
+        expected = model(inputs)
+    with torch.no_grad():
+        actual = pruned.eval()(inputs)
+    torch.testing.assert_close(actual, expected, rtol=1e-4, atol=atol)
+
+
+def check_surgery_matches_masked_model(model: nn.Module, inputs: torch.Tensor, atol: float = 1e-5) -> None:
+    """Prune ``model`` with random masks; the smaller copy must compute what the masked one does."""
+    structure = analyse(model, inputs[:2])
+    masks = random_masks(structure)
+    pruned = apply_masks(model, structure, masks, inputs[:2])
+    assert_equals_masked_model(model, structure, masks, pruned, inputs, atol)
 
 
 @pytest.mark.parametrize("name", CIFAR_MODELS)
@@ -158,4 +165,41 @@ def test_a_user_defined_residual_net_is_analysed_and_pruned_without_model_specif
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_surgery_on_cuda_matches_the_masked_model():
     model = randomise_batchnorm(build_model("resnet20")).cuda()
-    check_surgery_matches_masked_model(model, torch.randn(6, 3, 32, 32, device="cuda"))
+    # cuDNN convolutions run in TF32 by default: compare at that precision.
+    check_surgery_matches_masked_model(model, torch.randn(6, 3, 32, 32, device="cuda"), atol=1e-2)
+
+
+# MIPP with tiny iteration counts: this checks the plumbing on every network, not the quality.
+TINY_MIPP = {"fit_iterations": 20, "refit_iterations": 2, "ordering_iterations": 2, "repeats": 3, "hidden_size": 32, "confidence": 0.99}
+FAST_FOR_MIPP = {"resnet20"}  # the others test thousands of units: 15 s (ResNet18) to 2 min (ResNet50) on CPU
+
+
+@pytest.mark.parametrize(
+    "name", [n if n in FAST_FOR_MIPP else pytest.param(n, marks=pytest.mark.slow) for n in CIFAR_MODELS]
+)
+def test_mipp_prunes_each_network_to_a_smaller_one_that_computes_the_masked_model(name):
+    model = randomise_batchnorm(build_model(name))
+    inputs = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
+    check_pruned_model(model, result, inputs)
+
+
+def test_mipp_prunes_a_narrow_vgg():
+    model = randomise_batchnorm(VGG((16, "M", 24, "M", 32, "M"), classifier_hidden=(24,)))
+    inputs = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
+    check_pruned_model(model, result, inputs)
+
+
+def test_mipp_prunes_a_user_defined_residual_net():
+    model = randomise_batchnorm(UserResidualNet())
+    inputs = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(0))
+    result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
+    check_pruned_model(model, result, inputs)
+
+
+def check_pruned_model(model: nn.Module, result, inputs: torch.Tensor) -> None:
+    structure = analyse(model, inputs[:2])
+    assert set(result.masks) == set(structure.names)
+    assert result.params_before == count_params(model) and result.params_after == count_params(result.model)
+    assert_equals_masked_model(model, structure, result.masks, result.model.cpu(), inputs)
