@@ -4,6 +4,15 @@ One intra-op thread: the test machines are small and shared, and several OpenMP 
 competing for two busy cores make small CPU convolutions tens of times slower.
 """
 
+import os
+
+import pytest
 import torch
 
+os.environ.setdefault("INFOPRUNE_PROGRESS", "0")
 torch.set_num_threads(1)
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

@@ -1,0 +1,72 @@
+"""TERC with MI ordering (MIPP Alg. 2) on a known-answer layer pair.
+
+The upstream "layer" holds a teacher's hidden units: one kept single, the others copied
+several times, plus dead units that feed nothing downstream. The right answer keeps the
+singleton and exactly one copy of each copied unit, and removes every dead unit.
+"""
+
+import pytest
+import torch
+
+from infoprune.estimators.terc import TercConfig, confidence_loss_increased, terc_select
+
+FAST = TercConfig(confidence=0.9, hidden_size=64, fit_iterations=400, refit_iterations=40, ordering_iterations=10)
+
+
+def teacher_layer(samples=600, copies=3, dead=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(samples, 6, generator=g)
+    teacher = torch.relu(z @ torch.randn(6, 3, generator=g))
+    readout = torch.randn(3, 4, generator=g)
+    readout[0] *= 3  # the singleton matters downstream
+    columns = [teacher[:, :1]] + [teacher[:, j : j + 1].repeat(1, copies) for j in (1, 2)]
+    columns.append(torch.relu(z @ torch.randn(6, dead, generator=g)))
+    return torch.cat(columns, 1), teacher @ readout
+
+
+@pytest.fixture(scope="module")
+def teacher_result():
+    x, y = teacher_layer()
+    return terc_select(x, y, FAST, torch.Generator().manual_seed(0))
+
+
+def test_keeps_singleton_one_copy_each_and_no_dead_unit(teacher_result):
+    keep = teacher_result.keep
+    assert keep[0], "the singleton carries unique information and must stay"
+    assert keep[1:4].sum() == 1 and keep[4:7].sum() == 1, "exactly one copy of each copied unit"
+    assert not keep[7:].any(), "dead units transfer no entropy"
+
+
+def test_dead_units_are_tested_first(teacher_result):
+    # dead units carry the least information about y, so they are tested first
+    assert set(teacher_result.order[:3]) == {7, 8, 9}
+
+
+def test_decisions_are_reproducible_under_a_seed(teacher_result):
+    x, y = teacher_layer()
+    again = terc_select(x, y, FAST, torch.Generator().manual_seed(0))
+    assert torch.equal(again.keep, teacher_result.keep)
+    assert again.confidence_worse == teacher_result.confidence_worse
+
+
+def test_never_collapses_when_nothing_is_informative():
+    g = torch.Generator().manual_seed(3)
+    x, y = torch.randn(300, 5, generator=g), torch.randn(300, 2, generator=g)
+    result = terc_select(x, y, FAST, torch.Generator().manual_seed(0))
+    assert result.keep.sum() >= 1
+
+
+def test_constant_units_are_removed_without_test():
+    x, y = teacher_layer()
+    x = torch.cat([x, torch.zeros(x.shape[0], 1)], 1)
+    result = terc_select(x, y, FAST, torch.Generator().manual_seed(0))
+    assert result.constant == [10] and not result.keep[10] and 10 not in result.confidence_worse
+
+
+def test_t_test_confidence():
+    assert confidence_loss_increased(torch.tensor([0.0, 0.0, 0.0])) == 0.0
+    assert confidence_loss_increased(torch.tensor([1.0, 1.0, 1.0])) == 1.0
+    symmetric = confidence_loss_increased(torch.tensor([-1.0, 1.0, -2.0, 2.0]))
+    assert abs(symmetric - 0.5) < 1e-9
+    # mean 1, sd 1, n = 5: t = sqrt(5) = 2.236 with 4 df -> 0.9556 (Student's t, one-sided)
+    assert abs(confidence_loss_increased(torch.tensor([1.0, 0.0, 2.0, 0.0, 2.0]) - 0.0) - 0.95557) < 1e-3
