@@ -112,7 +112,8 @@ def test_in_branch_convs_are_prunable_and_skip_coupled_convs_are_not(name):
         assert "conv1" in structure.coupled
     else:
         expected_prunable.add("conv1")
-        assert {c.name for c in structure.layer("conv1").consumers} == {"layer1.0.branch.conv1", "layer1.0.shortcut.conv"}
+        consumers = {c.name for c in structure.layer("conv1").consumers}
+        assert consumers == {"layer1.0.branch.conv1", "layer1.0.shortcut.conv"}
     assert set(structure.names) == expected_prunable
     assert structure.output_name == "fc" and isinstance(modules["fc"], nn.Linear)
 
@@ -170,36 +171,39 @@ def test_surgery_on_cuda_matches_the_masked_model():
 
 
 # MIPP with tiny iteration counts: this checks the plumbing on every network, not the quality.
-TINY_MIPP = {"fit_iterations": 20, "refit_iterations": 2, "ordering_iterations": 2, "repeats": 3, "hidden_size": 32, "confidence": 0.99}
-FAST_FOR_MIPP = {"resnet20"}  # the others test thousands of units: 15 s (ResNet18) to 2 min (ResNet50) on CPU
+TINY_MIPP = {
+    "fit_iterations": 20,
+    "refit_iterations": 2,
+    "ordering_iterations": 2,
+    "repeats": 3,
+    "hidden_size": 32,
+    "confidence": 0.99,
+}
+FAST_FOR_MIPP = {"resnet20"}  # the others test thousands of units: minutes on a CPU
+
+
+def prune_with_tiny_mipp(model: nn.Module, sample_shape: tuple[int, ...]) -> None:
+    """MIPP on as few random samples as it accepts (twice the widest layer), then the checks."""
+    model = randomise_batchnorm(model)
+    widest = max(layer.units for layer in analyse(model, torch.randn(2, *sample_shape)).layers)
+    inputs = torch.randn(max(40, 2 * widest), *sample_shape, generator=torch.Generator().manual_seed(0))
+    result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
+    structure = analyse(model, inputs[:2])
+    assert set(result.masks) == set(structure.names)
+    assert result.params_before == count_params(model) and result.params_after == count_params(result.model)
+    assert_equals_masked_model(model, structure, result.masks, result.model.cpu(), inputs[:64])
 
 
 @pytest.mark.parametrize(
     "name", [n if n in FAST_FOR_MIPP else pytest.param(n, marks=pytest.mark.slow) for n in CIFAR_MODELS]
 )
 def test_mipp_prunes_each_network_to_a_smaller_one_that_computes_the_masked_model(name):
-    model = randomise_batchnorm(build_model(name))
-    inputs = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
-    check_pruned_model(model, result, inputs)
+    prune_with_tiny_mipp(build_model(name), MODELS[name].input_shape)
 
 
 def test_mipp_prunes_a_narrow_vgg():
-    model = randomise_batchnorm(VGG((16, "M", 24, "M", 32, "M"), classifier_hidden=(24,)))
-    inputs = torch.randn(40, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
-    check_pruned_model(model, result, inputs)
+    prune_with_tiny_mipp(VGG((16, "M", 24, "M", 32, "M"), classifier_hidden=(24,)), (3, 32, 32))
 
 
 def test_mipp_prunes_a_user_defined_residual_net():
-    model = randomise_batchnorm(UserResidualNet())
-    inputs = torch.randn(40, 3, 16, 16, generator=torch.Generator().manual_seed(0))
-    result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
-    check_pruned_model(model, result, inputs)
-
-
-def check_pruned_model(model: nn.Module, result, inputs: torch.Tensor) -> None:
-    structure = analyse(model, inputs[:2])
-    assert set(result.masks) == set(structure.names)
-    assert result.params_before == count_params(model) and result.params_after == count_params(result.model)
-    assert_equals_masked_model(model, structure, result.masks, result.model.cpu(), inputs)
+    prune_with_tiny_mipp(UserResidualNet(), (3, 16, 16))

@@ -45,13 +45,15 @@ def test_mixup_mixes_inputs_with_a_partner_by_the_same_lambda():
 def small_cnn() -> nn.Module:
     torch.manual_seed(0)
     return nn.Sequential(
-        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3)
-    )
+        nn.Conv2d(3, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(2), nn.Flatten(), nn.Linear(16, 3),
+    )  # fmt: skip
 
 
 def toy_data() -> LabelledTensors:
     generator = torch.Generator().manual_seed(0)
-    return LabelledTensors(torch.randn(40, 3, 8, 8, generator=generator), torch.randint(0, 3, (40,), generator=generator))
+    inputs = torch.randn(40, 3, 8, 8, generator=generator)
+    return LabelledTensors(inputs, torch.randint(0, 3, (40,), generator=generator))
 
 
 class StopAfter:

@@ -8,7 +8,6 @@ Every number of a preset can be overridden: ``get_recipe("cifar10", epochs=30, l
 
 from __future__ import annotations
 
-import os
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from torch import nn
 
 from infoprune.data.augment import compose, cutout
 from infoprune.data.base import BatchTransform, LabelledTensors
+from infoprune.io import atomic_write_bytes
 from infoprune.progress import progress_bar
 
 
@@ -99,14 +99,6 @@ def mixup(
     return lam * inputs + (1 - lam) * inputs[partner], labels, labels[partner], lam
 
 
-def _save_atomically(state: dict, path: Path) -> None:
-    """Write to a temporary file, then rename: a crash never leaves a half-written checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
-
-
 def _resume(path: Path, recipe: Recipe, seed: int) -> dict | None:
     """The checkpoint at ``path`` if there is one; an error if it belongs to another run."""
     if not path.is_file():
@@ -135,7 +127,7 @@ def train(
 
     ``transform`` augments each batch (e.g. ``DatasetSplits.train_transform``), followed by
     cutout when the recipe asks for it. With ``checkpoint``, the model, optimiser and
-    random-number state are saved there after every epoch, and a later call with the same
+    random-number state are saved there (atomically) after every epoch, and a later call with the same
     recipe and seed resumes after the last saved epoch, ending where an uninterrupted run
     would (a finished run's checkpoint makes the call return at once).
     """
@@ -185,7 +177,7 @@ def train(
             if path is not None:
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses}
                 state |= {"generator": generator.get_state(), "recipe": asdict(recipe), "seed": seed}
-                _save_atomically(state, path)
+                atomic_write_bytes(path, lambda file: torch.save(state, file))
     finally:
         bar.close()
     model.eval()

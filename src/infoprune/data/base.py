@@ -42,7 +42,10 @@ class LabelledTensors:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
         held = round(fraction * len(self))
         rest, out = order[held:], order[:held]
-        return LabelledTensors(self.inputs[rest], self.labels[rest]), LabelledTensors(self.inputs[out], self.labels[out])
+        return (
+            LabelledTensors(self.inputs[rest], self.labels[rest]),
+            LabelledTensors(self.inputs[out], self.labels[out]),
+        )
 
 
 @dataclass

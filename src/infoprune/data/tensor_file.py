@@ -33,7 +33,9 @@ def read_tensor_file(path: str | Path) -> tuple[LabelledTensors, int | None]:
     try:
         content = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # any load failure: report the file and the expected format
-        raise ValueError(f"Could not read {path} as a tensor file ({type(error).__name__}: {error}). {FORMAT_HELP}") from error
+        raise ValueError(
+            f"Could not read {path} as a tensor file ({type(error).__name__}: {error}). {FORMAT_HELP}"
+        ) from error
     num_classes = None
     if isinstance(content, dict) and {"inputs", "labels"} <= set(content):
         inputs, labels, num_classes = content["inputs"], content["labels"], content.get("num_classes")
@@ -69,7 +71,10 @@ def load_tensor_dataset(
         raise FileNotFoundError(f"{path} does not exist. {FORMAT_HELP}")
     train, val = train.hold_out(val_fraction, seed + 1)
     if train.inputs.shape[1:] != test.inputs.shape[1:]:
-        raise ValueError(f"Train and test samples differ in shape: {tuple(train.inputs.shape[1:])} vs {tuple(test.inputs.shape[1:])}.")
+        raise ValueError(
+            f"Train and test samples differ in shape: {tuple(train.inputs.shape[1:])} vs "
+            f"{tuple(test.inputs.shape[1:])}."
+        )
     labels = torch.cat([train.labels, val.labels, test.labels])
     num_classes = int(declared) if declared is not None else int(labels.max()) + 1
     if labels.max() >= num_classes:
