@@ -57,6 +57,11 @@ def tiny_residual_and_inputs(n: int = 40):
     return model, torch.randn(n, 3, 8, 8)
 
 
+def cifar_model_and_inputs(name: str, n: int = 16):
+    torch.manual_seed(0)
+    return build_model(name).eval(), torch.randn(n, 3, 32, 32)
+
+
 def random_masks(structure, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     masks = {}
@@ -66,7 +71,11 @@ def random_masks(structure, seed: int = 0) -> dict[str, torch.Tensor]:
     return masks
 
 
-@pytest.mark.parametrize("make", [lenet_and_inputs, tiny_residual_and_inputs])
+@pytest.mark.parametrize(
+    "make",
+    [lenet_and_inputs, tiny_residual_and_inputs, lambda: cifar_model_and_inputs("vgg11"), lambda: cifar_model_and_inputs("resnet20")],
+    ids=["lenet5", "tiny-residual", "vgg11", "resnet20"],
+)
 def test_budget_forms_equal_the_counts_of_physically_pruned_models(make):
     model, inputs = make()
     example = inputs[:2]
@@ -153,6 +162,17 @@ def test_lenet_pruned_under_a_budget_meets_it_and_matches_the_form(budget):
         assert result.params_after == pytest.approx(predicted["params"]["predicted"], rel=0.01)
     assert {name: s.kept for name, s in result.layers.items()} == result.details["widths"]
     assert all(s.kept >= 1 for s in result.layers.values())
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet20"])
+def test_cifar_models_pruned_to_48_percent_of_flops_meet_the_budget(name):
+    model, inputs = cifar_model_and_inputs(name)
+    result = infoprune.prune(model, inputs, method="itpruner", device="cpu", flops=0.48, beta=246, samples=16)
+    assert result.flops_after <= 0.48 * result.flops_before
+    assert result.flops_after == pytest.approx(result.details["budgets"]["FLOPs"]["predicted"], rel=0.01)
+    assert result.flops_after >= 0.45 * result.flops_before  # rounding leaves little of the budget unused
+    with torch.no_grad():
+        assert result.model(inputs[:2]).shape == (2, 10)
 
 
 def test_absolute_budget_and_round_to():
