@@ -8,7 +8,7 @@ whole model's cost is
 
 with a linear term for a layer next to a fixed-width input or output (the first layer, the
 consumer of a layer that is itself not prunable, the output layer) and a cross term x_i x_j
-for a prunable layer j that reads a prunable layer i (ITPruner, Zheng et al. 2025, §3.3:
+for a prunable layer j that reads a prunable layer i (ITPruner, Zheng et al. 2025, abstract:
 "a linear programming problem with quadratic constraints").
 
 The coefficients are *measured* on the model, not hand-written per architecture: per-module

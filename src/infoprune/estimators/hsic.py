@@ -1,6 +1,6 @@
 """Normalised HSIC (linear CKA) between representations, in the n × n Gram form.
 
-ITPruner (Zheng et al., IJCV 2025, §3) measures how much two layers say the same thing
+ITPruner (Zheng et al., IJCV 2025) measures how much two layers say the same thing
 about a batch of n inputs with the normalised Hilbert-Schmidt Independence Criterion
 
     nHSIC(X, Y) = ⟨K̃_X, K̃_Y⟩_F / (‖K̃_X‖_F ‖K̃_Y‖_F),   K̃ = H K H,   H = I − 11ᵀ/n,

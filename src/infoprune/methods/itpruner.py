@@ -1,7 +1,8 @@
 """ITPruner: per-layer widths from normalised-HSIC layer importance and a FLOPs/params budget.
 
 Zheng et al., "An Information Theory-Inspired Strategy for Automated Network Pruning",
-IJCV 2025 (§3):
+IJCV 2025. The steps follow the paper's abstract and the method as the authors' public
+code runs it (the full text is not at hand):
 
 1. Record every prunable layer's output, as its consumer sees it, for one batch of n inputs
    (default 100), flattened to n × d.
@@ -13,8 +14,8 @@ IJCV 2025 (§3):
    x_min ≤ x_i ≤ 1, with the costs the exact quadratic forms of :mod:`infoprune.budget`;
    solved with SLSQP from x = 1 with analytic gradients (the paper's "linear programming
    problem with quadratic constraints").
-5. Round to integer widths (≥ 1, optionally multiples of ``round_to``) and repair greedily
-   until the rounded widths meet the budget again.
+5. Round to integer widths (≥ 1, optionally multiples of ``round_to``), repair greedily
+   until the rounded widths meet the budget again, then spend what rounding left unused.
 6. Inside each layer keep the units with the largest L1 norm of their filter weights (the
    paper's choice for inherited weights; App. D finds the criterion matters little).
 
