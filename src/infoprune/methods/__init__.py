@@ -13,6 +13,7 @@ from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod
 # name -> module that defines (and registers) it
 _METHOD_MODULES: dict[str, str] = {
     "mipp": "infoprune.methods.mipp",
+    "itpruner": "infoprune.methods.itpruner",
 }
 _REGISTRY: dict[str, type[PruningMethod]] = {}
 
