@@ -14,6 +14,7 @@ from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod
 _METHOD_MODULES: dict[str, str] = {
     "mipp": "infoprune.methods.mipp",
     "itpruner": "infoprune.methods.itpruner",
+    "mint": "infoprune.methods.mint",
 }
 _REGISTRY: dict[str, type[PruningMethod]] = {}
 

@@ -1,0 +1,352 @@
+"""MINT (Ganesh, Corso & Yasaei Sekeh 2020): prune the connections that carry little information.
+
+For every prunable layer l (the *parent*) and each layer l+1 that reads it (the *child*),
+units are split into contiguous groups and every (child group i, parent group j) pair gets
+the score ρ(i, j) = I(child group i ; parent group j | the other parent groups), the
+conditional geometric MI of §III-A (:mod:`infoprune.estimators.geometric_mi`). Scores of all
+pairs are pooled, a threshold δ is set (directly or as a quantile of the pooled scores), and
+child group i keeps its connections from parent group j when ρ(i, j) ≥ δ (Alg. 1). The cap γ
+(App. A) stops a layer pair from losing more than a fraction γ of its weights by re-deriving δ
+from that pair's scores.
+
+Two outputs:
+- the paper's *connection-level* pruning: the weights of dropped parent-group→child-group
+  blocks are zeroed. :func:`connection_masks` turns ``result.details`` into weight-shaped
+  masks and :func:`apply_connection_masks` zeroes them in a copy of the original model;
+  ``details`` reports the fraction of weights pruned and the CSR memory (Table I);
+- the *structured* decision of the ``prune`` API: a parent unit none of whose connections
+  survive (to any child group of any child) is removed, by the shared surgery. A surviving
+  unit keeps all its connections there, so this model is the coarser of the two.
+
+Activations are those of :func:`infoprune.activations.record`: a parent as its child reads it,
+a prunable child as *its* consumer reads it (σ(wx + b) of Eq. 5), a child that is the output
+(or a layer that cannot be pruned) as its raw output; conv maps are averaged over H×W
+(App. B: "the average activation across a filter's dimensions"). Samples are drawn per class
+(App. B, m samples per class), and parent and child rows come from the same inputs.
+"""
+
+from __future__ import annotations
+
+import copy
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from infoprune.activations import CollapseName, record
+from infoprune.estimators.geometric_mi import DEFAULT_BATCH_ELEMENTS, grouped_conditional_gmi
+from infoprune.graph import NetworkStructure
+from infoprune.methods import register
+from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
+from infoprune.metrics import csr_bytes
+
+GroupCount = int | tuple[int, int]
+"""G for a layer pair: one int for parent and child, or ``(parent G, child G)``."""
+
+
+def contiguous_groups(width: int, groups: int) -> list[slice]:
+    """Split ``width`` units into ``groups`` contiguous, balanced blocks (§III-B "Group Extension").
+
+    Sizes differ by at most one, the larger blocks first (``width = 10, groups = 4`` gives
+    3, 3, 2, 2). ``groups ≥ width`` gives one unit per group.
+    """
+    groups = min(groups, width)
+    size, larger = divmod(width, groups)
+    bounds = [0]
+    for g in range(groups):
+        bounds.append(bounds[-1] + size + (1 if g < larger else 0))
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
+
+
+def group_sizes(groups: list[slice]) -> list[int]:
+    return [group.stop - group.start for group in groups]
+
+
+def expand_blocks(kept: torch.Tensor, child_sizes: list[int], parent_sizes: list[int]) -> torch.Tensor:
+    """Group-level ``(Gc, Gp)`` decisions as unit-level ``(child units, parent units)`` ones."""
+    return kept.repeat_interleave(torch.tensor(child_sizes), dim=0).repeat_interleave(torch.tensor(parent_sizes), dim=1)
+
+
+def draw_per_class(labels: torch.Tensor | None, samples_per_class: int, seed: int) -> torch.Tensor:
+    """Indices of ``samples_per_class`` distinct samples of every class present (App. B, m)."""
+    if labels is None:
+        raise ValueError(
+            "MINT draws its samples per class and needs labels: pass LabelledTensors or a DataLoader "
+            "that yields (inputs, labels) as calibration data."
+        )
+    if labels.dim() != 1 or labels.dtype.is_floating_point:
+        raise ValueError(f"Labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}.")
+    generator = torch.Generator().manual_seed(seed)
+    chosen = []
+    for label in labels.unique(sorted=True):
+        members = (labels == label).nonzero().flatten()
+        if members.numel() < samples_per_class:
+            raise ValueError(
+                f"MINT draws samples_per_class={samples_per_class} samples of every class without "
+                f"repeats, but class {int(label)} has only {members.numel()} in the calibration data: "
+                "pass more calibration samples or lower samples_per_class."
+            )
+        chosen.append(members[torch.randperm(members.numel(), generator=generator)[:samples_per_class]])
+    return torch.cat(chosen)
+
+
+def keep_connections(
+    scores: torch.Tensor, block_weights: torch.Tensor, delta: float, gamma: float | None
+) -> tuple[torch.Tensor, float]:
+    """Which (child group, parent group) blocks keep their weights, and the δ used (Alg. 1, App. A).
+
+    A block is kept when its score ≥ δ. With a cap γ, when the dropped blocks hold more than
+    a fraction γ of the pair's weights, δ is re-derived from this pair's scores: the lowest
+    threshold at which the dropped blocks would exceed γ, so that at most γ is dropped.
+    """
+    kept = scores >= delta
+    if gamma is None:
+        return kept, float(delta)
+    budget = gamma * float(block_weights.sum())
+    if float(block_weights[~kept].sum()) <= budget:
+        return kept, float(delta)
+    flat_scores = scores.flatten()
+    order = torch.argsort(flat_scores, stable=True)
+    dropped_weights = block_weights.flatten()[order].cumsum(0)
+    first_over = int((dropped_weights > budget).nonzero()[0])
+    local_delta = float(flat_scores[order[first_over]])
+    return scores >= local_delta, local_delta
+
+
+def _connection_view(weight: torch.Tensor, parent_units: int, child_name: str) -> torch.Tensor:
+    """The child's weight as ``(child units, parent units, K)``: one block per connection.
+
+    A conv child's kernel ``(out, in, kh, kw)`` gives K = kh·kw; a Linear child behind a
+    flatten reads each parent unit as a contiguous block of K features (channel-major).
+    """
+    if weight.dim() < 2 or weight[0].numel() % parent_units:
+        raise ValueError(
+            f"The weight of {child_name!r} ({tuple(weight.shape)}) does not split into {parent_units} "
+            "input blocks: concatenated or grouped inputs are not supported by MINT."
+        )
+    return weight.reshape(weight.shape[0], parent_units, -1)
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """One parent → child pair: its groups, scores ρ (child groups × parent groups) and decision."""
+
+    parent: str
+    child: str
+    parent_groups: list[slice]
+    child_groups: list[slice]
+    scores: torch.Tensor
+    kept: torch.Tensor
+    delta: float
+
+    def unit_mask(self) -> torch.Tensor:
+        """Kept connections expanded to units, ``(child units, parent units)``."""
+        return expand_blocks(self.kept, group_sizes(self.child_groups), group_sizes(self.parent_groups))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "parent": self.parent,
+            "child": self.child,
+            "parent_group_sizes": group_sizes(self.parent_groups),
+            "child_group_sizes": group_sizes(self.child_groups),
+            "delta": self.delta,
+            "scores": self.scores.tolist(),
+            "kept": self.kept.tolist(),
+        }
+
+
+def _pairs_from_details(details: dict[str, Any]) -> list[tuple[str, str, torch.Tensor]]:
+    """(parent, child, unit-level kept connections) of each pair in ``details["pairs"]``."""
+    if "pairs" not in details:
+        raise ValueError("These details hold no MINT layer pairs: pass result.details of a method='mint' run.")
+    pairs = []
+    for entry in details["pairs"]:
+        kept = torch.tensor(entry["kept"], dtype=torch.bool)
+        pairs.append(
+            (entry["parent"], entry["child"], expand_blocks(kept, entry["child_group_sizes"], entry["parent_group_sizes"]))
+        )
+    return pairs
+
+
+def connection_masks(model: nn.Module, details: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Weight-shaped bool masks (True = keep) of MINT's connection-level pruning.
+
+    ``model`` is the *original* (unpruned) model and ``details`` the ``result.details`` of a
+    MINT run on it. Keys are the child modules' names; each mask has the shape of that
+    module's ``weight`` (use e.g. ``torch.nn.utils.prune.custom_from_mask`` to retrain with it).
+    """
+    modules = dict(model.named_modules())
+    masks: dict[str, torch.Tensor] = {}
+    for parent, child, kept_units in _pairs_from_details(details):
+        if child in masks:
+            raise ValueError(f"{child!r} reads several parents: concatenated inputs are not supported by MINT.")
+        weight = modules[child].weight
+        blocks = _connection_view(weight, kept_units.shape[1], child)
+        if blocks.shape[0] != kept_units.shape[0]:
+            raise ValueError(
+                f"{child!r} has {blocks.shape[0]} units but the MINT details list {kept_units.shape[0]}: "
+                "pass the model that was pruned."
+            )
+        masks[child] = kept_units[:, :, None].expand(blocks.shape).reshape(weight.shape).to(weight.device)
+    return masks
+
+
+@torch.no_grad()
+def apply_connection_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> nn.Module:
+    """A copy of ``model`` with the weights that ``masks`` drops set to zero."""
+    pruned = copy.deepcopy(model)
+    modules = dict(pruned.named_modules())
+    for name, mask in masks.items():
+        modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
+    return pruned
+
+
+@register
+class MINT(PruningMethod):
+    """Mutual Information-based Neuron Trimming (MINT §III, Alg. 1, App. A–B).
+
+    ``samples_per_class``: m, distinct samples drawn per class for the estimates (App. B uses
+    650 on MNIST; cost grows as m²). ``groups``: G, the number of contiguous groups of a
+    layer, as one int for every layer, or a dict naming every prunable (parent) layer with an
+    int or ``(parent G, child G)`` for its pairs (App. B, MNIST MLP:
+    ``{"net.1": (250, 100), "net.4": (300, 10)}``); a G above a layer's width means one unit
+    per group. ``delta``: δ, the score threshold; or ``quantile``: δ as this quantile of the
+    pooled scores (0.5 when neither is given). ``gamma``: γ, the most a layer pair may lose,
+    as a fraction of its weights (None: no cap). ``collapse``: how conv maps become one value
+    per sample (``"signed_mean"`` is the paper's). ``batch_elements``: distance entries held
+    per batch of spanning trees (memory versus speed).
+    """
+
+    name = "mint"
+
+    def __init__(
+        self,
+        samples_per_class: int = 250,
+        groups: int | dict[str, GroupCount] = 16,
+        delta: float | None = None,
+        quantile: float | None = None,
+        gamma: float | None = None,
+        collapse: CollapseName = "signed_mean",
+        batch_elements: int = DEFAULT_BATCH_ELEMENTS,
+    ) -> None:
+        self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
+        self.groups = self._check_groups(groups)
+        if delta is not None and quantile is not None:
+            raise ValueError(f"Give either delta ({delta}) or quantile ({quantile}), not both.")
+        if delta is not None:
+            try:
+                delta = float(delta)
+            except (TypeError, ValueError):
+                raise ValueError(f"delta must be a number, got {delta!r}.") from None
+        self.delta = delta
+        self.quantile = (
+            None if delta is not None else check_fraction("quantile", 0.5 if quantile is None else quantile, low_open=False, high_open=False)
+        )
+        self.gamma = None if gamma is None else check_fraction("gamma", gamma, high_open=False)
+        if collapse not in typing.get_args(CollapseName):
+            raise ValueError(f"collapse must be one of {typing.get_args(CollapseName)}, got {collapse!r}.")
+        self.collapse = collapse
+        self.batch_elements = check_positive_int("batch_elements", batch_elements)
+
+    @staticmethod
+    def _check_groups(groups: int | dict[str, GroupCount]) -> int | dict[str, tuple[int, int]]:
+        if not isinstance(groups, dict):
+            return check_positive_int("groups", groups)
+        checked = {}
+        for name, count in groups.items():
+            pair = (count, count) if isinstance(count, int) and not isinstance(count, bool) else count
+            if not isinstance(pair, (tuple, list)) or len(pair) != 2:
+                raise ValueError(f"groups[{name!r}] must be an int or a (parent G, child G) pair, got {count!r}.")
+            checked[name] = (
+                check_positive_int(f"groups[{name!r}] parent G", pair[0]),
+                check_positive_int(f"groups[{name!r}] child G", pair[1]),
+            )
+        return checked
+
+    def _group_counts(self, structure: NetworkStructure) -> dict[str, tuple[int, int]]:
+        """(parent G, child G) for every prunable layer; unknown or missing names are errors."""
+        if isinstance(self.groups, int):
+            return {name: (self.groups, self.groups) for name in structure.names}
+        unknown = sorted(set(self.groups) - set(structure.names))
+        missing = [name for name in structure.names if name not in self.groups]
+        if unknown or missing:
+            raise ValueError(
+                f"groups must name every prunable layer and only those ({structure.names}); "
+                f"unknown: {unknown}, missing: {missing}. Or pass one int for all layers."
+            )
+        return dict(self.groups)
+
+    def decide(self, context: PruningContext) -> MaskDecision:
+        structure = context.structure
+        counts = self._group_counts(structure)
+        for layer in structure.layers:
+            if min(counts[layer.name][0], layer.units) < 2:
+                raise ValueError(
+                    f"Parent layer {layer.name!r} would have a single group ({layer.units} units, "
+                    f"G = {counts[layer.name][0]}): MINT conditions on the other groups, so use G ≥ 2."
+                )
+        rows = draw_per_class(context.labels, self.samples_per_class, context.seed)
+        prunable = set(structure.names)
+        pairs = [(layer, consumer.name) for layer in structure.layers for consumer in layer.consumers]
+        other_children = tuple(sorted({child for _, child in pairs if child not in prunable}))
+        activations = record(
+            context.model, structure, context.inputs[rows], collapse=self.collapse, extra_outputs=other_children
+        )
+
+        scored = []
+        for layer, child in pairs:
+            parent_groups = contiguous_groups(layer.units, counts[layer.name][0])
+            child_groups = contiguous_groups(activations[child].shape[1], counts[layer.name][1])
+            bar = context.progress(total=len(parent_groups) * len(child_groups), desc=f"MINT {layer.name}→{child}")
+            try:
+                scores = grouped_conditional_gmi(
+                    activations[layer.name],
+                    activations[child],
+                    parent_groups,
+                    child_groups,
+                    seed=context.seed,
+                    device=context.device,
+                    batch_elements=self.batch_elements,
+                    on_pairs_done=bar.update,
+                )
+            finally:
+                bar.close()
+            scored.append((layer.name, child, parent_groups, child_groups, scores))
+
+        pooled = torch.cat([scores.flatten() for *_, scores in scored])
+        delta = self.delta if self.delta is not None else float(torch.quantile(pooled, self.quantile))
+        decided = []
+        for parent, child, parent_groups, child_groups, scores in scored:
+            block_weights = torch.outer(torch.tensor(group_sizes(child_groups)), torch.tensor(group_sizes(parent_groups)))
+            kept, pair_delta = keep_connections(scores, block_weights, delta, self.gamma)
+            decided.append(LayerPair(parent, child, parent_groups, child_groups, scores, kept, pair_delta))
+
+        masks = {}
+        for layer in structure.layers:
+            used = torch.zeros(layer.units, dtype=torch.bool)
+            for pair in decided:
+                if pair.parent == layer.name:
+                    used |= pair.unit_mask().any(dim=0)
+            masks[layer.name] = used
+        details = {"delta": delta, "samples": int(rows.numel()), "pairs": [pair.as_dict() for pair in decided]}
+        details.update(self._connection_summary(context.model, details))
+        return MaskDecision(masks=masks, details=details)
+
+    @staticmethod
+    def _connection_summary(model: nn.Module, details: dict[str, Any]) -> dict[str, Any]:
+        """Weights pruned by the connection-level masks and CSR memory before/after (Table I)."""
+        masks = connection_masks(model, details)
+        total = sum(mask.numel() for mask in masks.values())
+        pruned = sum(int((~mask).sum()) for mask in masks.values())
+        return {
+            "connection_weights_total": total,
+            "connection_weights_pruned": pruned,
+            "connection_pruned_fraction": pruned / total,
+            "connection_pruned_fraction_by_layer": {
+                name: int((~mask).sum()) / mask.numel() for name, mask in masks.items()
+            },
+            "csr_bytes_before": csr_bytes(model),
+            "csr_bytes_after": csr_bytes(apply_connection_masks(model, masks)),
+        }
