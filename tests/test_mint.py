@@ -17,6 +17,7 @@ from infoprune.methods.mint import (
     contiguous_groups,
     draw_per_class,
     keep_connections,
+    rethreshold,
 )
 from infoprune.models import build_model
 from infoprune.models.lenet import MLP
@@ -99,14 +100,18 @@ def test_prune_lenet300_both_outputs_agree() -> None:
     masks = connection_masks(model, details)
     assert {name: tuple(m.shape) for name, m in masks.items()} == {"net.3": (100, 300), "net.5": (10, 100)}
     pruned_fraction = sum(int((~m).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
-    assert details["connection_pruned_fraction"] == pytest.approx(pruned_fraction)
+    assert details["connections"]["pruned_fraction"] == pytest.approx(pruned_fraction)
     # δ is the 0.7-quantile of the pooled scores: 30 % of all group blocks keep (ties aside).
     blocks = [kept for pair in details["pairs"] for row in pair["kept"] for kept in row]
     assert 0.3 <= sum(blocks) / len(blocks) < 0.4
     # A parent unit is removed exactly when none of its outgoing connections survives.
     assert torch.equal(result.masks["net.1"], masks["net.3"].any(dim=0))
     assert torch.equal(result.masks["net.3"], masks["net.5"].any(dim=0))
-    assert details["csr_bytes_after"] < details["csr_bytes_before"]
+    assert details["connections"]["csr_bytes_after"] < details["connections"]["csr_bytes_before"]
+    # Deciding again from the stored scores reproduces the decision, or changes it with δ.
+    assert rethreshold(details, quantile=0.7)["pairs"] == details["pairs"]
+    looser = connection_masks(model, rethreshold(details, quantile=0.2))
+    assert sum(int(m.sum()) for m in looser.values()) > sum(int(m.sum()) for m in masks.values())
     zeroed = apply_connection_masks(model, masks)
     assert torch.equal(zeroed.net[3].weight == 0, ~masks["net.3"])
     assert torch.equal(model.net[3].weight != 0, torch.ones_like(masks["net.3"]))  # original untouched
@@ -125,7 +130,7 @@ def test_prune_lenet5_with_gamma_cap_and_reproducibility() -> None:
     details = result.details
     assert [p["child"] for p in details["pairs"]] == ["conv2", "fc1", "fc2", "fc3"]
     assert tuple(connection_masks(model, details)["conv2"].shape) == (16, 6, 5, 5)
-    for fraction in details["connection_pruned_fraction_by_layer"].values():
+    for fraction in details["connections"]["pruned_fraction_by_layer"].values():
         assert 0 < fraction <= 0.5
     assert not result.collapsed
     again = infoprune.prune(model, data, **kwargs)

@@ -4,36 +4,43 @@ The geometric MI of MINT Eq. (2)–(4) (Yasaei Sekeh & Hero 2019) is the Henze�
 divergence between the joint density f(x, y, z) and the conditionally independent density
 f(x|z) f(y|z) f(z). Given N samples of (x, y, z) it is estimated in five steps (§III-A):
 
-1. split the samples at random into S1 (n1 = ⌊N/2⌋ samples) and S2 (n2 = N − n1);
-2. nearest-neighbour bootstrap (Sen et al. 2017): every sample (x_a, y_a, z_a) of S2 becomes
-   (x_a, y_b, z_a) where b is the sample of S1 whose z is nearest to z_a. The set S̃2 so made
-   follows f(x|z) f(y|z) f(z) while S1 follows f(x, y, z);
+1. split the samples at random into S1, the joint samples (n1 = ⌊N/3⌋), and S2 (the rest);
+2. nearest-neighbour bootstrap (Sen et al. 2017, Alg. 1) on S2 alone: S2 is halved into
+   queries Q (n2 = ⌊N/3⌋) and references P; every query (x_a, y_a, z_a) becomes (x_a, y_b, z_a)
+   where b is the reference whose z is nearest to z_a. The set S̃2 so made follows
+   f(x|z) f(y|z) f(z) while S1 follows f(x, y, z);
 3. merge S = S1 ∪ S̃2 and build the Euclidean minimum spanning tree (MST) over the points
    (x, y, z) concatenated;
 4. count R, the MST edges that join a point of S1 to a point of S̃2 (the Friedman–Rafsky
    statistic);
 5. Î = 1 − R (n1 + n2) / (2 n1 n2).
 
+Why S̃2 is made from S2 only (the 1/3 : 1/3 : 1/3 sizes of Sen et al.'s CI test): were the y
+of S̃2 copied from S1 itself, each bootstrapped point would share its y exactly with a joint
+point of nearly the same z, the two would be joined in the MST by preference, and a parent
+unit of high variance (an important one) would read as *less* dependent. On a trained MNIST
+MLP that version ranked fc3's connections worse than chance.
+
 Normalisation of step 5: R / (n1 + n2) converges to 2pq ∫ f g / (p f + q g) with
-p = n1 / N, q = n2 / N (Henze & Penrose 1999), so Î converges to the Henze–Penrose divergence;
-for p = q = ½ that is 1 − 2 ∫ f g / (f + g), which is Eq. (2)/(4) with f the joint and g the
-product density. When the two sets come from one distribution E[R] = 2 n1 n2 / N and Î ≈ 0;
-when they are fully separated R = 1 and Î ≈ 1. With n1 = n2 = n this is the paper's
-1 − R/n, n being the size of one half (read "m" in §III-A as the size of one half: with m the
-size of the merged set, independent data would read ≈ ½). Î can be slightly negative by chance.
+p = n1 / (n1 + n2), q = 1 − p (Henze & Penrose 1999), so Î converges to the Henze–Penrose
+divergence; for p = q = ½ that is 1 − 2 ∫ f g / (f + g), Eq. (2)/(4) with f the joint and g
+the product density. When the two sets come from one distribution E[R] = 2 n1 n2 / (n1 + n2)
+and Î ≈ 0; when they are fully separated R = 1 and Î ≈ 1. With n1 = n2 = n this is the
+paper's 1 − R/m with m = n, the size of each of the two merged sets (with m the size of the
+merged set, independent data would read ≈ ½). Î can be slightly negative by chance.
 
 Computation. Distances decompose over the three blocks of coordinates, and every point of
 S1 ∪ S̃2 takes x and z from its own sample and y from a *source* sample (itself in S1, its
-nearest neighbour in S̃2):  d²(p, q) = d²_x(p, q) + d²_z(p, q) + d²_y(src p, src q).
-So for a layer pair the distances of all parents are computed once, d²_z = d²_parents − d²_y,
-and each (child group, parent group) pair costs one N×N addition and one MST. The MST is
-Prim's algorithm on the dense squared-distance matrix (the same tree as on distances, since
-an MST depends only on the order of the edge weights), run for a batch of pairs at once with
-tensor operations (on the GPU when given one). On two CPU cores this is ~50 times faster than
-``scipy.sparse.csgraph.minimum_spanning_tree`` on the same dense matrices (6 ms against
-0.3 s per tree of 1000 points), and it needs no care for zero distances, which scipy reads as
-missing edges (duplicated points are ordinary zero-weight edges here). Ties go to the lowest
-index, so results are deterministic under a seed.
+nearest reference in S̃2):  d²(p, q) = d²_x(p, q) + d²_z(p, q) + d²_y(src p, src q).
+So for a layer pair the distances over all parents are computed once, d²_z = d²_parents − d²_y,
+and each (child group, parent group) pair costs one addition of 2N/3 × 2N/3 matrices and one
+MST. The MST is Prim's algorithm on the dense squared-distance matrix (the same tree as on
+distances, since an MST depends only on the order of the edge weights), run for a batch of
+pairs at once with tensor operations (on the GPU when given one). On two CPU cores this is
+~50 times faster than ``scipy.sparse.csgraph.minimum_spanning_tree`` on the same dense
+matrices (6 ms against 0.3 s per tree of 1000 points), and it needs no care for zero
+distances, which scipy reads as missing edges (duplicated points are ordinary zero-weight
+edges here). Ties go to the lowest index, so results are deterministic under a seed.
 """
 
 from __future__ import annotations
@@ -48,26 +55,29 @@ DEFAULT_BATCH_ELEMENTS = 2**26
 _DIRECT_DISTANCE_MAX_DIM = 32  # below this, exact pairwise differences are faster than the matmul form
 
 
-def squared_distances(values: torch.Tensor) -> torch.Tensor:
-    """Pairwise squared Euclidean distances ``(N, N)`` between the rows of ``values (N, D)``.
+def squared_distances(values: torch.Tensor, others: torch.Tensor | None = None) -> torch.Tensor:
+    """Squared Euclidean distances between the rows of ``values (N, D)`` and ``others (M, D)``.
 
-    Computed in the dtype of ``values`` (float64 for the estimator), exactly for small D
-    and by the matrix-product form otherwise; clamped at 0 against rounding.
+    ``others`` defaults to ``values`` (an ``(N, N)`` matrix). Computed in the inputs' dtype
+    (float64 in the estimator), exactly for small D and by the matrix-product form otherwise;
+    clamped at 0 against rounding.
     """
+    others = values if others is None else others
     mode = "donot_use_mm_for_euclid_dist" if values.shape[1] <= _DIRECT_DISTANCE_MAX_DIM else "use_mm_for_euclid_dist"
-    return torch.cdist(values, values, compute_mode=mode).square_().clamp_min_(0)
+    return torch.cdist(values, others, compute_mode=mode).square_().clamp_min_(0)
 
 
-def nearest_neighbour_sources(z_squared_distances: torch.Tensor, n_first: int) -> torch.Tensor:
+def nearest_neighbour_sources(z_query_to_reference: torch.Tensor, n_joint: int) -> torch.Tensor:
     """Nearest-neighbour bootstrap (Sen et al. 2017): where each merged point takes its y from.
 
-    Samples ``[0, n_first)`` form S1 and keep their own y; each later sample (S2) takes the y
-    of the S1 sample with the nearest z (ties to the lowest index). Returns the source index
-    of every sample, ``(N,)``.
+    Samples are ordered S1 ``[0, n_joint)``, then the queries, then the references;
+    ``z_query_to_reference`` holds the squared z-distances from each query (rows) to each
+    reference (columns). S1 keeps its own y; each query takes the y of the reference with the
+    nearest z (ties to the lowest index). Returns the source index of every merged point.
     """
-    n = z_squared_distances.shape[0]
-    own = torch.arange(n_first, device=z_squared_distances.device)
-    nearest = z_squared_distances[n_first:, :n_first].argmin(dim=1)
+    n_query = z_query_to_reference.shape[0]
+    own = torch.arange(n_joint, device=z_query_to_reference.device)
+    nearest = n_joint + n_query + z_query_to_reference.argmin(dim=1)
     return torch.cat([own, nearest])
 
 
@@ -119,8 +129,8 @@ def _check_samples(parent: torch.Tensor, child: torch.Tensor) -> None:
             f"parent and child must hold the same samples (rows paired), got {parent.shape[0]} and "
             f"{child.shape[0]} rows."
         )
-    if parent.shape[0] < 4:
-        raise ValueError(f"The estimator needs at least 4 samples (2 per half), got {parent.shape[0]}.")
+    if parent.shape[0] < 6:
+        raise ValueError(f"The estimator needs at least 6 samples (2 per third), got {parent.shape[0]}.")
     for name, values in (("parent", parent), ("child", child)):
         if not torch.isfinite(values).all():
             raise ValueError(f"The {name} samples contain NaN or inf.")
@@ -150,8 +160,10 @@ def grouped_conditional_gmi(
 
     ``parent (N, P)`` and ``child (N, C)`` are paired samples (row k of both comes from the
     same input). Every pair uses the same random split (``seed``), so scores are comparable
-    across groups. Pairs run in batches of about ``batch_elements / N²`` MSTs on ``device``;
-    ``on_pairs_done(k)`` is called after each batch of k pairs (for a progress bar).
+    across groups. Pairs run in batches of about ``batch_elements / (2N/3)²`` MSTs on ``device``
+    (each parent group's distances are made once; the child groups' are kept across parent
+    groups while they fit in ``4 · batch_elements``); ``on_pairs_done(k)`` is called after each
+    batch of k pairs (for a progress bar).
     """
     _check_samples(parent, child)
     _check_groups(parent_groups, parent.shape[1], "parent")
@@ -163,34 +175,47 @@ def grouped_conditional_gmi(
                 "use at least 2 parent groups (conditional GMI needs a non-empty Z)."
             )
     device = torch.device(device) if device is not None else parent.device
-    n = parent.shape[0]
-    n_first = n // 2
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    n_joint = n_query = parent.shape[0] // 3
+    merged = n_joint + n_query
+    order = torch.randperm(parent.shape[0], generator=torch.Generator().manual_seed(seed))
     parent = parent[order].to(device, torch.float64)
-    child = child[order].to(device, torch.float64)
-    all_parents = squared_distances(parent)
+    child = child[order[:merged]].to(device, torch.float64)
+    parents_merged = squared_distances(parent[:merged])
+    parents_query_to_reference = squared_distances(parent[n_joint:merged], parent[merged:])
 
     def merged_parent_distances(group: slice) -> torch.Tensor:
         """d²_z(p, q) + d²_y(src p, src q) over the merged set, for parent group ``group``."""
-        y = squared_distances(parent[:, group])
-        z = (all_parents - y).clamp_min_(0)
-        source = nearest_neighbour_sources(z, n_first)
-        return (z + y[source[:, None], source[None, :]]).float()
+        y = parent[:, group]
+        z_query_to_reference = parents_query_to_reference - squared_distances(y[n_joint:merged], y[merged:])
+        source = nearest_neighbour_sources(z_query_to_reference, n_joint)
+        z_merged = (parents_merged - squared_distances(y[:merged])).clamp_min_(0)
+        return (z_merged + squared_distances(y[source])).float()
+
+    pairs_per_batch = max(1, batch_elements // (merged * merged))
+    children_per_batch = min(len(child_groups), pairs_per_batch)
+    parents_per_batch = max(1, pairs_per_batch // children_per_batch)
+    keep_child_distances = len(child_groups) * merged * merged <= 4 * batch_elements
+    child_cache: dict[int, torch.Tensor] = {}
+
+    def child_distances(i: int) -> torch.Tensor:
+        """d²_x over the merged set for child group i, kept across parent groups when it fits."""
+        if i in child_cache:
+            return child_cache[i]
+        distances = squared_distances(child[:, child_groups[i]]).float()
+        if keep_child_distances:
+            child_cache[i] = distances
+        return distances
 
     scores = torch.empty(len(child_groups), len(parent_groups), dtype=torch.float64)
-    pairs_per_batch = max(1, batch_elements // (n * n))
-    for c0 in range(0, len(child_groups), pairs_per_batch):
-        children = range(c0, min(len(child_groups), c0 + pairs_per_batch))
-        child_block = torch.stack([squared_distances(child[:, child_groups[i]]).float() for i in children])
-        parents_per_batch = max(1, pairs_per_batch // len(children))
-        for p0 in range(0, len(parent_groups), parents_per_batch):
-            parents = range(p0, min(len(parent_groups), p0 + parents_per_batch))
-            parent_block = torch.stack([merged_parent_distances(parent_groups[j]) for j in parents])
-            merged = (child_block[:, None] + parent_block[None]).reshape(-1, n, n)
-            cross = friedman_rafsky_cross_edges(merged, n_first).reshape(len(children), len(parents))
-            scores[c0 : c0 + len(children), p0 : p0 + len(parents)] = gmi_from_cross_edges(
-                cross, n_first, n - n_first
-            ).cpu()
+    for p0 in range(0, len(parent_groups), parents_per_batch):
+        parents = range(p0, min(len(parent_groups), p0 + parents_per_batch))
+        parent_block = torch.stack([merged_parent_distances(parent_groups[j]) for j in parents])
+        for c0 in range(0, len(child_groups), children_per_batch):
+            children = range(c0, min(len(child_groups), c0 + children_per_batch))
+            child_block = torch.stack([child_distances(i) for i in children])
+            distances = (child_block[:, None] + parent_block[None]).reshape(-1, merged, merged)
+            cross = friedman_rafsky_cross_edges(distances, n_joint).reshape(len(children), len(parents))
+            scores[c0 : c0 + len(children), p0 : p0 + len(parents)] = gmi_from_cross_edges(cross, n_joint, n_query).cpu()
             if on_pairs_done is not None:
                 on_pairs_done(len(children) * len(parents))
     return scores

@@ -13,7 +13,8 @@ Two outputs:
 - the paper's *connection-level* pruning: the weights of dropped parent-group→child-group
   blocks are zeroed. :func:`connection_masks` turns ``result.details`` into weight-shaped
   masks and :func:`apply_connection_masks` zeroes them in a copy of the original model;
-  ``details`` reports the fraction of weights pruned and the CSR memory (Table I);
+  ``details["connections"]`` reports the fraction of weights pruned and the CSR memory
+  (Table I); :func:`rethreshold` decides again from the stored scores with another δ or γ;
 - the *structured* decision of the ``prune`` API: a parent unit none of whose connections
   survive (to any child group of any child) is removed, by the shared surgery. A surviving
   unit keeps all its connections there, so this model is the coarser of the two.
@@ -29,7 +30,7 @@ from __future__ import annotations
 
 import copy
 import typing
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -58,15 +59,6 @@ def contiguous_groups(width: int, groups: int) -> list[slice]:
     for g in range(groups):
         bounds.append(bounds[-1] + size + (1 if g < larger else 0))
     return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
-
-
-def group_sizes(groups: list[slice]) -> list[int]:
-    return [group.stop - group.start for group in groups]
-
-
-def expand_blocks(kept: torch.Tensor, child_sizes: list[int], parent_sizes: list[int]) -> torch.Tensor:
-    """Group-level ``(Gc, Gp)`` decisions as unit-level ``(child units, parent units)`` ones."""
-    return kept.repeat_interleave(torch.tensor(child_sizes), dim=0).repeat_interleave(torch.tensor(parent_sizes), dim=1)
 
 
 def draw_per_class(labels: torch.Tensor | None, samples_per_class: int, seed: int) -> torch.Tensor:
@@ -115,6 +107,95 @@ def keep_connections(
     return scores >= local_delta, local_delta
 
 
+def check_threshold(delta: float | None, quantile: float | None) -> tuple[float | None, float | None]:
+    """Validate δ given directly or as a quantile (at most one; quantile 0.5 when neither)."""
+    if delta is not None and quantile is not None:
+        raise ValueError(f"Give either delta ({delta}) or quantile ({quantile}), not both.")
+    if delta is None:
+        return None, check_fraction("quantile", 0.5 if quantile is None else quantile, low_open=False, high_open=False)
+    try:
+        return float(delta), None
+    except (TypeError, ValueError):
+        raise ValueError(f"delta must be a number, got {delta!r}.") from None
+
+
+@dataclass(frozen=True)
+class LayerPair:
+    """One parent → child pair: group sizes, scores ρ (child groups × parent groups), decision.
+
+    ``kept`` (bool, like ``scores``) and the ``delta`` used are set by :func:`threshold_pairs`.
+    """
+
+    parent: str
+    child: str
+    parent_sizes: list[int]
+    child_sizes: list[int]
+    scores: torch.Tensor
+    kept: torch.Tensor | None = None
+    delta: float | None = None
+
+    def block_weights(self) -> torch.Tensor:
+        """Connections in each (child group, parent group) block, per kernel position."""
+        return torch.outer(torch.tensor(self.child_sizes), torch.tensor(self.parent_sizes))
+
+    def unit_mask(self) -> torch.Tensor:
+        """Kept connections expanded to units, ``(child units, parent units)``."""
+        rows, cols = torch.tensor(self.child_sizes), torch.tensor(self.parent_sizes)
+        return self.kept.repeat_interleave(rows, dim=0).repeat_interleave(cols, dim=1)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "parent": self.parent,
+            "child": self.child,
+            "parent_group_sizes": self.parent_sizes,
+            "child_group_sizes": self.child_sizes,
+            "delta": self.delta,
+            "scores": self.scores.tolist(),
+            "kept": None if self.kept is None else self.kept.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, entry: dict[str, Any]) -> LayerPair:
+        kept = None if entry["kept"] is None else torch.tensor(entry["kept"], dtype=torch.bool)
+        scores = torch.tensor(entry["scores"], dtype=torch.float64)
+        return cls(
+            entry["parent"], entry["child"], entry["parent_group_sizes"], entry["child_group_sizes"], scores, kept, entry["delta"]
+        )
+
+
+def threshold_pairs(
+    pairs: list[LayerPair], delta: float | None, quantile: float | None, gamma: float | None
+) -> tuple[float, list[LayerPair]]:
+    """Pool the scores of all pairs, set δ (given, or their ``quantile``), decide every pair."""
+    if delta is None:
+        delta = float(torch.quantile(torch.cat([pair.scores.flatten() for pair in pairs]), quantile))
+    decided = []
+    for pair in pairs:
+        kept, pair_delta = keep_connections(pair.scores, pair.block_weights(), delta, gamma)
+        decided.append(replace(pair, kept=kept, delta=pair_delta))
+    return delta, decided
+
+
+def _pairs_of(details: dict[str, Any]) -> list[LayerPair]:
+    if "pairs" not in details:
+        raise ValueError("These details hold no MINT layer pairs: pass result.details of a method='mint' run.")
+    return [LayerPair.from_dict(entry) for entry in details["pairs"]]
+
+
+def rethreshold(
+    details: dict[str, Any], *, delta: float | None = None, quantile: float | None = None, gamma: float | None = None
+) -> dict[str, Any]:
+    """The details of a MINT run decided again with another δ, quantile or γ, without re-estimating.
+
+    Returns ``delta``, ``samples`` and ``pairs`` like ``result.details`` (for sweeps over δ as
+    in MINT Fig. 4 and A-1); :func:`connection_masks` and :func:`connection_summary` take it.
+    """
+    delta, quantile = check_threshold(delta, quantile)
+    gamma = None if gamma is None else check_fraction("gamma", gamma, high_open=False)
+    delta, pairs = threshold_pairs(_pairs_of(details), delta, quantile, gamma)
+    return {"delta": delta, "samples": details.get("samples"), "pairs": [pair.as_dict() for pair in pairs]}
+
+
 def _connection_view(weight: torch.Tensor, parent_units: int, child_name: str) -> torch.Tensor:
     """The child's weight as ``(child units, parent units, K)``: one block per connection.
 
@@ -129,67 +210,30 @@ def _connection_view(weight: torch.Tensor, parent_units: int, child_name: str) -
     return weight.reshape(weight.shape[0], parent_units, -1)
 
 
-@dataclass(frozen=True)
-class LayerPair:
-    """One parent → child pair: its groups, scores ρ (child groups × parent groups) and decision."""
-
-    parent: str
-    child: str
-    parent_groups: list[slice]
-    child_groups: list[slice]
-    scores: torch.Tensor
-    kept: torch.Tensor
-    delta: float
-
-    def unit_mask(self) -> torch.Tensor:
-        """Kept connections expanded to units, ``(child units, parent units)``."""
-        return expand_blocks(self.kept, group_sizes(self.child_groups), group_sizes(self.parent_groups))
-
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "parent": self.parent,
-            "child": self.child,
-            "parent_group_sizes": group_sizes(self.parent_groups),
-            "child_group_sizes": group_sizes(self.child_groups),
-            "delta": self.delta,
-            "scores": self.scores.tolist(),
-            "kept": self.kept.tolist(),
-        }
-
-
-def _pairs_from_details(details: dict[str, Any]) -> list[tuple[str, str, torch.Tensor]]:
-    """(parent, child, unit-level kept connections) of each pair in ``details["pairs"]``."""
-    if "pairs" not in details:
-        raise ValueError("These details hold no MINT layer pairs: pass result.details of a method='mint' run.")
-    pairs = []
-    for entry in details["pairs"]:
-        kept = torch.tensor(entry["kept"], dtype=torch.bool)
-        pairs.append(
-            (entry["parent"], entry["child"], expand_blocks(kept, entry["child_group_sizes"], entry["parent_group_sizes"]))
-        )
-    return pairs
-
-
 def connection_masks(model: nn.Module, details: dict[str, Any]) -> dict[str, torch.Tensor]:
     """Weight-shaped bool masks (True = keep) of MINT's connection-level pruning.
 
     ``model`` is the *original* (unpruned) model and ``details`` the ``result.details`` of a
-    MINT run on it. Keys are the child modules' names; each mask has the shape of that
-    module's ``weight`` (use e.g. ``torch.nn.utils.prune.custom_from_mask`` to retrain with it).
+    MINT run on it (or :func:`rethreshold`'s). Keys are the child modules' names; each mask
+    has the shape of that module's ``weight`` (use e.g.
+    ``torch.nn.utils.prune.custom_from_mask`` to re-train with it).
     """
     modules = dict(model.named_modules())
     masks: dict[str, torch.Tensor] = {}
-    for parent, child, kept_units in _pairs_from_details(details):
-        if child in masks:
-            raise ValueError(f"{child!r} reads several parents: concatenated inputs are not supported by MINT.")
-        weight = modules[child].weight
-        blocks = _connection_view(weight, kept_units.shape[1], child)
+    for pair in _pairs_of(details):
+        if pair.kept is None:
+            raise ValueError("These MINT details hold scores but no decision: pass them through rethreshold first.")
+        if pair.child in masks:
+            raise ValueError(f"{pair.child!r} reads several parents: concatenated inputs are not supported by MINT.")
+        kept_units = pair.unit_mask()
+        weight = modules[pair.child].weight
+        blocks = _connection_view(weight, kept_units.shape[1], pair.child)
         if blocks.shape[0] != kept_units.shape[0]:
             raise ValueError(
-                f"{child!r} has {blocks.shape[0]} units but the MINT details list {kept_units.shape[0]}: "
+                f"{pair.child!r} has {blocks.shape[0]} units but the MINT details list {kept_units.shape[0]}: "
                 "pass the model that was pruned."
             )
-        masks[child] = kept_units[:, :, None].expand(blocks.shape).reshape(weight.shape).to(weight.device)
+        masks[pair.child] = kept_units[:, :, None].expand(blocks.shape).reshape(weight.shape).to(weight.device)
     return masks
 
 
@@ -201,6 +245,21 @@ def apply_connection_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> 
     for name, mask in masks.items():
         modules[name].weight.mul_(mask.to(modules[name].weight.dtype))
     return pruned
+
+
+def connection_summary(model: nn.Module, details: dict[str, Any]) -> dict[str, Any]:
+    """Weights pruned by the connection-level masks and CSR memory before/after (Table I)."""
+    masks = connection_masks(model, details)
+    total = sum(mask.numel() for mask in masks.values())
+    pruned = sum(int((~mask).sum()) for mask in masks.values())
+    return {
+        "weights_total": total,
+        "weights_pruned": pruned,
+        "pruned_fraction": pruned / total,
+        "pruned_fraction_by_layer": {name: int((~mask).sum()) / mask.numel() for name, mask in masks.items()},
+        "csr_bytes_before": csr_bytes(model),
+        "csr_bytes_after": csr_bytes(apply_connection_masks(model, masks)),
+    }
 
 
 @register
@@ -233,17 +292,7 @@ class MINT(PruningMethod):
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
-        if delta is not None and quantile is not None:
-            raise ValueError(f"Give either delta ({delta}) or quantile ({quantile}), not both.")
-        if delta is not None:
-            try:
-                delta = float(delta)
-            except (TypeError, ValueError):
-                raise ValueError(f"delta must be a number, got {delta!r}.") from None
-        self.delta = delta
-        self.quantile = (
-            None if delta is not None else check_fraction("quantile", 0.5 if quantile is None else quantile, low_open=False, high_open=False)
-        )
+        self.delta, self.quantile = check_threshold(delta, quantile)
         self.gamma = None if gamma is None else check_fraction("gamma", gamma, high_open=False)
         if collapse not in typing.get_args(CollapseName):
             raise ValueError(f"collapse must be one of {typing.get_args(CollapseName)}, got {collapse!r}.")
@@ -313,15 +362,9 @@ class MINT(PruningMethod):
                 )
             finally:
                 bar.close()
-            scored.append((layer.name, child, parent_groups, child_groups, scores))
-
-        pooled = torch.cat([scores.flatten() for *_, scores in scored])
-        delta = self.delta if self.delta is not None else float(torch.quantile(pooled, self.quantile))
-        decided = []
-        for parent, child, parent_groups, child_groups, scores in scored:
-            block_weights = torch.outer(torch.tensor(group_sizes(child_groups)), torch.tensor(group_sizes(parent_groups)))
-            kept, pair_delta = keep_connections(scores, block_weights, delta, self.gamma)
-            decided.append(LayerPair(parent, child, parent_groups, child_groups, scores, kept, pair_delta))
+            sizes = [[g.stop - g.start for g in groups] for groups in (parent_groups, child_groups)]
+            scored.append(LayerPair(layer.name, child, *sizes, scores))
+        delta, decided = threshold_pairs(scored, self.delta, self.quantile, self.gamma)
 
         masks = {}
         for layer in structure.layers:
@@ -331,22 +374,5 @@ class MINT(PruningMethod):
                     used |= pair.unit_mask().any(dim=0)
             masks[layer.name] = used
         details = {"delta": delta, "samples": int(rows.numel()), "pairs": [pair.as_dict() for pair in decided]}
-        details.update(self._connection_summary(context.model, details))
+        details["connections"] = connection_summary(context.model, details)
         return MaskDecision(masks=masks, details=details)
-
-    @staticmethod
-    def _connection_summary(model: nn.Module, details: dict[str, Any]) -> dict[str, Any]:
-        """Weights pruned by the connection-level masks and CSR memory before/after (Table I)."""
-        masks = connection_masks(model, details)
-        total = sum(mask.numel() for mask in masks.values())
-        pruned = sum(int((~mask).sum()) for mask in masks.values())
-        return {
-            "connection_weights_total": total,
-            "connection_weights_pruned": pruned,
-            "connection_pruned_fraction": pruned / total,
-            "connection_pruned_fraction_by_layer": {
-                name: int((~mask).sum()) / mask.numel() for name, mask in masks.items()
-            },
-            "csr_bytes_before": csr_bytes(model),
-            "csr_bytes_after": csr_bytes(apply_connection_masks(model, masks)),
-        }
