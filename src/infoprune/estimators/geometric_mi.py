@@ -15,11 +15,13 @@ f(x|z) f(y|z) f(z). Given N samples of (x, y, z) it is estimated in five steps (
    statistic);
 5. Î = 1 − R (n1 + n2) / (2 n1 n2).
 
-Why S̃2 is made from S2 only (the 1/3 : 1/3 : 1/3 sizes of Sen et al.'s CI test): were the y
-of S̃2 copied from S1 itself, each bootstrapped point would share its y exactly with a joint
-point of nearly the same z, the two would be joined in the MST by preference, and a parent
-unit of high variance (an important one) would read as *less* dependent. On a trained MNIST
-MLP that version ranked fc3's connections worse than chance.
+S̃2 is made from S2 points only, as §III-A says, with the 1/3 : 1/3 : 1/3 sizes of Sen et
+al.'s CI test: were the y of S̃2 copied from S1 itself, each bootstrapped point would share
+its y exactly with a joint point of nearly the same z, the two would be joined in the MST by
+preference, and a parent unit of high variance would read as *less* dependent. The bootstrap
+still leaves a small positive bias (queries with close z share a reference's y), largest for
+a low-dimensional Z. With many conditioning features (a layer's other units) the statistic
+has little power: the y and x coordinates are a small part of each distance.
 
 Normalisation of step 5: R / (n1 + n2) converges to 2pq ∫ f g / (p f + q g) with
 p = n1 / (n1 + n2), q = 1 − p (Henze & Penrose 1999), so Î converges to the Henze–Penrose
