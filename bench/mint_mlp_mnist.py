@@ -45,27 +45,35 @@ def recipe(epochs: int) -> Recipe:
     return Recipe(lr=0.1, epochs=epochs, batch_size=256, momentum=0.9, weight_decay=1e-4, milestones=(1 / 3, 2 / 3))
 
 
-def trained_baseline(splits, epochs: int, seed: int) -> nn.Module:
+def trained_baseline(splits, epochs: int, seed: int, device: str) -> nn.Module:
     path = RUNS / f"mint_mlp500_e{epochs}_s{seed}.pt"
     torch.manual_seed(seed)
     model = build_model("mlp500")
     if path.is_file():
         model.load_state_dict(torch.load(path))
         return model.eval()
-    train(model, splits.train, recipe(epochs), device="cpu", seed=seed, desc="train")
+    train(model, splits.train, recipe(epochs), device=device, seed=seed, desc="train")
+    model.cpu()
     RUNS.mkdir(exist_ok=True)
     torch.save(model.state_dict(), path)
     return model
 
 
-def mint_scores(model: nn.Module, splits, samples_per_class: int, seed: int, path: Path) -> dict:
+def mint_scores(model: nn.Module, splits, args: argparse.Namespace, path: Path) -> dict:
     """MINT's details (scores of every group pair) and the scoring wall time, cached at ``path``."""
     if path.is_file():
         return json.loads(path.read_text())
     result = infoprune.prune(
-        model, splits.train, method="mint", device="cpu", seed=seed, samples_per_class=samples_per_class, groups=PAPER_GROUPS
+        model,
+        splits.train,
+        method="mint",
+        device=args.device,
+        seed=args.seed,
+        samples_per_class=args.samples_per_class,
+        groups=PAPER_GROUPS,
+        batch_elements=args.batch_elements,
     )
-    scored = {"details": result.details, "seconds": result.seconds, "threads": torch.get_num_threads()}
+    scored = {"details": result.details, "seconds": result.seconds, "device": args.device, "threads": torch.get_num_threads()}
     path.write_text(json.dumps(scored))
     return scored
 
@@ -91,7 +99,7 @@ def shuffled_blocks(details: dict, seed: int) -> dict:
     return {**details, "pairs": pairs}
 
 
-def retrain_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], splits, epochs: int, seed: int, desc: str):
+def retrain_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], splits, args: argparse.Namespace, desc: str):
     """Copy of ``model`` with ``masks`` held during re-training; returns it and its accuracy before."""
     pruned = build_model("mlp500")
     pruned.load_state_dict(model.state_dict())
@@ -99,7 +107,8 @@ def retrain_with_masks(model: nn.Module, masks: dict[str, torch.Tensor], splits,
     for name, mask in masks.items():
         torch_prune.custom_from_mask(modules[name], "weight", mask)
     before = evaluate(pruned, splits.test)
-    train(pruned, splits.train, recipe(epochs), device="cpu", seed=seed, desc=desc)
+    train(pruned, splits.train, recipe(args.epochs), device=args.device, seed=args.seed + 1, desc=desc)
+    pruned.cpu()
     for name in masks:
         torch_prune.remove(modules[name], "weight")
     return pruned.eval(), before
@@ -123,14 +132,16 @@ def main() -> None:
     parser.add_argument("--random-control", action="store_true", help="also re-train with random blocks dropped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--batch-elements", type=int, default=2**26, help="MINT: distance entries per batch of MSTs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
     splits = load_dataset("mnist")
-    model = trained_baseline(splits, args.epochs, args.seed)
+    model = trained_baseline(splits, args.epochs, args.seed, args.device)
     baseline_accuracy = evaluate(model, splits.test)
     scores_path = RUNS / f"mint_mlp500_e{args.epochs}_s{args.seed}_m{args.samples_per_class}_scores.json"
-    scored = mint_scores(model, splits, args.samples_per_class, args.seed, scores_path)
+    scored = mint_scores(model, splits, args, scores_path)
     if args.delta is not None:
         choice = {"delta": args.delta}
     elif args.quantile is not None:
@@ -140,14 +151,14 @@ def main() -> None:
     details = rethreshold(scored["details"], gamma=args.gamma, **choice)
     masks = connection_masks(model, details)
     start = time.perf_counter()
-    pruned, before = retrain_with_masks(model, masks, splits, args.epochs, args.seed + 1, "re-train")
+    pruned, before = retrain_with_masks(model, masks, splits, args, "re-train")
     retrain_seconds = time.perf_counter() - start
     summary = connection_summary(model, details)
 
     print(f"MINT on MLP 784-500-300-10 / MNIST, seed {args.seed}, {args.epochs} epochs (train and re-train)")
     print(f"  groups {PAPER_GROUPS}, {args.samples_per_class} samples per class ({details['samples']} in all)")
     print(f"  threshold {choice}, gamma {args.gamma} -> delta = {details['delta']:.4f}")
-    print(f"  MINT scoring wall time: {scored['seconds']:.1f} s ({scored['threads']} CPU thread(s))")
+    print(f"  MINT scoring wall time: {scored['seconds']:.1f} s on {scored.get('device', 'cpu')} ({scored['threads']} CPU thread(s))")
     print(f"  baseline test accuracy:        {100 * baseline_accuracy:.2f} %   (paper 98.59 %)")
     print(f"  pruned, before re-training:    {100 * before:.2f} %")
     print(f"  pruned + re-trained:           {100 * evaluate(pruned, splits.test):.2f} %   (paper 98.47 %, re-train {retrain_seconds:.0f} s)")
@@ -160,7 +171,7 @@ def main() -> None:
     print(f"  structured result: units with a surviving connection: {FC1} {int(used_fc1.sum())}/500, {FC2} {int(used_fc2.sum())}/300")
     if args.random_control:
         control_masks = connection_masks(model, shuffled_blocks(details, args.seed))
-        control, control_before = retrain_with_masks(model, control_masks, splits, args.epochs, args.seed + 1, "control")
+        control, control_before = retrain_with_masks(model, control_masks, splits, args, "control")
         print(
             f"  random control (same blocks dropped per pair, random positions): {100 * control_before:.2f} % before, "
             f"{100 * evaluate(control, splits.test):.2f} % after re-training"
