@@ -1,7 +1,8 @@
 """Shared test set-up.
 
-One intra-op thread: the test machines are small and shared, and several OpenMP threads
-competing for two busy cores make small CPU convolutions tens of times slower.
+One intra-op thread: the test machines are small (and often shared), and several OpenMP
+threads competing for two busy cores make small CPU convolutions tens of times slower.
+Progress bars are off, and every test starts from the same torch seed.
 """
 
 import os

@@ -32,6 +32,9 @@ MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec(resnet50, (3, 32, 32), "ResNet50, bottleneck blocks, CIFAR 3x3 stem"),
     "resnet20": ModelSpec(lambda **kw: cifar_resnet(20, **kw), (3, 32, 32), "CIFAR ResNet20 (16/32/64, He et al. 4.2)"),
     "resnet56": ModelSpec(lambda **kw: cifar_resnet(56, **kw), (3, 32, 32), "CIFAR ResNet56 (16/32/64, He et al. 4.2)"),
+    "mlp500": ModelSpec(
+        lambda **kw: MLP((500, 300), dropout=0.2, **kw), (1, 28, 28), "MINT's MNIST MLP: 784-500-300-10, dropout 0.2"
+    ),
 }
 
 
