@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 
 import infoprune
@@ -38,7 +37,6 @@ def test_cli_reports_bad_parameters_as_errors(tmp_path, capsys):
     assert "confidence must lie in (0, 1)" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_main_job_on_real_mnist(tmp_path, capsys):
     """The README's main job, scaled down: train LeNet-5 on MNIST, prune with MIPP, re-train, save."""
     settings = [f"--set={k}={v}" for k, v in TINY.items()]
