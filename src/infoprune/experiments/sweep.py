@@ -152,21 +152,15 @@ def matched_value(planned: PlannedRun, store: ResultStore) -> Any:
 
 
 def run_config(planned: PlannedRun, config: SweepConfig, params: dict[str, Any], cache_dir: Path) -> RunConfig:
-    training = config.training
     return RunConfig(
         model=planned.model,
         dataset=planned.dataset,
         method=planned.method,
         method_params=params,
-        data_dir=training.data_dir,
-        train_epochs=training.train_epochs,
-        retrain_epochs=training.retrain_epochs,
-        calibration_samples=training.calibration_samples,
-        train_samples=training.train_samples,
         seed=planned.seed,
-        device=training.device,
         pretrained=planned.state == "trained",
         cache_dir=str(cache_dir),
+        **asdict(config.training),
     )
 
 
