@@ -6,6 +6,7 @@ import copy
 import math
 import re
 import sqlite3
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -13,12 +14,13 @@ import torch
 
 from infoprune import methods
 from infoprune.cli import main
-from infoprune.data import DatasetSplits, load_dataset
+from infoprune.data import DATASETS, DatasetSplits, load_dataset
 from infoprune.experiments.report import build_report, mean_std
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep import plan, run_sweep
-from infoprune.experiments.sweep_config import ConfigError, geometric_schedule, load_config, parse_config
+from infoprune.experiments.sweep_config import ConfigError, geometric_schedule, load_config, parse_config, parse_toml
 from infoprune.methods.base import MaskDecision, PruningMethod, check_fraction
+from infoprune.models import MODELS
 
 TINY_MIPP = {"hidden_size": 8, "fit_iterations": 10, "refit_iterations": 2, "ordering_iterations": 2, "repeats": 2}
 
@@ -169,6 +171,22 @@ def test_bad_files(tmp_path):
     with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
         load_config(bad)
     assert main(["sweep", str(bad), "--out", str(tmp_path / "out")]) == 2
+
+
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])
+def test_ready_configs_are_valid(path):
+    raw = parse_toml(path.read_text(), path.name)
+    missing = sorted(
+        {m["name"] for m in raw["methods"]} - set(methods.available_methods())
+        | set(raw["grid"]["models"]) - set(MODELS)
+        | set(raw["grid"]["datasets"]) - set(DATASETS)
+    )
+    if missing:
+        pytest.skip(f"{path.name} needs {missing}, not on this branch")
+    assert plan(load_config(path))
 
 
 def test_plan_runs_matched_entries_after_their_target_with_stable_ids():

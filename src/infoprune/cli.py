@@ -56,6 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("config", type=Path, help="sweep config, e.g. configs/lenet5-mnist.toml")
     sweep.add_argument("--out", type=Path, help="output folder (default: runs/CONFIG-NAME)")
     sweep.add_argument("--max-runs", type=int, help="stop after this many runs (run the rest later)")
+    sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
 
     report = commands.add_parser("report", help="plots and tables of a sweep's results")
     report.add_argument("dir", type=Path, help="the sweep's output folder")
@@ -116,6 +117,10 @@ def command_sweep(args: argparse.Namespace) -> int:
     from infoprune.experiments.sweep_config import load_config
 
     config = load_config(args.config)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / args.config.stem
     outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs)
     print(

@@ -104,10 +104,14 @@ def accuracy_figure(records: list[Record], path: Path, title: str) -> Path:
     states = states_of(records)
     fig, axes = _state_grid(states, 2, title)
     for column, state in enumerate(states):
-        series = series_by([r for r in records if r["state"] == state], lambda r: r["label"])
+        runs = [r for r in records if r["state"] == state]
         for row, split in enumerate(("train", "test")):
-            draw_accuracy(axes[row, column], series, split)
-            axes[row, column].set_title(f"{state}, {split}")
+            ax = axes[row, column]
+            draw_accuracy(ax, series_by(runs, lambda r: r["label"]), split)
+            if state == "trained":
+                unpruned = 100 * np.mean([r["accuracy_original"][split] for r in runs])
+                ax.axhline(unpruned, color="grey", linestyle="--", linewidth=0.8, label="unpruned (trained)")
+            ax.set_title(f"{state}, {split}")
     return _save(fig, path)
 
 
@@ -167,29 +171,29 @@ def input_maps_figure(records: list[Record], path: Path, title: str, per_row: in
     """MIPP Fig. 7: selected input pixels (blue) at several sparsities, one row per method and state.
 
     Uses the lowest seed's runs, at most ``per_row`` of them spread over the levels."""
-    rows = series_by([r for r in records if r.get("input_mask")], lambda r: f"{r['label']}, {r['state']}")
-    columns = min(per_row, max(len(runs) for runs in rows.values()))
-    fig, axes = plt.subplots(len(rows), columns, figsize=(1.9 * columns, 2.2 * len(rows)), squeeze=False)
-    fig.suptitle(title)
-    for row, (name, runs) in enumerate(rows.items()):
+    rows = {}
+    for name, runs in series_by([r for r in records if r.get("input_mask")], lambda r: f"{r['label']}, {r['state']}").items():
         seed = min(r["seed"] for r in runs)
         runs = sorted((r for r in runs if r["seed"] == seed), key=units_removed)
-        picks = [runs[i] for i in np.unique(np.linspace(0, len(runs) - 1, columns).round().astype(int))]
-        for column in range(columns):
-            ax = axes[row, column]
+        rows[name] = [runs[i] for i in np.unique(np.linspace(0, len(runs) - 1, min(per_row, len(runs))).round().astype(int))]
+    columns = max(len(picks) for picks in rows.values())
+    fig, axes = plt.subplots(
+        len(rows), columns, figsize=(1.9 * columns, 2.3 * len(rows)), squeeze=False, layout="constrained"
+    )
+    fig.suptitle(title)
+    for row, (name, picks) in enumerate(rows.items()):
+        for column, ax in enumerate(axes[row]):
             ax.set_xticks([])
             ax.set_yticks([])
             if column >= len(picks):
                 ax.axis("off")
                 continue
             record = picks[column]
-            pixels = record["pruning"]
-            kept = 100 * pixels["input_features_kept"] / pixels["input_features_total"]
+            kept = 100 * record["pruning"]["input_features_kept"] / record["pruning"]["input_features_total"]
             ax.imshow(input_map(record), cmap="Blues", vmin=0, vmax=1)
             ax.set_title(f"units −{units_removed(record):.0f}%\npixels −{100 - kept:.0f}%", fontsize=8)
             if column == 0:
                 ax.set_ylabel(name, fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path

@@ -129,7 +129,8 @@ class SweepConfig:
 # Reading and checking
 
 
-def _load_toml(text: str, source: str) -> dict[str, Any]:
+def parse_toml(text: str, source: str) -> dict[str, Any]:
+    """Parse TOML ``text``; errors name ``source`` (Python 3.10 needs the tomli package)."""
     try:
         import tomllib
     except ImportError:  # Python 3.10
@@ -148,7 +149,7 @@ def load_config(path: str | Path) -> SweepConfig:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"Sweep config {path} does not exist.")
-    return parse_config(_load_toml(path.read_text(), str(path)), str(path))
+    return parse_config(parse_toml(path.read_text(), str(path)), str(path))
 
 
 def parse_config(raw: dict[str, Any], source: str = "config") -> SweepConfig:
