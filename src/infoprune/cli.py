@@ -122,7 +122,11 @@ def command_sweep(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / args.config.stem
-    outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs)
+    try:
+        outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished runs are stored in {out}/results.sqlite; run the same command to go on")
+        return 130
     print(
         f"{outcome.total} runs planned: {outcome.skipped} already done, {outcome.finished} finished now, "
         f"{outcome.failed} failed{' (stopped early: run the same command to go on)' if outcome.stopped_early else ''}\n"

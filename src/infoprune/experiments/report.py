@@ -37,9 +37,10 @@ def _slug(text: str) -> str:
     return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
 
 
-def _planned_ids(folder: Path) -> list[str] | None:
+def _plan(folder: Path) -> dict[str, Any]:
+    """The sweep's current plan (``runs``: ids, ``description``), or {} for a bare results file."""
     path = folder / PLAN_FILE
-    return json.loads(path.read_text())["runs"] if path.is_file() else None
+    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def _level_text(records: list[Record]) -> str:
@@ -140,7 +141,8 @@ def build_report(folder: str | Path, out: str | Path | None = None) -> Path:
     store = ResultStore(folder, create=False)
     out = Path(out) if out is not None else folder / "report"
     out.mkdir(parents=True, exist_ok=True)
-    planned = _planned_ids(folder)
+    plan = _plan(folder)
+    planned = plan.get("runs")
     records = store.records(OK)
     failed = store.records(FAILED)
     if planned is not None:
@@ -153,10 +155,9 @@ def build_report(folder: str | Path, out: str | Path | None = None) -> Path:
     if not records:
         raise ValueError(f"{store.path} holds no finished run of the sweep; run `infoprune sweep` first.")
 
-    description = json.loads((folder / PLAN_FILE).read_text()).get("description", "") if planned else ""
     lines = [f"# Sweep report: {folder.name}", ""]
-    if description:
-        lines += [description, ""]
+    if plan.get("description"):
+        lines += [plan["description"], ""]
     total = len(planned) if planned is not None else len(records) + len(failed)
     lines += [
         f"{len(records)} of {total} planned runs finished, {len(failed)} failed"

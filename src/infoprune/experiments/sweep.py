@@ -139,16 +139,12 @@ def decode_mask(text: str) -> list[bool]:
     return [c == "1" for c in text]
 
 
-def matched_value(planned: PlannedRun, store: ResultStore) -> Any:
-    """The level ``planned`` takes from its matched run: that run's fraction of units removed
-    (``ratio``) or its keep-masks (``masks``). Raises if the matched run did not succeed."""
+def matched_record(planned: PlannedRun, store: ResultStore) -> dict[str, Any]:
+    """The stored record of the run ``planned`` matches; an error if that run did not succeed."""
     stored = store.get(planned.matches)
     if stored is None or stored[0] != OK:
         raise RuntimeError(f"the run it matches, {planned.matches}, did not finish successfully")
-    record = stored[1]
-    if planned.match_take == "masks":
-        return {name: decode_mask(text) for name, text in record["masks"].items()}
-    return record["pruning"]["units_removed_fraction"]
+    return stored[1]
 
 
 def run_config(planned: PlannedRun, config: SweepConfig, params: dict[str, Any], cache_dir: Path) -> RunConfig:
@@ -177,9 +173,11 @@ def execute(
     params = dict(planned.params)
     level_value = planned.level_value
     if planned.matches is not None:
-        taken = matched_value(planned, store)
-        params[planned.level_param] = taken
-        level_value = store.get(planned.matches)[1]["pruning"]["units_removed_fraction"]
+        # the matched run's global fraction of units removed, passed as ratio= or its masks as masks=
+        matched = matched_record(planned, store)
+        level_value = matched["pruning"]["units_removed_fraction"]
+        masks = {name: decode_mask(text) for name, text in matched["masks"].items()}
+        params[planned.level_param] = masks if planned.match_take == "masks" else level_value
     elif planned.level_param is not None:
         params[planned.level_param] = level_value
     start = time.perf_counter()
