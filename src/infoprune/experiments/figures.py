@@ -5,7 +5,7 @@ per state (trained / untrained): accuracy against units removed (Fig. 2), collap
 5 % bin (Fig. 3), layer-wise pruning ratios over the run's mean (Figs. 4, 11), selected input
 pixels (Fig. 7) and the collapse-function comparison (Fig. 10). A *series* is a dict
 ``{legend label: records}``; a series' points are its levels, averaged over seeds, with a
-band of ± one standard deviation.
+band of ± one standard deviation. A series keeps its colour in every panel of a figure.
 """
 
 from __future__ import annotations
@@ -33,6 +33,13 @@ def states_of(records: list[Record]) -> list[str]:
     return sorted({r["state"] for r in records}, key=["trained", "untrained"].index)
 
 
+def palette(names) -> dict[str, Any]:
+    """One distinct colour per name, in order (tab10, or tab20 beyond ten names)."""
+    names = list(dict.fromkeys(names))
+    colours = plt.get_cmap("tab10" if len(names) <= 10 else "tab20").colors
+    return {name: colours[i % len(colours)] for i, name in enumerate(names)}
+
+
 def series_by(records: list[Record], key: Callable[[Record], str]) -> Series:
     groups: Series = defaultdict(list)
     for record in records:
@@ -51,18 +58,18 @@ def level_points(records: list[Record], value: Callable[[Record], float]) -> np.
     return np.array(sorted(rows))
 
 
-def draw_accuracy(ax, series: Series, split: str) -> None:
+def draw_accuracy(ax, series: Series, split: str, colours: dict[str, Any]) -> None:
     """Re-trained accuracy (%) against units removed (%), one line and band per series."""
     for name, records in series.items():
         points = level_points(records, lambda r: 100 * r["accuracy_retrained"][split])
-        (line,) = ax.plot(points[:, 0], points[:, 1], marker="o", markersize=3, label=name)
-        ax.fill_between(points[:, 0], points[:, 1] - points[:, 2], points[:, 1] + points[:, 2], color=line.get_color(), alpha=0.2)
+        ax.plot(points[:, 0], points[:, 1], marker="o", markersize=3, label=name, color=colours[name])
+        ax.fill_between(points[:, 0], points[:, 1] - points[:, 2], points[:, 1] + points[:, 2], color=colours[name], alpha=0.2)
     ax.set_xlabel("units removed (%)")
     ax.set_ylabel(f"{split} accuracy after re-training (%)")
     ax.grid(alpha=0.3)
 
 
-def draw_collapse_rate(ax, series: Series) -> None:
+def draw_collapse_rate(ax, series: Series, colours: dict[str, Any]) -> None:
     """Percent of runs that collapsed in each 5 % bin of units removed, one line per series."""
     for name, records in series.items():
         bins: dict[int, list[bool]] = defaultdict(list)
@@ -70,7 +77,7 @@ def draw_collapse_rate(ax, series: Series) -> None:
             bins[min(int(units_removed(record) // BIN_WIDTH), int(100 // BIN_WIDTH) - 1)].append(record["collapsed"])
         centres = [(b + 0.5) * BIN_WIDTH for b in sorted(bins)]
         rates = [100 * np.mean(bins[b]) for b in sorted(bins)]
-        ax.plot(centres, rates, marker="o", markersize=4, label=name)
+        ax.plot(centres, rates, marker="o", markersize=4, label=name, color=colours[name])
     ax.set_xlim(0, 100)
     ax.set_ylim(-5, 105)
     ax.set_xlabel(f"units removed (%, {BIN_WIDTH:g} % bins)")
@@ -102,12 +109,13 @@ def _save(fig, path: Path) -> Path:
 def accuracy_figure(records: list[Record], path: Path, title: str) -> Path:
     """MIPP Fig. 2: train and test accuracy after re-training against units removed, per method."""
     states = states_of(records)
+    colours = palette(r["label"] for r in records)
     fig, axes = _state_grid(states, 2, title)
     for column, state in enumerate(states):
         runs = [r for r in records if r["state"] == state]
         for row, split in enumerate(("train", "test")):
             ax = axes[row, column]
-            draw_accuracy(ax, series_by(runs, lambda r: r["label"]), split)
+            draw_accuracy(ax, series_by(runs, lambda r: r["label"]), split, colours)
             if state == "trained":
                 unpruned = 100 * np.mean([r["accuracy_original"][split] for r in runs])
                 ax.axhline(unpruned, color="grey", linestyle="--", linewidth=0.8, label="unpruned (trained)")
@@ -118,9 +126,10 @@ def accuracy_figure(records: list[Record], path: Path, title: str) -> Path:
 def collapse_figure(records: list[Record], path: Path, title: str) -> Path:
     """MIPP Fig. 3: percent of runs that collapse, per 5 % bin of units removed, per method."""
     states = states_of(records)
+    colours = palette(r["label"] for r in records)
     fig, axes = _state_grid(states, 1, title)
     for column, state in enumerate(states):
-        draw_collapse_rate(axes[0, column], series_by([r for r in records if r["state"] == state], lambda r: r["label"]))
+        draw_collapse_rate(axes[0, column], series_by([r for r in records if r["state"] == state], lambda r: r["label"]), colours)
         axes[0, column].set_title(state)
     return _save(fig, path)
 
@@ -132,29 +141,37 @@ def normalised_layer_ratios(record: Record) -> dict[str, float] | None:
     return None if mean == 0 else {name: ratio / mean for name, ratio in ratios.items()}
 
 
-def layer_ratio_figure(records: list[Record], path: Path, title: str) -> Path:
-    """MIPP Figs. 4 and 11: layer-wise pruning ratios over the run's mean, mean ± std over runs."""
-    states = states_of(records)
+def layer_ratio_figure(records: list[Record], path: Path, title: str, per_row: int = 4) -> Path:
+    """MIPP Figs. 4 and 11: layer-wise pruning ratios over the run's mean, one panel per method,
+    one line per state (mean ± std over levels and seeds)."""
     layers = list(records[0]["pruning"]["layers"])
-    fig, axes = _state_grid(states, 1, title)
-    fig.set_figwidth(max(5.2, 0.45 * len(layers) + 2.5) * len(states))
-    for column, state in enumerate(states):
-        ax = axes[0, column]
-        series = series_by([r for r in records if r["state"] == state], lambda r: r["label"])
-        for name, runs in series.items():
-            normalised = [n for n in map(normalised_layer_ratios, runs) if n is not None]
+    by_label = series_by(records, lambda r: r["label"])
+    colours = palette(states_of(records))
+    rows, columns = -(-len(by_label) // per_row), min(per_row, len(by_label))
+    width = max(3.2, 0.35 * len(layers) + 1.6)
+    fig, axes = plt.subplots(
+        rows, columns, figsize=(width * columns, 3.0 * rows), squeeze=False, sharey=True, layout="constrained"
+    )
+    fig.suptitle(f"{title}: layer-wise pruning ratio / the run's mean ratio")
+    for ax, (label, runs) in zip(axes.flat, by_label.items()):
+        for state, state_runs in series_by(runs, lambda r: r["state"]).items():
+            normalised = [n for n in map(normalised_layer_ratios, state_runs) if n is not None]
             if not normalised:
                 continue
             values = np.array([[n[layer] for layer in layers] for n in normalised])
             mean, std = values.mean(axis=0), values.std(axis=0)
-            (line,) = ax.plot(range(len(layers)), mean, marker="o", markersize=3, label=name)
-            ax.fill_between(range(len(layers)), mean - std, mean + std, color=line.get_color(), alpha=0.15)
+            ax.plot(range(len(layers)), mean, marker="o", markersize=3, label=state, color=colours[state])
+            ax.fill_between(range(len(layers)), mean - std, mean + std, color=colours[state], alpha=0.15)
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xticks(range(len(layers)), layers, rotation=90 if len(layers) > 6 else 0)
-        ax.set_xlabel("layer (input → output)")
-        ax.set_ylabel("pruning ratio / run's mean ratio")
-        ax.set_title(state)
+        ax.set_xticks(range(len(layers)), layers, rotation=90 if len(layers) > 6 else 0, fontsize=8)
+        ax.set_title(label)
         ax.grid(alpha=0.3)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("ratio / run's mean")
+    for ax in axes[-1]:
+        ax.set_xlabel("layer (input → output)")
+    for ax in list(axes.flat)[len(by_label):]:
+        ax.axis("off")
     return _save(fig, path)
 
 
@@ -203,10 +220,12 @@ def collapse_function_figure(records: list[Record], path: Path, title: str) -> P
     """MIPP Fig. 10: one method's runs grouped by ``collapse`` (L1, L2, mean, std): test accuracy
     after re-training (top) and collapse rate (bottom) against units removed."""
     states = states_of(records)
+    colours = palette(sorted(f"collapse = {r['pruning']['config']['collapse']}" for r in records))
     fig, axes = _state_grid(states, 2, title)
     for column, state in enumerate(states):
         series = series_by([r for r in records if r["state"] == state], lambda r: f"collapse = {r['pruning']['config']['collapse']}")
-        draw_accuracy(axes[0, column], dict(sorted(series.items())), "test")
-        draw_collapse_rate(axes[1, column], dict(sorted(series.items())))
+        series = dict(sorted(series.items()))
+        draw_accuracy(axes[0, column], series, "test", colours)
+        draw_collapse_rate(axes[1, column], series, colours)
         axes[0, column].set_title(state)
     return _save(fig, path)

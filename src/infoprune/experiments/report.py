@@ -51,7 +51,7 @@ def _level_text(records: list[Record]) -> str:
     if level["matches"] is not None:
         return f"{level['param']} (matched) {mean_std(values, digits=3)}"
     value = values[0]
-    return f"{level['param']} = {value:.4g}" if isinstance(value, float) else f"{level['param']} = {value!r}"
+    return f"{level['param']} = {value:.6g}" if isinstance(value, float) else f"{level['param']} = {value!r}"
 
 
 def results_table(records: list[Record]) -> list[str]:
@@ -115,8 +115,8 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
          figures.accuracy_figure, f"{slug}-accuracy.png"),
         ("Runs that collapse (a layer emptied, no input-output path, or re-trained at chance), per 5 % bin "
          "of units removed (MIPP Fig. 3)", figures.collapse_figure, f"{slug}-collapse.png"),
-        ("Layer-wise pruning ratios divided by the run's mean ratio, mean ± std over levels and seeds "
-         "(MIPP Figs. 4, 11)", figures.layer_ratio_figure, f"{slug}-layer-ratios.png"),
+        ("Layer-wise pruning ratios divided by the run's mean ratio, per method and state, mean ± std over "
+         "levels and seeds (MIPP Figs. 4, 11)", figures.layer_ratio_figure, f"{slug}-layer-ratios.png"),
     ]  # fmt: skip
     if any(r.get("input_mask") for r in records):
         figure_list.append(("Selected input pixels (blue) at several sparsities (MIPP Fig. 7)", figures.input_maps_figure, f"{slug}-inputs.png"))

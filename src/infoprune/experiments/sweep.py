@@ -61,7 +61,7 @@ class PlannedRun:
         if self.matches is not None:
             level = f" ({self.level_param} matched)"
         elif self.level_param is not None:
-            value = f"{self.level_value:.4g}" if isinstance(self.level_value, float) else repr(self.level_value)
+            value = f"{self.level_value:.6g}" if isinstance(self.level_value, float) else repr(self.level_value)
             level = f" ({self.level_param}={value})"
         else:
             level = ""
