@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from infoprune.experiments.sweep import decode_mask
 from infoprune.plots import plt
 
 Record = dict[str, Any]
@@ -178,7 +179,7 @@ def layer_ratio_figure(records: list[Record], path: Path, title: str, per_row: i
 def input_map(record: Record) -> np.ndarray:
     """The run's selected inputs as an (H, W) image: the fraction of channels kept per pixel."""
     shape = record["input_shape"]
-    mask = np.array([c == "1" for c in record["input_mask"]], dtype=float)
+    mask = np.array(decode_mask(record["input_mask"]), dtype=float)
     if len(shape) == 3:
         return mask.reshape(shape).mean(axis=0)
     return mask.reshape(1, -1)

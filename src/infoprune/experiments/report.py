@@ -85,14 +85,17 @@ def results_table(records: list[Record]) -> list[str]:
 
 
 def collapse_table(records: list[Record]) -> list[str]:
-    """Markdown rows: per method, runs collapsed out of runs, per state (MIPP Fig. 3 in numbers)."""
+    """Markdown rows: per method and state, runs collapsed out of runs, and how many of those
+    lost every input-output path (the rest re-trained only to chance) — MIPP Fig. 3 in numbers."""
     states = figures.states_of(records)
     rows = ["| method | " + " | ".join(f"collapsed, {s}" for s in states) + " |", "|" + "---|" * (len(states) + 1)]
     for label in dict.fromkeys(r["label"] for r in records):
         cells = []
         for state in states:
             runs = [r for r in records if r["label"] == label and r["state"] == state]
-            cells.append(f"{sum(r['collapsed'] for r in runs)}/{len(runs)}" if runs else "–")
+            disconnected = sum(r["pruning"]["collapsed"] for r in runs)
+            cell = f"{sum(r['collapsed'] for r in runs)}/{len(runs)}" + (f" ({disconnected} disconnected)" if disconnected else "")
+            cells.append(cell if runs else "–")
         rows.append(f"| {label} | " + " | ".join(cells) + " |")
     return rows
 
@@ -130,7 +133,16 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
         draw(records, out / name, setting)
         lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
     lines += ["### Results (mean ± std over seeds)", "", *results_table(records), ""]
-    lines += ["### Collapse rates", "", *collapse_table(records), ""]
+    lines += [
+        "### Collapse rates",
+        "",
+        "A run collapses when no path from the input to the output survives (*disconnected*; a layer "
+        "emptied in a plain chain) or when the re-trained network is no better than always predicting "
+        "the most frequent class (within 1 point).",
+        "",
+        *collapse_table(records),
+        "",
+    ]
     return lines
 
 

@@ -36,7 +36,7 @@ PLAN_FILE = "plan.json"
 CONFIG_COPY = "sweep.toml"
 
 Runner = Callable[..., tuple[Any, dict[str, Any]]]
-DataLoader = Callable[[str, str | None, int], DatasetSplits]
+DatasetLoader = Callable[[str, str | None, int], DatasetSplits]
 
 
 @dataclass(frozen=True)
@@ -206,7 +206,7 @@ def run_sweep(
     config_text: str | None = None,
     max_runs: int | None = None,
     runner: Runner = run,
-    load: DataLoader = load_dataset,
+    load: DatasetLoader = load_dataset,
 ) -> SweepOutcome:
     """Run every planned run not yet stored in ``out_dir``; at most ``max_runs`` of them.
 
