@@ -149,9 +149,11 @@ def layer_ratio_figure(records: list[Record], path: Path, title: str, per_row: i
     by_label = series_by(records, lambda r: r["label"])
     colours = palette(states_of(records))
     rows, columns = -(-len(by_label) // per_row), min(per_row, len(by_label))
+    rotate = len(layers) > 6
     width = max(3.2, 0.35 * len(layers) + 1.6)
+    height = 2.6 + (0.07 * max(map(len, layers)) if rotate else 0.4)  # room for rotated layer names
     fig, axes = plt.subplots(
-        rows, columns, figsize=(width * columns, 3.0 * rows), squeeze=False, sharey=True, layout="constrained"
+        rows, columns, figsize=(width * columns, height * rows), squeeze=False, sharey=True, layout="constrained"
     )
     fig.suptitle(f"{title}: layer-wise pruning ratio / the run's mean ratio")
     for ax, (label, runs) in zip(axes.flat, by_label.items()):
@@ -164,7 +166,7 @@ def layer_ratio_figure(records: list[Record], path: Path, title: str, per_row: i
             ax.plot(range(len(layers)), mean, marker="o", markersize=3, label=state, color=colours[state])
             ax.fill_between(range(len(layers)), mean - std, mean + std, color=colours[state], alpha=0.15)
         ax.axhline(1.0, color="grey", linewidth=0.8, linestyle="--")
-        ax.set_xticks(range(len(layers)), layers, rotation=90 if len(layers) > 6 else 0, fontsize=8)
+        ax.set_xticks(range(len(layers)), layers, rotation=90 if rotate else 0, fontsize=8)
         ax.set_title(label)
         ax.grid(alpha=0.3)
     for ax in axes[:, 0]:
