@@ -284,6 +284,7 @@ def test_report_has_plots_and_a_table_with_every_method(finished_sweep):
     assert sum("| mipp | confidence = 0.5 |" in row for row in rows) == 1
     assert sum("| test-drop-first | ratio (matched)" in row for row in rows) == 2
     assert "4 of 4 planned runs finished, 0 failed" in text
+    assert "Produced by infoprune " in text
     assert not (path.parent / "lenet5-on-mnist-inputs.png").exists()
 
 

@@ -170,6 +170,8 @@ def build_report(folder: str | Path, out: str | Path | None = None) -> Path:
     lines = [f"# Sweep report: {folder.name}", ""]
     if plan.get("description"):
         lines += [plan["description"], ""]
+    codes = sorted({r.get("code", "unknown code") for r in records})
+    lines += [f"Produced by {' and '.join(codes)}.", ""]
     total = len(planned) if planned is not None else len(records) + len(failed)
     lines += [
         f"{len(records)} of {total} planned runs finished, {len(failed)} failed"

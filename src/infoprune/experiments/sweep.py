@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import subprocess
 import time
 import traceback
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import infoprune
 from infoprune.data import DatasetSplits, load_dataset
 from infoprune.experiments.pipeline import RunConfig, run
 from infoprune.experiments.results import FAILED, OK, ResultStore
@@ -77,6 +79,24 @@ class SweepOutcome:
     finished: int
     failed: int
     stopped_early: bool
+
+
+def code_version() -> str:
+    """The package version and, in a git checkout, the commit (``+dirty`` with local changes):
+    recorded with every run so that a report names the code that produced it."""
+    version = f"infoprune {infoprune.__version__}"
+    source = Path(infoprune.__file__).parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        commit, changes = git("rev-parse", "--short=12", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return version  # no git: the version alone
+    if commit.returncode != 0:
+        return version  # not a checkout (an installed package)
+    return f"{version}, commit {commit.stdout.strip()}{'+dirty' if changes.stdout.strip() else ''}"
 
 
 def _digest(data: Any) -> str:
@@ -227,6 +247,7 @@ def run_sweep(
         logger.info("resuming: %d of %d runs already stored in %s", skipped, len(runs), store.path)
     finished = failed = 0
     loaded: tuple[tuple[str, int], DatasetSplits] | None = None
+    code = code_version()
     bar = progress_bar(total=len(runs), initial=skipped, desc="sweep", leave=True, unit="run")
     try:
         for planned in pending:
@@ -242,7 +263,7 @@ def run_sweep(
                 bar.set_postfix_str(f"{label} · {stage}")
 
             try:
-                record = execute(planned, config, store, loaded[1], out_dir / "cache", runner, show)
+                record = {**execute(planned, config, store, loaded[1], out_dir / "cache", runner, show), "code": code}
             except Exception as error:
                 failed += 1
                 logger.warning("run failed: %s: %s: %s", label, type(error).__name__, error)
