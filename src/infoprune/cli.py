@@ -52,6 +52,16 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     prune.add_argument("--cache-dir", type=Path, help="cache trained base models here (default: OUT/cache)")
 
+    sweep = commands.add_parser("sweep", help="run a grid of prune runs from a TOML config (resumable)")
+    sweep.add_argument("config", type=Path, help="sweep config, e.g. configs/lenet5-mnist.toml")
+    sweep.add_argument("--out", type=Path, help="output folder (default: runs/CONFIG-NAME)")
+    sweep.add_argument("--max-runs", type=int, help="stop after this many runs (run the rest later)")
+    sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+
+    report = commands.add_parser("report", help="plots and tables of a sweep's results")
+    report.add_argument("dir", type=Path, help="the sweep's output folder")
+    report.add_argument("--out", type=Path, help="where to write report.md and the PNGs (default: DIR/report)")
+
     commands.add_parser("list", help="list models, data sets and methods")
     return parser
 
@@ -102,6 +112,36 @@ def command_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_sweep(args: argparse.Namespace) -> int:
+    from infoprune.experiments.sweep import run_sweep
+    from infoprune.experiments.sweep_config import load_config
+
+    config = load_config(args.config)
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    out = args.out or Path("runs") / args.config.stem
+    try:
+        outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs)
+    except KeyboardInterrupt:
+        print(f"interrupted: finished runs are stored in {out}/results.sqlite; run the same command to go on")
+        return 130
+    print(
+        f"{outcome.total} runs planned: {outcome.skipped} already done, {outcome.finished} finished now, "
+        f"{outcome.failed} failed{' (stopped early: run the same command to go on)' if outcome.stopped_early else ''}\n"
+        f"results in {out}/results.sqlite; next: infoprune report {out}"
+    )
+    return 1 if outcome.failed else 0
+
+
+def command_report(args: argparse.Namespace) -> int:
+    from infoprune.experiments.report import build_report
+
+    print(f"wrote {build_report(args.dir, args.out)}")
+    return 0
+
+
 def command_list() -> int:
     from infoprune.data import DATASETS
     from infoprune.models import MODELS
@@ -119,6 +159,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "prune":
             return command_prune(args)
+        if args.command == "sweep":
+            return command_sweep(args)
+        if args.command == "report":
+            return command_report(args)
         return command_list()
     except (ValueError, TypeError, FileNotFoundError) as error:
         print(f"infoprune: error: {error}", file=sys.stderr)

@@ -7,7 +7,8 @@ same training, calibration, surgery and evaluation.
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ import torch
 from torch import nn
 
 import infoprune
-from infoprune.data import DatasetSplits, load_dataset
+from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
 from infoprune.io import atomic_write_bytes
 from infoprune.models import MODELS, build_model
 from infoprune.progress import logger
@@ -35,6 +36,7 @@ class RunConfig:
     train_epochs: int = 3
     retrain_epochs: int = 2
     calibration_samples: int = 2000
+    train_samples: int | None = None  # a seeded subset of the training split (None: all of it)
     seed: int = 0
     device: str | None = None
     pretrained: bool = True  # False: prune at initialisation (no training before pruning)
@@ -61,7 +63,8 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     recipe = recipe_for(config.dataset, retrain=False, epochs=config.train_epochs)
     cache = None
     if config.cache_dir is not None:
-        key = f"{config.model}-{config.dataset}-{recipe.epochs}ep-lr{recipe.lr:g}-seed{config.seed}.pt"
+        subset = "" if config.train_samples is None else f"-n{config.train_samples}"
+        key = f"{config.model}-{config.dataset}{subset}-{recipe.epochs}ep-lr{recipe.lr:g}-seed{config.seed}.pt"
         cache = Path(config.cache_dir) / key
         if cache.is_file():
             model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
@@ -74,16 +77,38 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     return model.eval()
 
 
-def run(config: RunConfig, data: DatasetSplits | None = None) -> tuple[PruningResult, dict[str, Any]]:
-    """Train, prune, re-train and evaluate; returns the result and a JSON-ready record."""
+CHANCE_MARGIN = 0.01
+"""Re-trained accuracy within this of the majority-class rate counts as collapse (at chance)."""
+
+
+def majority_class_rate(data: LabelledTensors) -> float:
+    """Accuracy of always predicting the most frequent class: chance level on ``data``."""
+    return torch.bincount(data.labels).max().item() / len(data)
+
+
+def run(
+    config: RunConfig,
+    data: DatasetSplits | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> tuple[PruningResult, dict[str, Any]]:
+    """Train, prune, re-train and evaluate; returns the result and a JSON-ready record.
+
+    ``on_stage(name)`` is told when each stage starts (for progress displays). The record's
+    ``collapsed`` is True when the network lost its input-output path (``result.collapsed``)
+    or re-trained no better than chance (MIPP Fig. 3 counts both as collapse).
+    """
+    stage = on_stage or (lambda name: None)
     device = torch.device(config.device) if config.device else default_device()
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed)
-    train_eval = data.train.subset(10_000, seed=config.seed)
-    model = base_model(config, data, device)
+    train_split = data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
+    train_eval = train_split.subset(10_000, seed=config.seed)
+    stage("train" if config.pretrained else "initialise")
+    model = base_model(config, replace(data, train=train_split), device)
     record: dict[str, Any] = {"config": asdict(config), "device": str(device)}
     record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, data.test)}
 
-    calibration = data.train.subset(config.calibration_samples, seed=config.seed + 1)
+    stage("prune")
+    calibration = train_split.subset(config.calibration_samples, seed=config.seed + 1)
     start = time.perf_counter()
     result = infoprune.prune(
         model, calibration, config.method, device=device, seed=config.seed, **config.method_params
@@ -92,8 +117,11 @@ def run(config: RunConfig, data: DatasetSplits | None = None) -> tuple[PruningRe
     pruned = result.model
     record["accuracy_pruned"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
     if config.retrain_epochs > 0:
+        stage("re-train")
         recipe = recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
-        train(pruned, data.train, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
+        train(pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
     record["accuracy_retrained"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
     record["pruning"] = result.summary()
+    record["chance_accuracy"] = majority_class_rate(data.test)
+    record["collapsed"] = result.collapsed or record["accuracy_retrained"]["test"] <= record["chance_accuracy"] + CHANCE_MARGIN
     return result, record
