@@ -11,6 +11,7 @@ import torch
 from torch import nn
 
 from infoprune import graph
+from infoprune.collapse import emptied_layers, is_disconnected
 from infoprune.data.base import calibration_tensors
 from infoprune.methods import MaskDecision, PruningContext, get_method
 from infoprune.metrics import count_flops, count_params
@@ -77,7 +78,8 @@ def prune(
     masks = {name: mask.to(torch.bool).cpu() for name, mask in decision.masks.items()}
     check_masks(structure, masks)
 
-    pruned = apply_masks(working, structure, masks, example, decision.input_mask)
+    weights = decision.model if decision.model is not None else working
+    pruned = apply_masks(weights, structure, masks, example, decision.input_mask)
     layers = {
         layer.name: LayerSummary(int(masks[layer.name].sum()) if layer.name in masks else layer.units, layer.units)
         for layer in structure.layers
@@ -87,7 +89,8 @@ def prune(
         masks={layer.name: masks.get(layer.name, torch.ones(layer.units, dtype=torch.bool)) for layer in structure.layers},
         model=pruned,
         layers=layers,
-        collapsed_layers=[name for name, summary in layers.items() if summary.kept == 0],
+        collapsed_layers=emptied_layers(masks),
+        disconnected=is_disconnected(working, structure, masks, example, decision.input_mask, weights),
         input_mask=decision.input_mask,
         params_before=count_params(working),
         params_after=count_params(pruned),

@@ -35,8 +35,11 @@ class PruningResult:
 
     ``masks[name]`` is a bool tensor over the layer's output units (True = kept);
     ``model`` is a pruned *copy* (the input model is untouched); ``layers`` summarises each
-    prunable layer; ``collapsed`` is True when a layer lost every unit (``collapsed_layers``
-    names them); ``input_mask`` is the selected input features (None unless selected).
+    prunable layer; ``collapsed_layers`` names the layers that lost every unit;
+    ``disconnected`` is True when no path from the input to the output survives (see
+    ``infoprune.collapse``) and is what ``collapsed`` reports: in a plain chain any emptied
+    layer disconnects the network, in a residual one an emptied branch beside a live skip
+    does not; ``input_mask`` is the selected input features (None unless selected).
     """
 
     method: str
@@ -52,10 +55,12 @@ class PruningResult:
     seconds: float
     config: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
+    disconnected: bool = False
 
     @property
     def collapsed(self) -> bool:
-        return bool(self.collapsed_layers)
+        """The network collapsed: the signal can no longer get from the input to the output."""
+        return self.disconnected
 
     @property
     def units_removed_fraction(self) -> float:
@@ -72,6 +77,7 @@ class PruningResult:
             "units_removed_fraction": self.units_removed_fraction,
             "collapsed": self.collapsed,
             "collapsed_layers": self.collapsed_layers,
+            "disconnected": self.disconnected,
             "input_features_kept": None if self.input_mask is None else int(self.input_mask.sum()),
             "input_features_total": None if self.input_mask is None else int(self.input_mask.numel()),
             "params_before": self.params_before,

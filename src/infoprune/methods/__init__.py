@@ -15,6 +15,14 @@ _METHOD_MODULES: dict[str, str] = {
     "mipp": "infoprune.methods.mipp",
     "itpruner": "infoprune.methods.itpruner",
     "mint": "infoprune.methods.mint",
+    "random": "infoprune.methods.magnitude",
+    "l1": "infoprune.methods.magnitude",
+    "snip": "infoprune.methods.saliency",
+    "grasp": "infoprune.methods.saliency",
+    "synflow": "infoprune.methods.saliency",
+    "thinet": "infoprune.methods.thinet",
+    "sosp": "infoprune.methods.sosp",
+    "reinit": "infoprune.methods.reinit",
 }
 _REGISTRY: dict[str, type[PruningMethod]] = {}
 

@@ -47,11 +47,15 @@ class MaskDecision:
     Layers absent from ``masks`` are kept whole. ``input_mask`` is a bool mask over the
     flattened input features, when the method selects inputs. ``details`` carries
     method-specific diagnostics (scores, test statistics) that end up in the JSON summary.
+    ``model`` is set by methods that also change weights (ThiNet's rescaling, a
+    re-initialisation): a modified copy of the context's model, same architecture, that the
+    masks are applied to instead of the original.
     """
 
     masks: dict[str, torch.Tensor]
     input_mask: torch.Tensor | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    model: nn.Module | None = None
 
 
 class PruningMethod(abc.ABC):

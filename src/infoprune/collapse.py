@@ -1,0 +1,81 @@
+"""Layer collapse: does any path from the input to the output survive the masks?
+
+The MIPP paper (§5, Fig. 3) counts a pruned network as collapsed when it can no longer be
+trained because the signal cannot get through. Two checks:
+
+* structural — a layer left with no unit (:func:`emptied_layers`); in a plain chain of
+  layers this alone cuts every path;
+* connectivity (:func:`is_disconnected`) — replace every weight by ``|θ|``, every bias and
+  BatchNorm mean by 0, feed an all-ones input through the masked network (in float64):
+  each output is then a sum over the surviving input→output paths of products of ``|θ|``,
+  so the output sum is zero iff no path survives. In a residual network an emptied branch
+  beside a live skip connection still lets the signal through: not a collapse.
+
+The check assumes layers that map non-negative inputs to non-negative outputs once weights
+are non-negative and biases zero (Linear, Conv, BatchNorm in eval mode, ReLU-like
+activations, pooling, residual adds, flatten) — the networks this library prunes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from infoprune.activations import masked_units
+from infoprune.graph import NetworkStructure
+
+
+def linearised_state(model: nn.Module, zero_biases: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """float64 ``|θ|`` parameters and buffers of ``model``, for ``functional_call``.
+
+    With ``zero_biases`` the parameters named ``bias`` and the BatchNorm ``running_mean``
+    buffers become 0 (no signal source other than the input); otherwise they become
+    their absolute value too (SynFlow's linearisation, Tanaka et al. 2020). Integer buffers
+    (e.g. ``num_batches_tracked``) are kept as they are.
+    """
+
+    def linearise(name: str, value: torch.Tensor) -> torch.Tensor:
+        if not value.is_floating_point():
+            return value
+        value = value.detach().double()
+        if zero_biases and name.rsplit(".", 1)[-1] in ("bias", "running_mean"):
+            return torch.zeros_like(value)
+        return value.abs()
+
+    params = {name: linearise(name, p) for name, p in model.named_parameters()}
+    buffers = {name: linearise(name, b) for name, b in model.named_buffers()}
+    return params, buffers
+
+
+def emptied_layers(masks: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the layers whose mask keeps no unit."""
+    return [name for name, mask in masks.items() if not bool(mask.any())]
+
+
+@torch.no_grad()
+def is_disconnected(
+    model: nn.Module,
+    structure: NetworkStructure,
+    masks: dict[str, torch.Tensor],
+    example_input: torch.Tensor,
+    input_mask: torch.Tensor | None = None,
+    weights: nn.Module | None = None,
+) -> bool:
+    """True when no path from the (masked) input to the output survives ``masks``.
+
+    ``structure`` must describe ``model``; ``weights`` is an optional same-architecture copy
+    whose parameters are checked instead (a method's rescaled or re-initialised copy).
+    ``model`` is left unchanged (the ``|θ|`` network runs through ``functional_call``);
+    ``example_input`` supplies only the input shape and device.
+    """
+    was_training = model.training
+    model.eval()
+    try:
+        ones = torch.ones((1, *example_input.shape[1:]), dtype=torch.float64, device=example_input.device)
+        with masked_units(structure, masks, input_mask, model):
+            state = linearised_state(weights if weights is not None else model, zero_biases=True)
+            output = functional_call(model, state, (ones,))
+    finally:
+        model.train(was_training)
+    return bool(output.sum() == 0)

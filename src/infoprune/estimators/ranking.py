@@ -1,0 +1,88 @@
+"""Turning per-unit scores into keep-masks at a pruning ratio (global or per-layer ranking).
+
+Pure tensor maths shared by every score-based method: the method says how important each
+unit is, this module decides which units go. Counting convention: a set of ``n`` units loses
+``floor(ratio · n)`` of them, so a per-layer ranking with ``ratio < 1`` never empties a layer,
+while a global ranking may (that is the layer collapse the MIPP paper measures, §5 Fig. 3).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import Literal
+
+import torch
+
+Scope = Literal["global", "layer"]
+SCOPES: tuple[str, ...] = ("global", "layer")
+
+
+def exponential_schedule(ratio: float, rounds: int) -> list[float]:
+    """Pruning ratio after each of ``rounds`` rounds: the kept fraction shrinks as
+    ``(1 − ratio)^(k/rounds)`` (Tanaka et al. 2020, Alg. 1); the last round reaches ``ratio``."""
+    return [1 - (1 - ratio) ** (k / rounds) for k in range(1, rounds)] + [ratio]
+
+
+def units_to_remove(ratio: float, units: int) -> int:
+    """``floor(ratio · units)``, robust to floating-point noise (0.3 · 10 is 3, not 2)."""
+    return min(units, math.floor(ratio * units + 1e-9))
+
+
+def _protected(scores: torch.Tensor, min_units: int) -> torch.Tensor:
+    """Bool mask of a layer's ``min_units`` highest-scored units (ties: lowest index)."""
+    protected = torch.zeros(scores.numel(), dtype=torch.bool)
+    count = min(min_units, scores.numel())
+    if count:
+        order = torch.sort(-scores, stable=True).indices
+        protected[order[:count]] = True
+    return protected
+
+
+def _remove_lowest(scores: torch.Tensor, eligible: torch.Tensor, count: int) -> torch.Tensor:
+    """Keep-mask that drops the ``count`` lowest-scored eligible entries (ties: lowest index)."""
+    keep = torch.ones(scores.numel(), dtype=torch.bool)
+    if count:
+        ranked = torch.where(eligible, scores, torch.full_like(scores, math.inf))
+        keep[torch.sort(ranked, stable=True).indices[:count]] = False
+    return keep
+
+
+def keep_highest(
+    scores: Mapping[str, torch.Tensor],
+    ratio: float,
+    scope: Scope = "global",
+    min_units: int = 0,
+) -> dict[str, torch.Tensor]:
+    """Remove the lowest-scored units and return bool keep-masks (True = keep) per layer.
+
+    ``scope="global"`` ranks all units of all layers together and removes
+    ``floor(ratio · total)``; ``scope="layer"`` removes ``floor(ratio · units)`` from each
+    layer. ``min_units`` protects each layer's best units from removal (0: no safeguard);
+    the global count is then taken from the unprotected units, so the total ratio holds.
+    Scores may be ``-inf`` (always removed first); NaN is an error.
+    """
+    if scope not in SCOPES:
+        raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
+    flat = {name: s.detach().double().cpu().flatten() for name, s in scores.items()}
+    for name, s in flat.items():
+        if torch.isnan(s).any():
+            raise ValueError(f"The unit scores of {name!r} contain NaN; the method's scores are broken for this model.")
+    protected = {name: _protected(s, min_units) for name, s in flat.items()}
+    if scope == "layer":
+        masks = {}
+        for name, s in flat.items():
+            count = min(units_to_remove(ratio, s.numel()), int((~protected[name]).sum()))
+            masks[name] = _remove_lowest(s, ~protected[name], count)
+        return masks
+    names = list(flat)
+    all_scores = torch.cat([flat[n] for n in names])
+    eligible = torch.cat([~protected[n] for n in names])
+    count = units_to_remove(ratio, all_scores.numel())
+    if count > int(eligible.sum()):
+        raise ValueError(
+            f"Cannot remove {count} units at ratio {ratio} while keeping min_units={min_units} in every "
+            f"layer: only {int(eligible.sum())} units are unprotected. Lower ratio or min_units."
+        )
+    keep = _remove_lowest(all_scores, eligible, count)
+    return dict(zip(names, torch.split(keep, [flat[n].numel() for n in names])))

@@ -1,0 +1,48 @@
+"""Data-free baselines: random units, and the L1 norm of each unit's weights (Li et al. 2017)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from infoprune.methods import register
+from infoprune.methods.base import PruningContext
+from infoprune.methods.ranked import Masks, RankedPruningMethod
+
+
+@register
+@dataclass
+class RandomUnits(RankedPruningMethod):
+    """Remove a uniformly random ``ratio`` of the units (all layers pooled, or per layer).
+
+    Every unit draws a score from U(0, 1) under the context's seed and the lowest go, so
+    ``scope="global"`` picks a uniformly random subset of all units and ``scope="layer"`` a
+    uniformly random subset of each layer.
+    """
+
+    name = "random"
+
+    def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
+        generator = torch.Generator().manual_seed(context.seed)
+        return {layer.name: torch.rand(layer.units, generator=generator) for layer in context.structure.layers}
+
+
+@register
+@dataclass
+class L1Norm(RankedPruningMethod):
+    """Li et al. 2017 ("Pruning Filters for Efficient ConvNets", §3.1): ``s_j = Σ |F_j|``.
+
+    The score of a filter (or neuron) is the sum of the absolute values of its incoming
+    kernel weights — bias excluded, as in the paper; the smallest are removed. Li et al.
+    prune per layer; ``scope="global"`` (the default here, as for the other baselines)
+    compares the raw sums across layers, which favours layers with large fan-in.
+    """
+
+    name = "l1"
+
+    def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
+        return {
+            layer.name: layer.module.weight.detach().abs().flatten(1).sum(dim=1).cpu()
+            for layer in context.structure.layers
+        }

@@ -1,0 +1,170 @@
+"""Shared machinery of the score-and-rank baselines (not a method itself).
+
+:class:`RankedPruningMethod` holds the parameters every ranking baseline shares (``ratio``,
+``scope``, ``min_units``) and turns unit scores into masks, in one shot or over rounds.
+:class:`WeightScoreMethod` adds the step that makes an *unstructured* criterion structured,
+as in the MIPP paper (§2, §5): a unit's score combines the scores of all the weights
+associated with it.
+
+"Associated with a unit" means every weight that disappears when the unit is removed: its
+incoming weights and bias (the filter / neuron itself) and, with ``outgoing=True`` (the
+default), its outgoing weights (the matching input channel, or block of flattened features,
+of each consumer). Torch-Pruning's group importances aggregate over the same set. The
+combination is the sum: for the non-negative criteria (SNIP, SynFlow) that is exactly the L1
+norm the MIPP paper names; the signed criteria (GraSP, SOSP-H) keep the sign, which their
+ranking rules depend on (an L1 norm would erase it).
+"""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from infoprune.estimators.ranking import SCOPES, exponential_schedule, keep_highest
+from infoprune.graph import NetworkStructure
+from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
+
+Masks = dict[str, torch.Tensor]
+
+
+@dataclass
+class RankedPruningMethod(PruningMethod):
+    """Score every unit, remove the lowest-scored ``ratio`` of them.
+
+    ``ratio``: fraction of prunable units to remove, in [0, 1) (required).
+    ``scope``: ``"global"`` ranks all layers together (layer-wise ratios emerge, layers may
+    collapse); ``"layer"`` removes the same fraction from every layer.
+    ``min_units``: keep at least this many units per layer (0 = off, so collapse is honest;
+    with ``scope="layer"`` the safeguard wins over the ratio in layers narrower than it).
+
+    Subclasses are dataclasses too: their fields are their parameters, appended to these,
+    and ``__post_init__`` validates them. Iterative methods override :attr:`rounds_to_run`:
+    units are then re-scored with the current masks and re-ranked while the ratio follows an
+    exponential schedule; pruned units stay pruned.
+    """
+
+    ratio: float | None = None
+    scope: str = "global"
+    min_units: int = 0
+
+    def __post_init__(self) -> None:
+        if self.ratio is None:
+            raise ValueError(
+                f"Method {self.name!r} needs ratio=..., the fraction of prunable units to remove, in [0, 1)."
+            )
+        self.ratio = check_fraction("ratio", self.ratio, low_open=False)
+        if self.scope not in SCOPES:
+            raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}.")
+        self.min_units = check_positive_int("min_units", self.min_units, minimum=0)
+
+    @property
+    def rounds_to_run(self) -> int:
+        """Score-and-rank rounds (1: one shot)."""
+        return 1
+
+    @abc.abstractmethod
+    def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
+        """Importance of each unit (higher = keep), ``(units,)`` per layer, given the current
+        ``masks`` (empty in the first round; only iterative methods need to look at them)."""
+
+    def decide(self, context: PruningContext) -> MaskDecision:
+        masks: Masks = {}
+        bar = context.progress(total=self.rounds_to_run, desc=self.name)
+        try:
+            for ratio in exponential_schedule(self.ratio, self.rounds_to_run):
+                scores = self.unit_scores(context, masks)
+                scores = {n: s.masked_fill(~masks[n], -torch.inf) if n in masks else s for n, s in scores.items()}
+                masks = keep_highest(scores, ratio, self.scope, self.min_units)
+                bar.update(1)
+        finally:
+            bar.close()
+        return MaskDecision(masks, details={"units_removed": int(sum((~m).sum() for m in masks.values()))})
+
+
+def input_unit_sums(weight_scores: torch.Tensor, units: int) -> torch.Tensor:
+    """Sum a consumer's per-weight scores over everything that reads each producer unit.
+
+    Conv weights ``(O, units, kh, kw)`` sum over all but dim 1; Linear weights
+    ``(O, units·K)`` behind a flatten sum each unit's contiguous block of K features.
+    """
+    return weight_scores.transpose(0, 1).reshape(units, -1).sum(dim=1)
+
+
+def structure_parameters(structure: NetworkStructure, outgoing: bool) -> list[str]:
+    """Names (as in ``named_parameters``) of every parameter associated with some unit."""
+    names: list[str] = []
+    for layer in structure.layers:
+        names.append(f"{layer.name}.weight")
+        if layer.module.bias is not None:
+            names.append(f"{layer.name}.bias")
+        if outgoing:
+            names += [f"{c.name}.weight" for c in layer.consumers]
+    return list(dict.fromkeys(names))
+
+
+def unit_sums(structure: NetworkStructure, weight_scores: dict[str, torch.Tensor], outgoing: bool) -> dict[str, torch.Tensor]:
+    """Per-unit sums of per-parameter scores (keyed as in ``named_parameters``)."""
+    sums = {}
+    for layer in structure.layers:
+        total = weight_scores[f"{layer.name}.weight"].flatten(1).sum(dim=1)
+        if layer.module.bias is not None:
+            total = total + weight_scores[f"{layer.name}.bias"]
+        if outgoing:
+            for consumer in layer.consumers:
+                total = total + input_unit_sums(weight_scores[f"{consumer.name}.weight"], layer.units)
+        sums[layer.name] = total
+    return sums
+
+
+def detached_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Copies of the model's parameters that require grad, for ``torch.func.functional_call``:
+    gradients land on the copies and the model stays untouched."""
+    return {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+
+
+def require_labels(context: PruningContext, method: str) -> torch.Tensor:
+    """The calibration labels, or a clear error for label-free calibration data."""
+    if context.labels is None:
+        raise ValueError(
+            f"Method {method!r} needs labels (it differentiates the classification loss): pass "
+            "LabelledTensors or a DataLoader yielding (inputs, labels) as the calibration data."
+        )
+    return context.labels
+
+
+@dataclass
+class WeightScoreMethod(RankedPruningMethod):
+    """A per-weight criterion made structured: unit score = Σ of its associated weights' scores.
+
+    ``outgoing``: count each unit's outgoing weights (consumer input channels) as well as its
+    incoming weights and bias. Subclasses implement :meth:`weight_scores`;
+    ``removes_highest`` flips the ranking for criteria whose *highest* scores mark what to
+    remove (GraSP); ``absolute`` ranks by ``|Σ|`` for criteria defined as the magnitude of the
+    unit's summed term (SOSP-H).
+    """
+
+    removes_highest: ClassVar[bool] = False
+    absolute: ClassVar[bool] = False
+
+    outgoing: bool = True
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if not isinstance(self.outgoing, bool):
+            raise ValueError(f"outgoing must be True or False, got {self.outgoing!r}.")
+
+    @abc.abstractmethod
+    def weight_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
+        """Score of every parameter entry, keyed like ``named_parameters`` (CPU tensors)."""
+
+    def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
+        sums = unit_sums(context.structure, self.weight_scores(context, masks), self.outgoing)
+        if self.absolute:
+            sums = {name: s.abs() for name, s in sums.items()}
+        if self.removes_highest:
+            sums = {name: -s for name, s in sums.items()}
+        return sums

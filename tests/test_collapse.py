@@ -1,0 +1,81 @@
+"""Layer collapse: emptied layers, and whether any input→output path survives the masks."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+import infoprune
+from infoprune import graph
+from infoprune.collapse import emptied_layers, is_disconnected
+
+
+def chain() -> nn.Sequential:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2)).eval()
+
+
+def structure_of(model: nn.Module, x: torch.Tensor) -> graph.NetworkStructure:
+    return graph.analyse(model, x[:2])
+
+
+def test_global_l1_empties_the_layer_of_tiny_weights_and_reports_the_collapse():
+    model, x = chain(), torch.randn(8, 20)
+    with torch.no_grad():
+        model[2].weight.mul_(1e-3)
+    result = infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu")
+    assert result.collapsed_layers == ["2"] and result.layers["2"].kept == 0
+    assert result.disconnected and result.collapsed and result.summary()["collapsed"]
+    with torch.no_grad():  # the physical model agrees: its output no longer depends on the input
+        outputs = result.model(x)
+    assert torch.allclose(outputs, outputs[:1].expand_as(outputs))
+    safe = infoprune.prune(model, x, method="l1", ratio=0.5, min_units=1, device="cpu")
+    assert not safe.collapsed and safe.collapsed_layers == [] and safe.layers["2"].kept == 1
+
+
+def test_connectivity_finds_a_cut_that_leaves_no_layer_empty_and_ignores_biases():
+    """Hidden layer 2 reads only unit 0 of hidden layer 1; keeping unit 1 alone cuts every path."""
+    model, x = chain(), torch.randn(4, 20)
+    with torch.no_grad():
+        model[2].weight[:, 1:] = 0
+        model[2].bias.fill_(5.0)  # a bias is a constant, not a path from the input
+    structure = structure_of(model, x)
+    masks = {"0": torch.arange(10) == 1, "2": torch.ones(10, dtype=torch.bool)}
+    assert emptied_layers(masks) == []
+    assert is_disconnected(model, structure, masks, x)
+    masks["0"] = torch.arange(10) == 0
+    assert not is_disconnected(model, structure, masks, x)
+
+
+def test_an_all_false_input_mask_disconnects():
+    model, x = chain(), torch.randn(4, 20)
+    structure = structure_of(model, x)
+    full = {layer.name: torch.ones(layer.units, dtype=torch.bool) for layer in structure.layers}
+    assert not is_disconnected(model, structure, full, x, input_mask=torch.ones(20, dtype=torch.bool))
+    assert is_disconnected(model, structure, full, x, input_mask=torch.zeros(20, dtype=torch.bool))
+
+
+class ResidualNet(nn.Module):
+    """stem → [branch: conv_a → ReLU → conv_b] + skip → pool → fc. Only conv_a is prunable."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(1, 4, 3, padding=1)
+        self.conv_a = nn.Conv2d(4, 6, 3, padding=1)
+        self.conv_b = nn.Conv2d(6, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        x = torch.relu(x + self.conv_b(torch.relu(self.conv_a(x))))
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+def test_a_dead_branch_beside_a_live_skip_is_not_a_collapse():
+    torch.manual_seed(0)
+    model, x = ResidualNet().eval(), torch.randn(4, 1, 8, 8)
+    assert structure_of(model, x).names == ["conv_a"]
+    dead_branch = {"conv_a": torch.zeros(6, dtype=torch.bool)}
+    result = infoprune.prune(model, x, method="reinit", masks=dead_branch, device="cpu")
+    assert result.collapsed_layers == ["conv_a"]
+    assert not result.disconnected and not result.collapsed
