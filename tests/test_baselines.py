@@ -312,6 +312,8 @@ METHOD_OPTIONS: dict[str, dict] = {
     "sosp": {"ratio": 0.5},
     "reinit": {"source": "snip", "ratio": 0.5},
     "mipp": {"hidden_size": 16, "fit_iterations": 20, "refit_iterations": 2, "ordering_iterations": 2, "repeats": 2},
+    "mint": {"samples_per_class": 20, "groups": 6, "quantile": 0.5},
+    "itpruner": {"flops": 0.5},
 }
 
 
@@ -328,7 +330,7 @@ def test_every_method_prunes_lenet5_into_a_working_physical_model(name):
     assert name in METHOD_OPTIONS, f"add small test settings for the new method {name!r} to METHOD_OPTIONS"
     torch.manual_seed(0)
     model = build_model("lenet5").eval()
-    data = LabelledTensors(torch.randn(64, 1, 28, 28), torch.arange(64) % 10)
+    data = LabelledTensors(torch.randn(240, 1, 28, 28), torch.arange(240) % 10)  # MIPP: 2 × widest layer
     result = infoprune.prune(model, data, method=name, device="cpu", **METHOD_OPTIONS[name])
 
     assert isinstance(result, infoprune.PruningResult) and result.method == name

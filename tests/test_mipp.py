@@ -49,7 +49,7 @@ def test_removes_copies_and_dead_units_keeps_unique_ones():
 def lenet_result():
     torch.manual_seed(0)
     model = build_model("lenet5")
-    x = torch.randn(120, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    x = torch.randn(240, 1, 28, 28, generator=torch.Generator().manual_seed(0))
     before = {k: v.clone() for k, v in model.state_dict().items()}
     result = infoprune.prune(model, x, "mipp", confidence=0.99, device="cpu", **TINY)
     return model, x, before, result
@@ -80,14 +80,18 @@ def test_lenet_result_shape_and_no_collapse(lenet_result):
     assert set(result.details["seconds"]) == {"recording", "ordering", "terc"}
 
 
+def small_mlp(pixels=8, hidden=12):
+    return nn.Sequential(nn.Flatten(), nn.Linear(pixels * pixels, hidden), nn.ReLU(), nn.Linear(hidden, 10))
+
+
 def test_input_selection_masks_pixels_and_matches():
-    model = build_model("lenet300")
-    x = torch.randn(80, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    x[:, :, :4] = 0.0  # a band of pixels that never varies carries no information
+    model = small_mlp()
+    x = torch.randn(200, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    x[:, :, :2] = 0.0  # a band of pixels that never varies carries no information
     result = infoprune.prune(model, x, "mipp", select_inputs=True, device="cpu", **TINY)
     mask = result.input_mask
-    assert mask is not None and mask.shape == (784,) and mask.dtype == torch.bool
-    assert not mask.reshape(28, 28)[:4].any() and 1 <= mask.sum() < 784
+    assert mask is not None and mask.shape == (64,) and mask.dtype == torch.bool
+    assert not mask.reshape(8, 8)[:2].any() and 1 <= mask.sum() < 64
     structure = graph.analyse(model, x[:2])
     with activations.masked_units(structure, result.masks, mask, model), torch.no_grad():
         expected = model(x)
@@ -95,8 +99,12 @@ def test_input_selection_masks_pixels_and_matches():
 
 
 def test_dataloader_calibration_data_is_accepted():
-    model = build_model("lenet300")
-    data = torch.utils.data.TensorDataset(torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)))
+    data = torch.utils.data.TensorDataset(torch.randn(64, 1, 8, 8), torch.randint(0, 10, (64,)))
     loader = torch.utils.data.DataLoader(data, batch_size=16)
-    result = infoprune.prune(model, loader, "mipp", device="cpu", **TINY)
-    assert set(result.masks) == {"net.1", "net.3"}
+    result = infoprune.prune(small_mlp(), loader, "mipp", device="cpu", **TINY)
+    assert set(result.masks) == {"1"}
+
+
+def test_too_few_samples_for_the_widest_layer():
+    with pytest.raises(ValueError, match=r"at least 240 calibration samples.*'fc1' with 120 units"):
+        infoprune.prune(build_model("lenet5"), torch.randn(100, 1, 28, 28), "mipp", device="cpu", **TINY)

@@ -20,13 +20,14 @@ from torch import nn
 
 from infoprune.graph import NetworkStructure, PrunableLayer
 
-CollapseName = Literal["l1", "l2", "mean", "std"]
+CollapseName = Literal["l1", "l2", "mean", "signed_mean", "std"]
 
 
 def collapse_spatial(maps: torch.Tensor, how: CollapseName = "l1") -> torch.Tensor:
     """Collapse ``(N, C, K)`` per-unit maps to ``(N, C)`` (MIPP App. E.2, Table 3).
 
-    l1: Σ|O|; l2: sqrt(ΣO²); mean: mean |O|; std: standard deviation of |O| over positions.
+    l1: Σ|O|; l2: sqrt(ΣO²); mean: mean |O|; signed_mean: mean O (MINT App. B, "the average
+    activation across a filter's dimensions"); std: standard deviation of |O| over positions.
     A unit with a single value per sample (a neuron, K = 1) is returned as it is, sign included.
     """
     if maps.shape[2] == 1:
@@ -37,9 +38,11 @@ def collapse_spatial(maps: torch.Tensor, how: CollapseName = "l1") -> torch.Tens
         return maps.pow(2).sum(dim=2).sqrt()
     if how == "mean":
         return maps.abs().mean(dim=2)
+    if how == "signed_mean":
+        return maps.mean(dim=2)
     if how == "std":
         return maps.abs().std(dim=2, unbiased=False)
-    raise ValueError(f"Unknown collapse function {how!r}; choose one of 'l1', 'l2', 'mean', 'std'.")
+    raise ValueError(f"Unknown collapse function {how!r}; choose one of 'l1', 'l2', 'mean', 'signed_mean', 'std'.")
 
 
 def unit_maps(consumer_input: torch.Tensor, layer: PrunableLayer) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Size and cost of a model: parameters, FLOPs, latency.
+"""Size and cost of a model: parameters, CSR memory, FLOPs, latency.
 
 FLOPs convention: PyTorch's ``torch.utils.flop_counter.FlopCounterMode`` counts a multiply
 and an add as 2 FLOPs for matrix products and convolutions (a Linear of n inputs and m
@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 
 import torch
+from scipy import sparse
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -18,6 +19,22 @@ from torch.utils.flop_counter import FlopCounterMode
 def count_params(model: nn.Module) -> int:
     """Number of parameters (buffers such as BatchNorm statistics excluded)."""
     return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def csr_bytes(model: nn.Module) -> int:
+    """Bytes to store every parameter as a SciPy CSR matrix (MINT §IV-B "Memory Footprint").
+
+    Each parameter is viewed as ``(shape[0], -1)`` (a bias as one row) and counted as the
+    ``data`` (its dtype), ``indices`` and ``indptr`` arrays of its CSR form, so zeroed weights
+    cost nothing; file headers (the paper's npz files) are not counted.
+    """
+    total = 0
+    for parameter in model.parameters():
+        values = parameter.detach().cpu()
+        matrix = sparse.csr_matrix(values.reshape(values.shape[0] if values.dim() > 1 else 1, -1).numpy())
+        total += matrix.data.nbytes + matrix.indices.nbytes + matrix.indptr.nbytes
+    return total
 
 
 @torch.no_grad()

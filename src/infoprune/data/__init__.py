@@ -6,10 +6,18 @@ from collections.abc import Callable
 from pathlib import Path
 
 from infoprune.data.base import BatchTransform, DatasetSplits, LabelledTensors, calibration_tensors
+from infoprune.data.cifar import load_cifar, write_cifar_standin
+from infoprune.data.deformed_mnist import load_deformed_mnist
 from infoprune.data.mnist import load_mnist
+from infoprune.data.tensor_file import load_tensor_dataset
 
 DATASETS: dict[str, Callable[..., DatasetSplits]] = {
     "mnist": lambda data_dir=None, seed=0: load_mnist(),
+    "deformed-mnist": lambda data_dir=None, seed=0: load_deformed_mnist(seed),
+    "cifar10": lambda data_dir=None, seed=0: load_cifar("cifar10", data_dir, seed),
+    "cifar100": lambda data_dir=None, seed=0: load_cifar("cifar100", data_dir, seed),
+    # data_dir: a torch.save'd (inputs, labels) file, or a folder with train.pt and test.pt
+    "tensor-file": lambda data_dir=None, seed=0: load_tensor_dataset(data_dir, seed),
 }
 
 
@@ -20,4 +28,15 @@ def load_dataset(name: str, data_dir: str | Path | None = None, seed: int = 0) -
     return DATASETS[name](data_dir=data_dir, seed=seed)
 
 
-__all__ = ["BatchTransform", "DATASETS", "DatasetSplits", "LabelledTensors", "calibration_tensors", "load_dataset"]
+__all__ = [
+    "BatchTransform",
+    "DATASETS",
+    "DatasetSplits",
+    "LabelledTensors",
+    "calibration_tensors",
+    "load_cifar",
+    "load_dataset",
+    "load_deformed_mnist",
+    "load_tensor_dataset",
+    "write_cifar_standin",
+]

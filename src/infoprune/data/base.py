@@ -35,6 +35,18 @@ class LabelledTensors:
         order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))[:count]
         return LabelledTensors(self.inputs[order], self.labels[order])
 
+    def hold_out(self, fraction: float, seed: int = 0) -> tuple[LabelledTensors, LabelledTensors]:
+        """``(rest, held_out)``: a seeded random ``fraction`` of the samples set apart."""
+        if not 0 <= fraction < 1:
+            raise ValueError(f"The held-out fraction must be in [0, 1), got {fraction}.")
+        order = torch.randperm(len(self), generator=torch.Generator().manual_seed(seed))
+        held = round(fraction * len(self))
+        rest, out = order[held:], order[:held]
+        return (
+            LabelledTensors(self.inputs[rest], self.labels[rest]),
+            LabelledTensors(self.inputs[out], self.labels[out]),
+        )
+
 
 @dataclass
 class DatasetSplits:

@@ -13,6 +13,8 @@ from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod
 # name -> module that defines (and registers) it
 _METHOD_MODULES: dict[str, str] = {
     "mipp": "infoprune.methods.mipp",
+    "itpruner": "infoprune.methods.itpruner",
+    "mint": "infoprune.methods.mint",
     "random": "infoprune.methods.magnitude",
     "l1": "infoprune.methods.magnitude",
     "snip": "infoprune.methods.saliency",

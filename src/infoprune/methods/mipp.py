@@ -69,18 +69,27 @@ class MIPP(PruningMethod):
             raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
         self.learning_rate = float(learning_rate)
 
-    def minimum_samples(self) -> int:
-        """Each of the ``repeats`` held-out folds needs ≥ 10 samples."""
-        return 10 * self.repeats
+    def minimum_samples(self, widest: int) -> int:
+        """Samples needed: ≥ 10 per held-out fold, and twice the widest tested layer.
+
+        With fewer samples than units, every unit is (on the calibration set) a linear
+        combination of the others, and no test can see a unit's own contribution.
+        """
+        return max(10 * self.repeats, 2 * widest)
 
     def decide(self, context: PruningContext) -> MaskDecision:
-        samples = context.inputs.shape[0]
-        if samples < self.minimum_samples():
-            raise ValueError(
-                f"MIPP needs at least {self.minimum_samples()} calibration samples ({self.repeats} "
-                f"cross-fitting folds of ≥ 10); got {samples}. A few thousand give stable decisions."
-            )
         structure = context.structure
+        widths = {layer.name: layer.units for layer in structure.layers}
+        if self.select_inputs:
+            widths["the input"] = context.inputs[0].numel()
+        widest = max(widths, key=widths.get)
+        samples, needed = context.inputs.shape[0], self.minimum_samples(widths[widest])
+        if samples < needed:
+            raise ValueError(
+                f"MIPP needs at least {needed} calibration samples here ({self.repeats} cross-fitting "
+                f"folds of ≥ 10, and twice the widest tested layer, {widest!r} with {widths[widest]} "
+                f"units); got {samples}. Pass more calibration data."
+            )
         prunable = {layer.name for layer in structure.layers}
         target_only = tuple(
             dict.fromkeys(c.name for layer in structure.layers for c in layer.consumers if c.name not in prunable)

@@ -1,0 +1,127 @@
+"""One pruning run end to end: train (or reuse) → prune → re-train → measure.
+
+Shared by ``infoprune prune`` and the sweeps, so that every method goes through exactly the
+same training, calibration, surgery and evaluation.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+import infoprune
+from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
+from infoprune.io import atomic_write_bytes
+from infoprune.models import MODELS, build_model
+from infoprune.progress import logger
+from infoprune.result import PruningResult
+from infoprune.training import RECIPES, Recipe, default_device, evaluate, train
+
+
+@dataclass
+class RunConfig:
+    """What to prune, how, and how much to train before and after."""
+
+    model: str = "lenet5"
+    dataset: str = "mnist"
+    method: str = "mipp"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    data_dir: str | None = None
+    train_epochs: int = 3
+    retrain_epochs: int = 2
+    calibration_samples: int = 2000
+    train_samples: int | None = None  # a seeded subset of the training split (None: all of it)
+    seed: int = 0
+    device: str | None = None
+    pretrained: bool = True  # False: prune at initialisation (no training before pruning)
+    cache_dir: str | None = None  # where trained base models are cached
+
+
+def recipe_for(dataset: str, retrain: bool, epochs: int) -> Recipe:
+    """The named recipe of ``dataset`` (MIPP Table 2), scaled to ``epochs``."""
+    family = dataset.removeprefix("deformed-")
+    name = f"{family}-retrain" if retrain else family
+    if name not in RECIPES:
+        raise ValueError(f"No training recipe for data set {dataset!r}; recipes: {', '.join(sorted(RECIPES))}.")
+    return RECIPES[name].with_epochs(epochs)
+
+
+def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> nn.Module:
+    """The model to prune: trained with the data set's recipe (cached by model, data, recipe, seed)."""
+    torch.manual_seed(config.seed)
+    in_channels = data.train.inputs.shape[1]
+    kwargs = {"in_channels": in_channels} if in_channels != MODELS[config.model].input_shape[0] else {}
+    model = build_model(config.model, num_classes=data.num_classes, **kwargs).to(device)
+    if not config.pretrained or config.train_epochs == 0:
+        return model
+    recipe = recipe_for(config.dataset, retrain=False, epochs=config.train_epochs)
+    cache = None
+    if config.cache_dir is not None:
+        subset = "" if config.train_samples is None else f"-n{config.train_samples}"
+        key = f"{config.model}-{config.dataset}{subset}-{recipe.epochs}ep-lr{recipe.lr:g}-seed{config.seed}.pt"
+        cache = Path(config.cache_dir) / key
+        if cache.is_file():
+            model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
+            logger.info("reused trained base model %s", cache)
+            return model.eval()
+    train(model, data.train, recipe, device, seed=config.seed, transform=data.train_transform, desc="train")
+    if cache is not None:
+        state = {k: v.cpu() for k, v in model.state_dict().items()}
+        atomic_write_bytes(cache, lambda f: torch.save(state, f))
+    return model.eval()
+
+
+CHANCE_MARGIN = 0.01
+"""Re-trained accuracy within this of the majority-class rate counts as collapse (at chance)."""
+
+
+def majority_class_rate(data: LabelledTensors) -> float:
+    """Accuracy of always predicting the most frequent class: chance level on ``data``."""
+    return torch.bincount(data.labels).max().item() / len(data)
+
+
+def run(
+    config: RunConfig,
+    data: DatasetSplits | None = None,
+    on_stage: Callable[[str], None] | None = None,
+) -> tuple[PruningResult, dict[str, Any]]:
+    """Train, prune, re-train and evaluate; returns the result and a JSON-ready record.
+
+    ``on_stage(name)`` is told when each stage starts (for progress displays). The record's
+    ``collapsed`` is True when the network lost its input-output path (``result.collapsed``)
+    or re-trained no better than chance (MIPP Fig. 3 counts both as collapse).
+    """
+    stage = on_stage or (lambda name: None)
+    device = torch.device(config.device) if config.device else default_device()
+    data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed)
+    train_split = data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
+    train_eval = train_split.subset(10_000, seed=config.seed)
+    stage("train" if config.pretrained else "initialise")
+    model = base_model(config, replace(data, train=train_split), device)
+    record: dict[str, Any] = {"config": asdict(config), "device": str(device)}
+    record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, data.test)}
+
+    stage("prune")
+    calibration = train_split.subset(config.calibration_samples, seed=config.seed + 1)
+    start = time.perf_counter()
+    result = infoprune.prune(
+        model, calibration, config.method, device=device, seed=config.seed, **config.method_params
+    )
+    record["prune_seconds"] = time.perf_counter() - start
+    pruned = result.model
+    record["accuracy_pruned"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
+    if config.retrain_epochs > 0:
+        stage("re-train")
+        recipe = recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
+        train(pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
+    record["accuracy_retrained"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
+    record["pruning"] = result.summary()
+    record["chance_accuracy"] = majority_class_rate(data.test)
+    record["collapsed"] = result.collapsed or record["accuracy_retrained"]["test"] <= record["chance_accuracy"] + CHANCE_MARGIN
+    return result, record

@@ -1,0 +1,194 @@
+"""``infoprune report DIR``: the figures and tables of a sweep, in one Markdown file.
+
+Reads the successful runs of ``DIR/results.sqlite`` that belong to the sweep's current plan
+(``DIR/plan.json``; runs left from an earlier version of the config are counted, not shown)
+and writes, per (model, data set), the figures of :mod:`infoprune.experiments.figures`, then
+a table of every (state, method, level) with mean ± std over seeds, the collapse rates, and
+the runs that failed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from infoprune.experiments import figures
+from infoprune.experiments.results import FAILED, OK, ResultStore
+from infoprune.experiments.sweep import PLAN_FILE
+from infoprune.io import atomic_write_bytes
+
+Record = dict[str, Any]
+REPORT_FILE = "report.md"
+
+
+def mean_std(values: list[float], scale: float = 1.0, digits: int = 2) -> str:
+    """``mean ± std`` (sample std over seeds); just the mean for a single value."""
+    array = scale * np.asarray(values, dtype=float)
+    if len(array) == 1:
+        return f"{array[0]:.{digits}f}"
+    return f"{array.mean():.{digits}f} ± {array.std(ddof=1):.{digits}f}"
+
+
+def _slug(text: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in text)
+
+
+def _plan(folder: Path) -> dict[str, Any]:
+    """The sweep's current plan (``runs``: ids, ``description``), or {} for a bare results file."""
+    path = folder / PLAN_FILE
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def _level_text(records: list[Record]) -> str:
+    level = records[0]["level"]
+    if level["param"] is None:
+        return "–"
+    values = [r["level"]["value"] for r in records]
+    if level["matches"] is not None:
+        return f"{level['param']} (matched) {mean_std(values, digits=3)}"
+    value = values[0]
+    return f"{level['param']} = {value:.6g}" if isinstance(value, float) else f"{level['param']} = {value!r}"
+
+
+def results_table(records: list[Record]) -> list[str]:
+    """Markdown rows: one per (state, method, level), mean ± std over seeds."""
+    header = [
+        "| state | method | level | seeds | units removed (%) | params kept (%) | FLOPs kept (%) "
+        "| test acc. pruned (%) | train acc. re-trained (%) | test acc. re-trained (%) | collapsed | pruning time (s) |",
+        "|" + "---|" * 12,
+    ]
+    groups: dict[tuple, list[Record]] = defaultdict(list)
+    for r in records:
+        groups[(r["state"], r["label"], r["level"]["index"])].append(r)
+    order = {label: i for i, label in enumerate(dict.fromkeys(r["label"] for r in records))}
+    rows = []
+    for (state, label, _index), runs in sorted(groups.items(), key=lambda item: (item[0][0], order[item[0][1]], item[0][2])):
+        pruning = [r["pruning"] for r in runs]
+        rows.append(
+            "| " + " | ".join([
+                state, label, _level_text(runs), str(len(runs)),
+                mean_std([figures.units_removed(r) for r in runs], digits=1),
+                mean_std([p["params_after"] / p["params_before"] for p in pruning], 100, 1),
+                mean_std([p["flops_after"] / p["flops_before"] for p in pruning], 100, 1),
+                mean_std([r["accuracy_pruned"]["test"] for r in runs], 100),
+                mean_std([r["accuracy_retrained"]["train"] for r in runs], 100),
+                mean_std([r["accuracy_retrained"]["test"] for r in runs], 100),
+                f"{sum(r['collapsed'] for r in runs)}/{len(runs)}",
+                mean_std([r["prune_seconds"] for r in runs], digits=1),
+            ]) + " |"
+        )  # fmt: skip
+    return header + rows
+
+
+def collapse_table(records: list[Record]) -> list[str]:
+    """Markdown rows: per method and state, runs collapsed out of runs, and how many of those
+    lost every input-output path (the rest re-trained only to chance) — MIPP Fig. 3 in numbers."""
+    states = figures.states_of(records)
+    rows = ["| method | " + " | ".join(f"collapsed, {s}" for s in states) + " |", "|" + "---|" * (len(states) + 1)]
+    for label in dict.fromkeys(r["label"] for r in records):
+        cells = []
+        for state in states:
+            runs = [r for r in records if r["label"] == label and r["state"] == state]
+            disconnected = sum(r["pruning"]["collapsed"] for r in runs)
+            cell = f"{sum(r['collapsed'] for r in runs)}/{len(runs)}" + (f" ({disconnected} disconnected)" if disconnected else "")
+            cells.append(cell if runs else "–")
+        rows.append(f"| {label} | " + " | ".join(cells) + " |")
+    return rows
+
+
+def _varied_collapse_methods(records: list[Record]) -> dict[str, list[Record]]:
+    """Methods whose runs used more than one ``collapse`` setting (for MIPP Fig. 10)."""
+    by_method: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        if "collapse" in r["pruning"]["config"]:
+            by_method[r["method"]].append(r)
+    return {m: runs for m, runs in by_method.items() if len({r["pruning"]["config"]["collapse"] for r in runs}) > 1}
+
+
+def _setting_section(records: list[Record], setting: str, out: Path) -> list[str]:
+    """Figures and tables of one (model, data set)."""
+    slug = _slug(setting)
+    lines = [f"## {setting}", ""]
+    figure_list = [
+        ("Accuracy after re-training against units removed (MIPP Fig. 2; band: ± 1 std over seeds)",
+         figures.accuracy_figure, f"{slug}-accuracy.png"),
+        ("Runs that collapse (a layer emptied, no input-output path, or re-trained at chance), per 5 % bin "
+         "of units removed (MIPP Fig. 3)", figures.collapse_figure, f"{slug}-collapse.png"),
+        ("Layer-wise pruning ratios divided by the run's mean ratio, per method and state, mean ± std over "
+         "levels and seeds (MIPP Figs. 4, 11)", figures.layer_ratio_figure, f"{slug}-layer-ratios.png"),
+    ]  # fmt: skip
+    if any(r.get("input_mask") for r in records):
+        figure_list.append(("Selected input pixels (blue) at several sparsities (MIPP Fig. 7)", figures.input_maps_figure, f"{slug}-inputs.png"))
+    for method, runs in _varied_collapse_methods(records).items():
+        figure_list.append((
+            f"{method}: collapse functions compared (MIPP Fig. 10)",
+            lambda rs, path, title, runs=runs: figures.collapse_function_figure(runs, path, title),
+            f"{slug}-{_slug(method)}-collapse-functions.png",
+        ))  # fmt: skip
+    for caption, draw, name in figure_list:
+        draw(records, out / name, setting)
+        lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
+    lines += ["### Results (mean ± std over seeds)", "", *results_table(records), ""]
+    lines += [
+        "### Collapse rates",
+        "",
+        "A run collapses when no path from the input to the output survives (*disconnected*; a layer "
+        "emptied in a plain chain) or when the re-trained network is no better than always predicting "
+        "the most frequent class (within 1 point).",
+        "",
+        *collapse_table(records),
+        "",
+    ]
+    return lines
+
+
+def build_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.md`` and its PNG figures for the sweep in ``folder`` (into ``out``,
+    default ``folder/report``); returns the report's path."""
+    folder = Path(folder)
+    store = ResultStore(folder, create=False)
+    out = Path(out) if out is not None else folder / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plan = _plan(folder)
+    planned = plan.get("runs")
+    records = store.records(OK)
+    failed = store.records(FAILED)
+    if planned is not None:
+        keep = set(planned)
+        stale = sum(r["run_id"] not in keep for r in records)
+        records = [r for r in records if r["run_id"] in keep]
+        failed = [r for r in failed if r["run_id"] in keep]
+    else:
+        stale = 0
+    if not records:
+        raise ValueError(f"{store.path} holds no finished run of the sweep; run `infoprune sweep` first.")
+
+    lines = [f"# Sweep report: {folder.name}", ""]
+    if plan.get("description"):
+        lines += [plan["description"], ""]
+    codes = sorted({r.get("code", "unknown code") for r in records})
+    lines += [f"Produced by {' and '.join(codes)}.", ""]
+    total = len(planned) if planned is not None else len(records) + len(failed)
+    lines += [
+        f"{len(records)} of {total} planned runs finished, {len(failed)} failed"
+        + (f"; {stale} stored runs from an earlier version of the config are not shown" if stale else "")
+        + ". Accuracies are top-1 in %; params and FLOPs of the physically pruned model relative to the "
+        "unpruned one; units are the prunable neurons and filters.",
+        "",
+    ]
+    settings: dict[str, list[Record]] = defaultdict(list)
+    for r in records:
+        settings[f"{r['model']} on {r['dataset']}"].append(r)
+    for setting, runs in settings.items():
+        lines += _setting_section(runs, setting, out)
+    if failed:
+        lines += ["## Failed runs", "", "| run | error |", "|---|---|"]
+        lines += [f"| {r['run_id']} | {' '.join(r['error'].split()).replace('|', '/')} |" for r in failed]
+        lines.append("")
+    path = out / REPORT_FILE
+    atomic_write_bytes(path, lambda f: f.write("\n".join(lines).encode()))
+    return path

@@ -1,0 +1,73 @@
+"""The results of a sweep: one SQLite row per run, written the moment the run finishes.
+
+Each write is its own transaction, so a sweep killed at any point leaves every finished run
+stored and no half-written one. A run is keyed by its id; storing it again (a failed run
+retried on resume) replaces the row, so every run is recorded exactly once.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from pathlib import Path
+from typing import Any
+
+RESULTS_FILE = "results.sqlite"
+OK, FAILED = "ok", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY,
+    status TEXT NOT NULL,
+    finished_at REAL NOT NULL,
+    record TEXT NOT NULL
+)
+"""
+
+
+class ResultStore:
+    """Runs stored under ``folder/results.sqlite``: ``put`` one, ``get`` one, ``records`` all."""
+
+    def __init__(self, folder: str | Path, create: bool = True) -> None:
+        self.path = Path(folder) / RESULTS_FILE
+        if not create and not self.path.is_file():
+            raise FileNotFoundError(f"No sweep results in {folder} (expected {self.path}); run `infoprune sweep` first.")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self._connection() as db:
+            db.execute(_SCHEMA)
+
+    @contextmanager
+    def _connection(self) -> Iterator[sqlite3.Connection]:
+        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+            yield db
+
+    def put(self, run_id: str, status: str, record: dict[str, Any]) -> None:
+        """Store (or replace) the run ``run_id`` in one transaction."""
+        with self._connection() as db:
+            db.execute(
+                "INSERT OR REPLACE INTO runs (run_id, status, finished_at, record) VALUES (?, ?, ?, ?)",
+                (run_id, status, time.time(), json.dumps(record)),
+            )
+
+    def get(self, run_id: str) -> tuple[str, dict[str, Any]] | None:
+        """``(status, record)`` of ``run_id``, or None when it was never stored."""
+        with self._connection() as db:
+            row = db.execute("SELECT status, record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
+        return None if row is None else (row[0], json.loads(row[1]))
+
+    def statuses(self) -> dict[str, str]:
+        """``{run_id: status}`` of every stored run."""
+        with self._connection() as db:
+            return dict(db.execute("SELECT run_id, status FROM runs"))
+
+    def records(self, status: str | None = OK) -> list[dict[str, Any]]:
+        """The stored records with ``status`` (all when None), in the order they finished."""
+        query, args = "SELECT record FROM runs", ()
+        if status is not None:
+            query, args = query + " WHERE status = ?", (status,)
+        with self._connection() as db:
+            rows = db.execute(query + " ORDER BY finished_at, run_id", args).fetchall()
+        return [json.loads(row[0]) for row in rows]

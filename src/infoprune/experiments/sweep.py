@@ -1,0 +1,284 @@
+"""``infoprune sweep``: run a grid of train → prune → re-train runs, storing each as it ends.
+
+The grid (model × dataset × seed × state × method × level, see :mod:`sweep_config`) becomes a
+list of :class:`PlannedRun` in a fixed order: data set and seed outermost (one data set in
+memory at a time), then model, state, level and method, every matched entry after the entry it
+matches. Each run goes through :func:`infoprune.experiments.pipeline.run`, the same code path
+as ``infoprune prune``; trained base models are cached under ``OUT/cache`` by (model, data
+set, recipe, seed), so every method and level prunes the same network.
+
+Every finished run is written at once to ``OUT/results.sqlite`` (:class:`ResultStore`). A
+run's id includes a hash of everything that determines it, so re-running the same config
+resumes: finished runs are skipped, failed ones retried, and runs whose settings changed are
+new runs. A run that raises is stored as failed with its error and the sweep goes on (runs
+that match it fail too); Ctrl-C stops the sweep and loses only the run in progress.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import infoprune
+from infoprune.data import DatasetSplits, load_dataset
+from infoprune.experiments.pipeline import RunConfig, run
+from infoprune.experiments.results import FAILED, OK, ResultStore
+from infoprune.experiments.sweep_config import MethodEntry, SweepConfig
+from infoprune.io import atomic_write_bytes, atomic_write_json
+from infoprune.progress import logger, progress_bar
+
+PLAN_FILE = "plan.json"
+CONFIG_COPY = "sweep.toml"
+
+Runner = Callable[..., tuple[Any, dict[str, Any]]]
+DatasetLoader = Callable[[str, str | None, int], DatasetSplits]
+
+
+@dataclass(frozen=True)
+class PlannedRun:
+    """One cell of the grid. ``matches`` is the id of the run it takes its level from."""
+
+    run_id: str
+    model: str
+    dataset: str
+    seed: int
+    state: str
+    label: str
+    method: str
+    params: dict[str, Any]
+    level_index: int
+    level_param: str | None
+    level_value: Any
+    matches: str | None
+    match_take: str | None
+
+    def describe(self) -> str:
+        if self.matches is not None:
+            level = f" ({self.level_param} matched)"
+        elif self.level_param is not None:
+            value = f"{self.level_value:.6g}" if isinstance(self.level_value, float) else repr(self.level_value)
+            level = f" ({self.level_param}={value})"
+        else:
+            level = ""
+        return f"{self.model}/{self.dataset} {self.state} seed {self.seed}: {self.label} level {self.level_index}{level}"
+
+
+@dataclass(frozen=True)
+class SweepOutcome:
+    """How many runs the plan has, were already stored, finished now, and failed now."""
+
+    total: int
+    skipped: int
+    finished: int
+    failed: int
+    stopped_early: bool
+
+
+def code_version() -> str:
+    """The package version and, in a git checkout, the commit (``+dirty`` with local changes):
+    recorded with every run so that a report names the code that produced it."""
+    version = f"infoprune {infoprune.__version__}"
+    source = Path(infoprune.__file__).parent
+
+    def git(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["git", "-C", str(source), *args], capture_output=True, text=True, timeout=10)
+
+    try:
+        commit, changes = git("rev-parse", "--short=12", "HEAD"), git("status", "--porcelain", "--untracked-files=no")
+    except (OSError, subprocess.SubprocessError):
+        return version  # no git: the version alone
+    if commit.returncode != 0:
+        return version  # not a checkout (an installed package)
+    return f"{version}, commit {commit.stdout.strip()}{'+dirty' if changes.stdout.strip() else ''}"
+
+
+def _digest(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:10]
+
+
+def plan(config: SweepConfig) -> list[PlannedRun]:
+    """Every run of the sweep, in the order it will run (matched runs before their matchers)."""
+    training = {k: v for k, v in asdict(config.training).items() if k not in ("device", "data_dir")}
+    runs: list[PlannedRun] = []
+    for dataset in config.datasets:
+        for seed in config.seeds:
+            for model in config.models:
+                for state in config.states:
+                    runs += _setting_runs(config, model, dataset, seed, state, training)
+    return runs
+
+
+def _setting_runs(
+    config: SweepConfig, model: str, dataset: str, seed: int, state: str, training: dict[str, Any]
+) -> list[PlannedRun]:
+    """The runs of one (model, dataset, seed, state): levels outer, entries in run order."""
+    entries = [e for e in config.methods if state in e.states]
+    level_counts = {e.label: _level_count(config, e) for e in entries}
+    ids: dict[tuple[str, int], str] = {}
+    runs = []
+    for index in range(max(level_counts.values(), default=0)):
+        for entry in entries:
+            if index >= level_counts[entry.label]:
+                continue
+            value = entry.level_values[index] if entry.level_values else None
+            matches = ids[(entry.match.entry, index)] if entry.match else None
+            identity = {
+                "model": model, "dataset": dataset, "seed": seed, "state": state, "training": training,
+                "method": entry.name, "params": entry.params, "level": [entry.level_param, value, matches],
+            }  # fmt: skip
+            run_id = f"{model}/{dataset}/{state}/seed{seed}/{entry.label}/{index}-{_digest(identity)}"
+            ids[(entry.label, index)] = run_id
+            runs.append(
+                PlannedRun(
+                    run_id, model, dataset, seed, state, entry.label, entry.name, entry.params, index,
+                    entry.level_param, value, matches, entry.match.take if entry.match else None,
+                )
+            )  # fmt: skip
+    return runs
+
+
+def _level_count(config: SweepConfig, entry: MethodEntry) -> int:
+    if entry.match is not None:
+        return _level_count(config, config.entry(entry.match.entry))
+    return max(1, len(entry.level_values))
+
+
+def encode_mask(mask) -> str:
+    """A bool mask as a string of 0/1 (compact in JSON, exact)."""
+    return "".join("1" if keep else "0" for keep in mask.flatten().tolist())
+
+
+def decode_mask(text: str) -> list[bool]:
+    return [c == "1" for c in text]
+
+
+def matched_record(planned: PlannedRun, store: ResultStore) -> dict[str, Any]:
+    """The stored record of the run ``planned`` matches; an error if that run did not succeed."""
+    stored = store.get(planned.matches)
+    if stored is None or stored[0] != OK:
+        raise RuntimeError(f"the run it matches, {planned.matches}, did not finish successfully")
+    return stored[1]
+
+
+def run_config(planned: PlannedRun, config: SweepConfig, params: dict[str, Any], cache_dir: Path) -> RunConfig:
+    return RunConfig(
+        model=planned.model,
+        dataset=planned.dataset,
+        method=planned.method,
+        method_params=params,
+        seed=planned.seed,
+        pretrained=planned.state == "trained",
+        cache_dir=str(cache_dir),
+        **asdict(config.training),
+    )
+
+
+def execute(
+    planned: PlannedRun,
+    config: SweepConfig,
+    store: ResultStore,
+    data: DatasetSplits,
+    cache_dir: Path,
+    runner: Runner = run,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``planned`` and return its record (with the sweep's identifying fields)."""
+    params = dict(planned.params)
+    level_value = planned.level_value
+    if planned.matches is not None:
+        # the matched run's global fraction of units removed, passed as ratio= or its masks as masks=
+        matched = matched_record(planned, store)
+        level_value = matched["pruning"]["units_removed_fraction"]
+        masks = {name: decode_mask(text) for name, text in matched["masks"].items()}
+        params[planned.level_param] = masks if planned.match_take == "masks" else level_value
+    elif planned.level_param is not None:
+        params[planned.level_param] = level_value
+    start = time.perf_counter()
+    result, record = runner(run_config(planned, config, params, cache_dir), data, on_stage=on_stage)
+    record.update(
+        run_id=planned.run_id,
+        model=planned.model,
+        dataset=planned.dataset,
+        seed=planned.seed,
+        state=planned.state,
+        label=planned.label,
+        method=planned.method,
+        level={"index": planned.level_index, "param": planned.level_param, "value": level_value, "matches": planned.matches},
+        masks={name: encode_mask(mask) for name, mask in result.masks.items()},
+        input_mask=None if result.input_mask is None else encode_mask(result.input_mask),
+        input_shape=list(data.train.inputs.shape[1:]),
+        run_seconds=time.perf_counter() - start,
+    )
+    return record
+
+
+def run_sweep(
+    config: SweepConfig,
+    out_dir: str | Path,
+    *,
+    config_text: str | None = None,
+    max_runs: int | None = None,
+    runner: Runner = run,
+    load: DatasetLoader = load_dataset,
+) -> SweepOutcome:
+    """Run every planned run not yet stored in ``out_dir``; at most ``max_runs`` of them.
+
+    ``config_text`` (the TOML source) is kept as ``OUT/sweep.toml``; ``OUT/plan.json`` lists
+    the current plan's run ids, which the report uses. ``runner`` and ``load`` default to the
+    pipeline and :func:`load_dataset` (tests substitute them).
+    """
+    out_dir = Path(out_dir)
+    store = ResultStore(out_dir)
+    runs = plan(config)
+    atomic_write_json(out_dir / PLAN_FILE, {"description": config.description, "runs": [r.run_id for r in runs]})
+    if config_text is not None:
+        atomic_write_bytes(out_dir / CONFIG_COPY, lambda f: f.write(config_text.encode()))
+    statuses = store.statuses()
+    pending = [r for r in runs if statuses.get(r.run_id) != OK]
+    skipped = len(runs) - len(pending)
+    if skipped:
+        logger.info("resuming: %d of %d runs already stored in %s", skipped, len(runs), store.path)
+    finished = failed = 0
+    loaded: tuple[tuple[str, int], DatasetSplits] | None = None
+    code = code_version()
+    bar = progress_bar(total=len(runs), initial=skipped, desc="sweep", leave=True, unit="run")
+    try:
+        for planned in pending:
+            if max_runs is not None and finished + failed >= max_runs:
+                break
+            if loaded is None or loaded[0] != (planned.dataset, planned.seed):
+                loaded = None  # free the previous data set first
+                bar.set_postfix_str(f"loading {planned.dataset}")
+                loaded = ((planned.dataset, planned.seed), load(planned.dataset, config.training.data_dir, planned.seed))
+            label = planned.describe()
+
+            def show(stage: str, label: str = label) -> None:
+                bar.set_postfix_str(f"{label} · {stage}")
+
+            try:
+                record = {**execute(planned, config, store, loaded[1], out_dir / "cache", runner, show), "code": code}
+            except Exception as error:
+                failed += 1
+                logger.warning("run failed: %s: %s: %s", label, type(error).__name__, error)
+                store.put(planned.run_id, FAILED, {**asdict(planned), "error": f"{type(error).__name__}: {error}",
+                                                   "traceback": traceback.format_exc(limit=8)})  # fmt: skip
+            else:
+                finished += 1
+                store.put(planned.run_id, OK, record)
+                logger.info(
+                    "%s: %.1f%% of units removed, test accuracy %.4f after re-training%s",
+                    label, 100 * record["pruning"]["units_removed_fraction"],
+                    record["accuracy_retrained"]["test"], " (collapsed)" if record["collapsed"] else "",
+                )  # fmt: skip
+            bar.update(1)
+    finally:
+        bar.close()
+    stopped_early = skipped + finished + failed < len(runs)
+    return SweepOutcome(len(runs), skipped, finished, failed, stopped_early)

@@ -1,0 +1,176 @@
+"""MINT as a pruning method: grouping, thresholds, the γ cap, both outputs, bad inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import infoprune
+from infoprune.activations import masked_units
+from infoprune.data import LabelledTensors
+from infoprune.graph import analyse
+from infoprune.methods.mint import (
+    MINT,
+    apply_connection_masks,
+    connection_masks,
+    contiguous_groups,
+    draw_per_class,
+    keep_connections,
+    rethreshold,
+)
+from infoprune.models import build_model
+from infoprune.models.lenet import MLP
+
+
+def calibration(n: int = 240, classes: int = 4, shape: tuple[int, ...] = (1, 28, 28)) -> LabelledTensors:
+    generator = torch.Generator().manual_seed(0)
+    return LabelledTensors(torch.randn(n, *shape, generator=generator), torch.arange(n) % classes)
+
+
+def test_contiguous_groups_are_balanced_larger_first() -> None:
+    assert [(g.start, g.stop) for g in contiguous_groups(10, 4)] == [(0, 3), (3, 6), (6, 8), (8, 10)]
+    assert [(g.start, g.stop) for g in contiguous_groups(6, 3)] == [(0, 2), (2, 4), (4, 6)]
+    assert len(contiguous_groups(3, 16)) == 3  # one unit per group
+
+
+def test_draw_per_class_is_distinct_balanced_and_seeded() -> None:
+    labels = torch.arange(100) % 5
+    rows = draw_per_class(labels, 7, seed=3)
+    assert len(set(rows.tolist())) == 35
+    assert torch.bincount(labels[rows]).tolist() == [7] * 5
+    assert torch.equal(rows, draw_per_class(labels, 7, seed=3))
+    with pytest.raises(ValueError, match="class 0 has only 20"):
+        draw_per_class(labels, 21, seed=0)
+    with pytest.raises(ValueError, match="needs labels"):
+        draw_per_class(None, 5, seed=0)
+
+
+def test_threshold_keeps_scores_at_or_above_delta() -> None:
+    scores = torch.tensor([[0.1, 0.5], [0.3, 0.7]])
+    kept, delta = keep_connections(scores, torch.ones(2, 2, dtype=torch.long), 0.3, gamma=None)
+    assert kept.tolist() == [[False, True], [True, True]]
+    assert delta == 0.3
+
+
+def test_gamma_cap_rederives_delta_for_the_pair() -> None:
+    scores = torch.tensor([[0.1, 0.2], [0.3, 0.4]])
+    weights = torch.tensor([[1, 1], [1, 1]])
+    # δ = 0.35 would drop 3 of 4 blocks; γ = 0.5 allows 2: δ becomes 0.3.
+    kept, delta = keep_connections(scores, weights, 0.35, gamma=0.5)
+    assert delta == pytest.approx(0.3)
+    assert kept.tolist() == [[False, False], [True, True]]
+    # Weighted by block size: the lowest block alone holds 3 of 6 weights.
+    kept, delta = keep_connections(scores, torch.tensor([[3, 1], [1, 1]]), 0.35, gamma=0.4)
+    assert delta == pytest.approx(0.1)
+    assert kept.all()
+
+
+def tiny_mlp_reading_group_zero() -> nn.Module:
+    """8 inputs → fc1 (8 units, ≈ identity) → fc2 (2 units reading only fc1 units 0 and 1) → 2."""
+    model = MLP((8, 2), num_classes=2, in_features=8)
+    with torch.no_grad():
+        fc1, fc2 = model.net[1], model.net[3]
+        fc1.weight.copy_(torch.eye(8))
+        fc1.bias.fill_(4.0)  # keep the ReLU in its linear part for N(0, 1) inputs
+        fc2.weight.zero_()
+        fc2.weight[0, :2] = torch.tensor([1.0, 1.0])
+        fc2.weight[1, :2] = torch.tensor([1.0, -1.0])
+        fc2.bias.fill_(10.0)
+    return model.eval()
+
+
+def test_child_reading_group_zero_ranks_it_highest() -> None:
+    model = tiny_mlp_reading_group_zero()
+    data = calibration(400, classes=2, shape=(8,))
+    result = infoprune.prune(model, data, method="mint", samples_per_class=150, groups={"net.1": (4, 2), "net.3": 2}, device="cpu")
+    first = result.details["pairs"][0]
+    assert (first["parent"], first["child"]) == ("net.1", "net.3")
+    for row in first["scores"]:
+        assert max(range(4), key=row.__getitem__) == 0
+
+
+def test_prune_lenet300_both_outputs_agree() -> None:
+    model = build_model("lenet300").eval()
+    data = calibration()
+    result = infoprune.prune(model, data, method="mint", samples_per_class=30, groups=10, quantile=0.7, device="cpu")
+    details = result.details
+    assert [(p["parent"], p["child"]) for p in details["pairs"]] == [("net.1", "net.3"), ("net.3", "net.5")]
+    assert details["samples"] == 120
+    masks = connection_masks(model, details)
+    assert {name: tuple(m.shape) for name, m in masks.items()} == {"net.3": (100, 300), "net.5": (10, 100)}
+    pruned_fraction = sum(int((~m).sum()) for m in masks.values()) / sum(m.numel() for m in masks.values())
+    assert details["connections"]["pruned_fraction"] == pytest.approx(pruned_fraction)
+    # δ is the 0.7-quantile of the pooled scores: 30 % of all group blocks keep (ties aside).
+    blocks = [kept for pair in details["pairs"] for row in pair["kept"] for kept in row]
+    assert 0.3 <= sum(blocks) / len(blocks) < 0.4
+    # A parent unit is removed exactly when none of its outgoing connections survives.
+    assert torch.equal(result.masks["net.1"], masks["net.3"].any(dim=0))
+    assert torch.equal(result.masks["net.3"], masks["net.5"].any(dim=0))
+    assert details["connections"]["csr_bytes_after"] < details["connections"]["csr_bytes_before"]
+    # Deciding again from the stored scores reproduces the decision, or changes it with δ.
+    assert rethreshold(details, quantile=0.7)["pairs"] == details["pairs"]
+    looser = connection_masks(model, rethreshold(details, quantile=0.2))
+    assert sum(int(m.sum()) for m in looser.values()) > sum(int(m.sum()) for m in masks.values())
+    zeroed = apply_connection_masks(model, masks)
+    assert torch.equal(zeroed.net[3].weight == 0, ~masks["net.3"])
+    assert torch.equal(model.net[3].weight != 0, torch.ones_like(masks["net.3"]))  # original untouched
+    # The surgically pruned model computes what the unit-masked original computes.
+    structure = analyse(model, data.inputs[:2])
+    with masked_units(structure, result.masks):
+        expected = model(data.inputs[:16])
+    torch.testing.assert_close(result.model(data.inputs[:16]), expected, rtol=1e-4, atol=1e-5)
+
+
+def test_prune_lenet5_with_gamma_cap_and_reproducibility() -> None:
+    model = build_model("lenet5").eval()
+    data = calibration()
+    kwargs = dict(method="mint", samples_per_class=20, groups=6, quantile=1.0, gamma=0.5, device="cpu", seed=1)
+    result = infoprune.prune(model, data, **kwargs)
+    details = result.details
+    assert [p["child"] for p in details["pairs"]] == ["conv2", "fc1", "fc2", "fc3"]
+    assert tuple(connection_masks(model, details)["conv2"].shape) == (16, 6, 5, 5)
+    for fraction in details["connections"]["pruned_fraction_by_layer"].values():
+        assert 0 < fraction <= 0.5
+    assert not result.collapsed
+    again = infoprune.prune(model, data, **kwargs)
+    assert again.details["pairs"] == details["pairs"]
+
+
+def test_mlp500_is_registered() -> None:
+    model = build_model("mlp500")
+    widths = [m.out_features for m in model.modules() if isinstance(m, nn.Linear)]
+    assert widths == [500, 300, 10]
+    assert [m.p for m in model.modules() if isinstance(m, nn.Dropout)] == [0.2, 0.2]
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"delta": 0.1, "quantile": 0.5}, "not both"),
+        ({"quantile": 1.5}, "quantile"),
+        ({"gamma": 0.0}, "gamma"),
+        ({"collapse": "max"}, "collapse"),
+        ({"groups": 0}, "groups"),
+        ({"groups": {"net.1": (2, 3, 4)}}, "parent G, child G"),
+        ({"samples_per_class": 1}, "samples_per_class"),
+    ],
+)
+def test_bad_parameters_raise(kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        MINT(**kwargs)
+
+
+def test_bad_data_and_layer_names_raise() -> None:
+    model = build_model("lenet300").eval()
+    data = calibration()
+    with pytest.raises(ValueError, match="needs labels"):
+        infoprune.prune(model, data.inputs, method="mint", samples_per_class=10, device="cpu")
+    with pytest.raises(ValueError, match="has only 60"):
+        infoprune.prune(model, data, method="mint", samples_per_class=61, device="cpu")
+    with pytest.raises(ValueError, match="missing: \\['net.3'\\]"):
+        infoprune.prune(model, data, method="mint", samples_per_class=10, groups={"net.1": 4}, device="cpu")
+    with pytest.raises(ValueError, match="G ≥ 2"):
+        infoprune.prune(model, data, method="mint", samples_per_class=10, groups={"net.1": 1, "net.3": 4}, device="cpu")
+    with pytest.raises(ValueError, match="method='mint'"):
+        connection_masks(model, {})
