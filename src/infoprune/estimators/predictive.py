@@ -161,12 +161,16 @@ class PredictorEnsemble:
             optimizer.step()
         self.weights = [p.detach() for p in params]
 
-    @torch.no_grad()
     def heldout_loss(self, x: Tensor, y: Tensor, heldout_rows: Tensor, input_masks: Tensor) -> Tensor:
         """Mean squared error of each member on its held-out rows, shape ``(E,)``."""
-        rows = heldout_rows.to(x.device)
-        prediction = self.forward(x[rows] * input_masks.to(x.dtype)[:, None, :])
-        return (prediction - y[rows]).pow(2).mean(dim=(1, 2))
+        masks = input_masks.to(x.dtype)[:, None, :]
+        return self.loss_on(lambda rows: x[rows] * masks, y, heldout_rows)
+
+    @torch.no_grad()
+    def loss_on(self, inputs_of: Callable[[Tensor], Tensor], y: Tensor, rows: Tensor) -> Tensor:
+        """Mean squared error of member e on ``rows[e]``, reading inputs as :meth:`train_on` does."""
+        rows = rows.to(y.device)
+        return (self.forward(inputs_of(rows)) - y[rows]).pow(2).mean(dim=(1, 2))
 
 
 def baseline_loss(y: Tensor, split: CrossFitSplit) -> Tensor:
@@ -231,19 +235,8 @@ def single_feature_information(
         one_column = x[:, columns].T.unsqueeze(-1)  # (members, n, 1)
         train = split.train[0].expand(members, -1)
         heldout = split.heldout[0].expand(members, -1)
-        ensemble.train_on(
-            lambda batch: torch.gather(one_column, 1, batch.unsqueeze(-1)),
-            y,
-            train,
-            iterations,
-            batch_size,
-            learning_rate,
-            generator,
-        )
-        with torch.no_grad():
-            rows = heldout.to(x.device)
-            prediction = ensemble.forward(torch.gather(one_column, 1, rows.unsqueeze(-1)))
-            losses = (prediction - y[rows]).pow(2).mean(dim=(1, 2))
-        scores[start : start + members] = no_information - losses
+        column_of = lambda rows: torch.gather(one_column, 1, rows.unsqueeze(-1))  # noqa: E731
+        ensemble.train_on(column_of, y, train, iterations, batch_size, learning_rate, generator)
+        scores[start : start + members] = no_information - ensemble.loss_on(column_of, y, heldout)
     return scores
 

@@ -189,8 +189,9 @@ def terc_select(
         arm_inputs = torch.stack([x_with, x])  # arm "with" reads r_i, arm "without" masks it
         arm_of_member = torch.arange(2 * repeats, device=x.device) // repeats
         arm_masks = torch.cat([masks, kept_without.to(x.device).float().expand(repeats, -1)])
+        arm_input_of = lambda rows: arm_inputs[arm_of_member[:, None], rows] * arm_masks[:, None, :]  # noqa: E731
         arms.train_on(
-            lambda batch: arm_inputs[arm_of_member[:, None], batch] * arm_masks[:, None, :],
+            arm_input_of,
             y,
             paired_train,
             config.refit_iterations,
@@ -199,10 +200,7 @@ def terc_select(
             generator,
             batch_streams=repeats,
         )
-        with torch.no_grad():
-            rows = paired_heldout.to(x.device)
-            prediction = arms.forward(arm_inputs[arm_of_member[:, None], rows] * arm_masks[:, None, :])
-            losses = (prediction - y[rows]).pow(2).mean(dim=(1, 2))
+        losses = arms.loss_on(arm_input_of, y, paired_heldout)
         confidence = confidence_loss_increased(losses[repeats:] - losses[:repeats])
         confidences[feature] = confidence
         informative = confidence >= config.confidence
