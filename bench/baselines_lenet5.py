@@ -25,7 +25,6 @@ from pathlib import Path
 import torch
 
 import infoprune
-from infoprune import graph
 from infoprune.data import load_dataset
 from infoprune.methods import get_method
 from infoprune.models import build_model
@@ -47,22 +46,9 @@ def trained_lenet5(data, epochs: int, cache: Path) -> torch.nn.Module:
     return model.eval()
 
 
-def freeze_emptied_layers(pruned: torch.nn.Module, structure, emptied: list[str]) -> None:
-    """Keep emptied layers empty while re-training.
-
-    The surgery represents a layer with no unit by one unit whose consumers' weights are
-    zero; left trainable, those weights would grow back and revive a layer that no longer
-    exists. Freezing them re-trains the network the masks describe.
-    """
-    for name in emptied:
-        for consumer in structure.layer(name).consumers:
-            pruned.get_submodule(consumer.name).weight.requires_grad_(False)
-
-
 def run(label: str, model, data, calibration, retrain_epochs: int, **kwargs) -> dict:
     result = infoprune.prune(model, calibration, device="cpu", **kwargs)
     pruned = copy.deepcopy(result.model)
-    freeze_emptied_layers(pruned, graph.analyse(model, calibration.inputs[:2]), result.collapsed_layers)
     before = evaluate(pruned, data.test)
     start = time.perf_counter()
     train(pruned, data.train, RECIPES["mnist-retrain"].with_epochs(retrain_epochs), device="cpu", desc=label)

@@ -8,6 +8,8 @@ from torch import nn
 import infoprune
 from infoprune import graph
 from infoprune.collapse import emptied_layers, is_disconnected
+from infoprune.data import LabelledTensors
+from infoprune.training import get_recipe, train
 
 
 def chain() -> nn.Sequential:
@@ -19,16 +21,27 @@ def structure_of(model: nn.Module, x: torch.Tensor) -> graph.NetworkStructure:
     return graph.analyse(model, x[:2])
 
 
+def retrain_briefly(model: nn.Module, x: torch.Tensor) -> None:
+    data = LabelledTensors(x, torch.arange(len(x)) % 2)
+    train(model, data, get_recipe("mnist-retrain", epochs=3, batch_size=4), device="cpu", seed=0)
+
+
 def test_global_l1_empties_the_layer_of_tiny_weights_and_reports_the_collapse():
     model, x = chain(), torch.randn(8, 20)
     with torch.no_grad():
         model[2].weight.mul_(1e-3)
+        model[2].bias.fill_(0.5)  # the unit surgery keeps stays active, so its outgoing weights get gradients
     result = infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu")
     assert result.collapsed_layers == ["2"] and result.layers["2"].kept == 0
     assert result.disconnected and result.collapsed and result.summary()["collapsed"]
     with torch.no_grad():  # the physical model agrees: its output no longer depends on the input
         outputs = result.model(x)
     assert torch.allclose(outputs, outputs[:1].expand_as(outputs))
+    retrain_briefly(result.model, x)
+    with torch.no_grad():  # re-training cannot revive the emptied layer
+        assert torch.count_nonzero(result.model[4].weight) == 0
+        retrained = result.model(x)
+    assert torch.allclose(retrained, retrained[:1].expand_as(retrained))
     safe = infoprune.prune(model, x, method="l1", ratio=0.5, min_units=1, device="cpu")
     assert not safe.collapsed and safe.collapsed_layers == [] and safe.layers["2"].kept == 1
 

@@ -55,7 +55,9 @@ def apply_masks(
     A layer whose mask is all False (a collapsed layer, as global baselines can produce)
     keeps one physical unit, and the weights its consumers read from it are zeroed: the
     consumers then receive nothing from the layer, as in the masked original, and the copy
-    stays a valid module (zero-width convolutions are not).
+    stays a valid module (zero-width convolutions are not). Those zeroed weights are frozen
+    (``requires_grad=False``) so that re-training cannot grow them back and revive a layer
+    the masks removed.
     """
     check_masks(structure, masks)
     pruned = copy.deepcopy(model)
@@ -77,7 +79,9 @@ def apply_masks(
         for name in collapsed:
             for consumer in structure.layer(name).consumers:
                 # The consumer's inputs now come from the one remaining unit only.
-                modules[consumer.name].weight.zero_()
+                weight = modules[consumer.name].weight
+                weight.zero_()
+                weight.requires_grad_(False)
     pruned.train(was_training)
     if input_mask is not None:
         return InputMasked(pruned, input_mask)
