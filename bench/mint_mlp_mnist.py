@@ -78,12 +78,13 @@ def mint_scores(model: nn.Module, splits, args: argparse.Namespace, path: Path) 
     return scored
 
 
-def delta_for_fc2(model: nn.Module, details: dict, target: float) -> float:
+def delta_for_fc2(model: nn.Module, details: dict, target: float, gamma: float | dict[str, float] | None) -> float:
     """The pooled-score quantile at which fc2 loses ``target`` of its weights (bisection)."""
     low, high = 0.0, 1.0
     for _ in range(30):
         middle = (low + high) / 2
-        fraction = float((~connection_masks(model, rethreshold(details, quantile=middle))[FC2]).float().mean())
+        decided = rethreshold(details, quantile=middle, gamma=gamma)
+        fraction = float((~connection_masks(model, decided)[FC2]).float().mean())
         low, high = (middle, high) if fraction < target else (low, middle)
     return high
 
@@ -120,6 +121,19 @@ def pruned_fraction(model: nn.Module, names: tuple[str, ...]) -> float:
     return sum(int((modules[n].weight == 0).sum()) for n in names) / total
 
 
+def parse_gamma(values: list[str]) -> float | dict[str, float]:
+    """``["0.5"]`` → 0.5; ``["net.4=0", "net.1=0.9"]`` → caps per parent layer."""
+    if len(values) == 1 and "=" not in values[0]:
+        return float(values[0])
+    caps = {}
+    for value in values:
+        name, _, cap = value.partition("=")
+        if not cap:
+            raise SystemExit(f"--gamma takes one number or PARENT=VALUE entries, got {value!r}")
+        caps[name] = float(cap)
+    return caps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--epochs", type=int, default=30, help="training and re-training epochs (paper: 30)")
@@ -128,7 +142,13 @@ def main() -> None:
     threshold.add_argument("--fc2-target", type=float, default=0.96, help="set δ so that fc2 loses this fraction")
     threshold.add_argument("--quantile", type=float, help="δ as this quantile of the pooled scores")
     threshold.add_argument("--delta", type=float, help="δ directly")
-    parser.add_argument("--gamma", type=float, default=None, help="γ, the per-layer cap (App. A; paper MLP: none)")
+    parser.add_argument(
+        "--gamma",
+        nargs="+",
+        default=["net.4=0"],
+        help="γ, the cap of App. A: one value for both pairs, or PARENT=VALUE per pair. Default net.4=0 leaves "
+        "fc3 whole: the paper reports layer 2 only and gives no γ, and fc3's scores drop whole classes",
+    )
     parser.add_argument("--random-control", action="store_true", help="also re-train with random blocks dropped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -136,6 +156,7 @@ def main() -> None:
     parser.add_argument("--batch-elements", type=int, default=2**26, help="MINT: distance entries per batch of MSTs")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    gamma = parse_gamma(args.gamma)
 
     splits = load_dataset("mnist")
     model = trained_baseline(splits, args.epochs, args.seed, args.device)
@@ -147,8 +168,8 @@ def main() -> None:
     elif args.quantile is not None:
         choice = {"quantile": args.quantile}
     else:
-        choice = {"quantile": delta_for_fc2(model, scored["details"], args.fc2_target)}
-    details = rethreshold(scored["details"], gamma=args.gamma, **choice)
+        choice = {"quantile": delta_for_fc2(model, scored["details"], args.fc2_target, gamma)}
+    details = rethreshold(scored["details"], gamma=gamma, **choice)
     masks = connection_masks(model, details)
     start = time.perf_counter()
     pruned, before = retrain_with_masks(model, masks, splits, args, "re-train")
@@ -157,7 +178,7 @@ def main() -> None:
 
     print(f"MINT on MLP 784-500-300-10 / MNIST, seed {args.seed}, {args.epochs} epochs (train and re-train)")
     print(f"  groups {PAPER_GROUPS}, {args.samples_per_class} samples per class ({details['samples']} in all)")
-    print(f"  threshold {choice}, gamma {args.gamma} -> delta = {details['delta']:.4f}")
+    print(f"  threshold {choice}, gamma {gamma} -> delta = {details['delta']:.4f}")
     print(f"  MINT scoring wall time: {scored['seconds']:.1f} s on {scored.get('device', 'cpu')} ({scored['threads']} CPU thread(s))")
     print(f"  baseline test accuracy:        {100 * baseline_accuracy:.2f} %   (paper 98.59 %)")
     print(f"  pruned, before re-training:    {100 * before:.2f} %")

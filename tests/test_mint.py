@@ -14,6 +14,7 @@ from infoprune.methods.mint import (
     MINT,
     apply_connection_masks,
     connection_masks,
+    connection_summary,
     contiguous_groups,
     draw_per_class,
     keep_connections,
@@ -135,6 +136,15 @@ def test_prune_lenet5_with_gamma_cap_and_reproducibility() -> None:
     assert not result.collapsed
     again = infoprune.prune(model, data, **kwargs)
     assert again.details["pairs"] == details["pairs"]
+    # Caps per parent layer (App. B): 0 leaves fc2's connections to fc3 whole, 0.25 caps conv1→conv2,
+    # the layers not named are uncapped (quantile 1 drops everything below the top score there).
+    capped = connection_summary(model, rethreshold(details, quantile=1.0, gamma={"fc2": 0.0, "conv1": 0.25}))
+    by_layer = capped["pruned_fraction_by_layer"]
+    assert by_layer["fc3"] == 0 and 0 < by_layer["conv2"] <= 0.25 and by_layer["fc1"] > 0.9
+    with pytest.raises(ValueError, match="not MINT parents"):
+        rethreshold(details, quantile=0.5, gamma={"fc3": 0.5})
+    with pytest.raises(ValueError, match="not MINT parents"):
+        infoprune.prune(model, data, **{**kwargs, "gamma": {"conv9": 0.5}})
 
 
 def test_mlp500_is_registered() -> None:
@@ -150,6 +160,7 @@ def test_mlp500_is_registered() -> None:
         ({"delta": 0.1, "quantile": 0.5}, "not both"),
         ({"quantile": 1.5}, "quantile"),
         ({"gamma": 0.0}, "gamma"),
+        ({"gamma": {"fc1": 1.5}}, "gamma"),
         ({"collapse": "max"}, "collapse"),
         ({"groups": 0}, "groups"),
         ({"groups": {"net.1": (2, 3, 4)}}, "parent G, child G"),

@@ -7,6 +7,7 @@ import math
 import re
 import sqlite3
 from pathlib import Path
+from dataclasses import replace
 from types import SimpleNamespace
 
 import pytest
@@ -312,3 +313,29 @@ def test_report_command(finished_sweep, tmp_path, capsys):
     assert main(["report", str(finished_sweep.out), "--out", str(tmp_path)]) == 0
     assert "report.md" in capsys.readouterr().out
     assert main(["report", str(tmp_path / "nowhere")]) == 2
+
+
+def test_an_interrupted_base_model_training_resumes_from_its_checkpoint(tmp_path, small_mnist):
+    """Base-model training checkpoints next to the cache; a second call resumes and ends where an
+    uninterrupted training would, then leaves only the cache entry."""
+    from infoprune.experiments.pipeline import RunConfig, base_model
+
+    data = replace(small_mnist, train=small_mnist.train.subset(200, seed=0))
+    batches = 0
+
+    def interrupt_in_second_epoch(inputs: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        nonlocal batches
+        batches += 1
+        if batches == 3:  # 200 samples, batches of 100: the first batch of epoch 2
+            raise KeyboardInterrupt
+        return inputs
+
+    config = RunConfig(train_epochs=2, cache_dir=str(tmp_path / "cache"), device="cpu")
+    with pytest.raises(KeyboardInterrupt):
+        base_model(config, replace(data, train_transform=interrupt_in_second_epoch), torch.device("cpu"))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["lenet5-mnist-2ep-lr0.01-seed0.partial.ckpt"]
+    resumed = base_model(config, data, torch.device("cpu"))
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["lenet5-mnist-2ep-lr0.01-seed0.pt"]
+    uninterrupted = base_model(replace(config, cache_dir=None), data, torch.device("cpu"))
+    for name, value in uninterrupted.state_dict().items():
+        torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0, msg=name)

@@ -53,7 +53,11 @@ def recipe_for(dataset: str, retrain: bool, epochs: int) -> Recipe:
 
 
 def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> nn.Module:
-    """The model to prune: trained with the data set's recipe (cached by model, data, recipe, seed)."""
+    """The model to prune: trained with the data set's recipe (cached by model, data, recipe, seed).
+
+    With a cache folder, training also checkpoints every epoch next to the cache entry, so an
+    interrupted sweep resumes a long training (CIFAR) where it stopped.
+    """
     torch.manual_seed(config.seed)
     in_channels = data.train.inputs.shape[1]
     kwargs = {"in_channels": in_channels} if in_channels != MODELS[config.model].input_shape[0] else {}
@@ -61,7 +65,7 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     if not config.pretrained or config.train_epochs == 0:
         return model
     recipe = recipe_for(config.dataset, retrain=False, epochs=config.train_epochs)
-    cache = None
+    cache = checkpoint = None
     if config.cache_dir is not None:
         subset = "" if config.train_samples is None else f"-n{config.train_samples}"
         key = f"{config.model}-{config.dataset}{subset}-{recipe.epochs}ep-lr{recipe.lr:g}-seed{config.seed}.pt"
@@ -70,10 +74,14 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
             model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
             logger.info("reused trained base model %s", cache)
             return model.eval()
-    train(model, data.train, recipe, device, seed=config.seed, transform=data.train_transform, desc="train")
+        checkpoint = cache.with_suffix(".partial.ckpt")
+    train(
+        model, data.train, recipe, device, seed=config.seed, transform=data.train_transform, desc="train", checkpoint=checkpoint
+    )
     if cache is not None:
         state = {k: v.cpu() for k, v in model.state_dict().items()}
         atomic_write_bytes(cache, lambda f: torch.save(state, f))
+        checkpoint.unlink(missing_ok=True)
     return model.eval()
 
 

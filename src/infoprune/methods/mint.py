@@ -163,15 +163,35 @@ class LayerPair:
         )
 
 
+Cap = float | dict[str, float] | None
+"""γ: one cap for every layer pair, a cap per parent layer (layers not named are uncapped), or None."""
+
+
+def check_gamma(gamma: Cap, parents: list[str] | None = None) -> Cap:
+    """Validate γ. One γ lies in (0, 1]; per-layer caps lie in [0, 1], where 0 leaves that
+    layer's connections unpruned (App. B skips some layers). With ``parents``, the names must
+    be among them."""
+    if gamma is None:
+        return None
+    if not isinstance(gamma, dict):
+        return check_fraction("gamma", gamma, high_open=False)
+    if parents is not None:
+        unknown = sorted(set(gamma) - set(parents))
+        if unknown:
+            raise ValueError(f"gamma names layers that are not MINT parents: {unknown}; the parents are {parents}.")
+    return {name: check_fraction(f"gamma[{name!r}]", cap, low_open=False, high_open=False) for name, cap in gamma.items()}
+
+
 def threshold_pairs(
-    pairs: list[LayerPair], delta: float | None, quantile: float | None, gamma: float | None
+    pairs: list[LayerPair], delta: float | None, quantile: float | None, gamma: Cap
 ) -> tuple[float, list[LayerPair]]:
     """Pool the scores of all pairs, set δ (given, or their ``quantile``), decide every pair."""
     if delta is None:
         delta = float(torch.quantile(torch.cat([pair.scores.flatten() for pair in pairs]), quantile))
     decided = []
     for pair in pairs:
-        kept, pair_delta = keep_connections(pair.scores, pair.block_weights(), delta, gamma)
+        cap = gamma.get(pair.parent) if isinstance(gamma, dict) else gamma
+        kept, pair_delta = keep_connections(pair.scores, pair.block_weights(), delta, cap)
         decided.append(replace(pair, kept=kept, delta=pair_delta))
     return delta, decided
 
@@ -183,7 +203,7 @@ def _pairs_of(details: dict[str, Any]) -> list[LayerPair]:
 
 
 def rethreshold(
-    details: dict[str, Any], *, delta: float | None = None, quantile: float | None = None, gamma: float | None = None
+    details: dict[str, Any], *, delta: float | None = None, quantile: float | None = None, gamma: Cap = None
 ) -> dict[str, Any]:
     """The details of a MINT run decided again with another δ, quantile or γ, without re-estimating.
 
@@ -191,8 +211,9 @@ def rethreshold(
     in MINT Fig. 4 and A-1); :func:`connection_masks` and :func:`connection_summary` take it.
     """
     delta, quantile = check_threshold(delta, quantile)
-    gamma = None if gamma is None else check_fraction("gamma", gamma, high_open=False)
-    delta, pairs = threshold_pairs(_pairs_of(details), delta, quantile, gamma)
+    pairs = _pairs_of(details)
+    gamma = check_gamma(gamma, sorted({pair.parent for pair in pairs}))
+    delta, pairs = threshold_pairs(pairs, delta, quantile, gamma)
     return {"delta": delta, "samples": details.get("samples"), "pairs": [pair.as_dict() for pair in pairs]}
 
 
@@ -273,7 +294,8 @@ class MINT(PruningMethod):
     ``{"net.1": (250, 100), "net.4": (300, 10)}``); a G above a layer's width means one unit
     per group. ``delta``: δ, the score threshold; or ``quantile``: δ as this quantile of the
     pooled scores (0.5 when neither is given). ``gamma``: γ, the most a layer pair may lose,
-    as a fraction of its weights (None: no cap). ``collapse``: how conv maps become one value
+    as a fraction of its weights: one value for all pairs, or a dict of caps per parent layer
+    (App. B caps only some layers; 0 leaves a layer's connections whole), None for no cap. ``collapse``: how conv maps become one value
     per sample (``"signed_mean"`` is the paper's). ``batch_elements``: distance entries held
     per batch of spanning trees (memory versus speed).
     """
@@ -286,14 +308,14 @@ class MINT(PruningMethod):
         groups: int | dict[str, GroupCount] = 16,
         delta: float | None = None,
         quantile: float | None = None,
-        gamma: float | None = None,
+        gamma: Cap = None,
         collapse: CollapseName = "signed_mean",
         batch_elements: int = DEFAULT_BATCH_ELEMENTS,
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
         self.delta, self.quantile = check_threshold(delta, quantile)
-        self.gamma = None if gamma is None else check_fraction("gamma", gamma, high_open=False)
+        self.gamma = check_gamma(gamma)
         if collapse not in typing.get_args(CollapseName):
             raise ValueError(f"collapse must be one of {typing.get_args(CollapseName)}, got {collapse!r}.")
         self.collapse = collapse
@@ -330,6 +352,7 @@ class MINT(PruningMethod):
     def decide(self, context: PruningContext) -> MaskDecision:
         structure = context.structure
         counts = self._group_counts(structure)
+        check_gamma(self.gamma, structure.names)
         for layer in structure.layers:
             if min(counts[layer.name][0], layer.units) < 2:
                 raise ValueError(
