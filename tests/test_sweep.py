@@ -339,3 +339,19 @@ def test_an_interrupted_base_model_training_resumes_from_its_checkpoint(tmp_path
     uninterrupted = base_model(replace(config, cache_dir=None), data, torch.device("cpu"))
     for name, value in uninterrupted.state_dict().items():
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0, msg=name)
+
+
+def test_collapse_comparisons_never_mix_other_settings():
+    """Fig. 10 compares runs that differ only in the collapse function (and level)."""
+    from infoprune.experiments.report import _collapse_comparisons
+
+    def run(collapse: str, confidence: float, select_inputs: bool = False, method: str = "mipp") -> dict:
+        config = {"confidence": confidence, "collapse": collapse, "select_inputs": select_inputs}
+        return {"method": method, "level": {"param": "confidence"}, "pruning": {"config": config}}
+
+    plain = [run(c, x) for c in ("l1", "l2") for x in (0.9, 0.99)]
+    pixels = [run("l1", 0.9, select_inputs=True), run("l1", 0.99, select_inputs=True)]
+    assert _collapse_comparisons(plain + pixels) == {"mipp": plain}
+    pixels_varied = pixels + [run("std", 0.9, select_inputs=True)]
+    assert _collapse_comparisons(plain + pixels_varied) == {"mipp (1)": plain, "mipp (2)": pixels_varied}
+    assert _collapse_comparisons(pixels + [run("l1", 0.9, method="other")]) == {}

@@ -100,13 +100,25 @@ def collapse_table(records: list[Record]) -> list[str]:
     return rows
 
 
-def _varied_collapse_methods(records: list[Record]) -> dict[str, list[Record]]:
-    """Methods whose runs used more than one ``collapse`` setting (for MIPP Fig. 10)."""
-    by_method: dict[str, list[Record]] = defaultdict(list)
+def _collapse_comparisons(records: list[Record]) -> dict[str, list[Record]]:
+    """Runs of one method whose settings differ only in ``collapse`` (and the level), when more
+    than one collapse function was run (MIPP Fig. 10); keyed by a name for the figure.
+
+    Runs with other differences (e.g. input selection) form their own comparison, so that a
+    collapse function's curve never mixes settings.
+    """
+    groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
-        if "collapse" in r["pruning"]["config"]:
-            by_method[r["method"]].append(r)
-    return {m: runs for m, runs in by_method.items() if len({r["pruning"]["config"]["collapse"] for r in runs}) > 1}
+        config = r["pruning"]["config"]
+        if "collapse" in config:
+            others = {k: v for k, v in config.items() if k not in ("collapse", r["level"]["param"])}
+            groups[(r["method"], json.dumps(others, sort_keys=True, default=str))].append(r)
+    varied = [(key, runs) for key, runs in groups.items() if len({r["pruning"]["config"]["collapse"] for r in runs}) > 1]
+    methods = [method for (method, _), _ in varied]
+    return {
+        method if methods.count(method) == 1 else f"{method} ({index + 1})": runs
+        for index, ((method, _), runs) in enumerate(varied)
+    }
 
 
 def _setting_section(records: list[Record], setting: str, out: Path) -> list[str]:
@@ -123,7 +135,7 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
     ]  # fmt: skip
     if any(r.get("input_mask") for r in records):
         figure_list.append(("Selected input pixels (blue) at several sparsities (MIPP Fig. 7)", figures.input_maps_figure, f"{slug}-inputs.png"))
-    for method, runs in _varied_collapse_methods(records).items():
+    for method, runs in _collapse_comparisons(records).items():
         figure_list.append((
             f"{method}: collapse functions compared (MIPP Fig. 10)",
             lambda rs, path, title, runs=runs: figures.collapse_function_figure(runs, path, title),
