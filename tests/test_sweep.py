@@ -284,6 +284,13 @@ def test_report_has_plots_and_a_table_with_every_method(finished_sweep):
     assert len(rows) == 4
     assert sum("| mipp | confidence = 0.5 |" in row for row in rows) == 1
     assert sum("| test-drop-first | ratio (matched)" in row for row in rows) == 2
+    headline = text[text.index("**trained: test accuracy") : text.index("### Results")]
+    assert "| method | level 1 | level 2 | collapsed |" in headline
+    mipp_runs = {r["level"]["index"]: r for r in ResultStore(finished_sweep.out).records() if r["label"] == "mipp"}
+    first = mipp_runs[0]
+    cell = f"{100 * first['accuracy_retrained']['test']:.1f} ({100 * first['pruning']['units_removed_fraction']:.0f} % removed)"
+    assert re.search(rf"\| mipp \| {re.escape(cell)} \| .+ \| \d/2 \|", headline)
+    assert re.search(r"\| test-drop-first \| .+ \| .+ \| \d/2 \|", headline)
     assert "4 of 4 planned runs finished, 0 failed" in text
     assert "Produced by infoprune " in text
     assert not (path.parent / "lenet5-on-mnist-inputs.png").exists()

@@ -84,6 +84,30 @@ def results_table(records: list[Record]) -> list[str]:
     return header + rows
 
 
+def headline_table(records: list[Record], state: str) -> list[str]:
+    """Markdown rows for one state: per method, each level's test accuracy after re-training
+    (mean over seeds) and the units removed there, level by level — the table to read first."""
+    runs = [r for r in records if r["state"] == state]
+    levels = sorted({r["level"]["index"] for r in runs})
+    rows = [
+        "| method | " + " | ".join(f"level {i + 1}" for i in levels) + " | collapsed |",
+        "|" + "---|" * (len(levels) + 2),
+    ]
+    for label in dict.fromkeys(r["label"] for r in runs):
+        mine = [r for r in runs if r["label"] == label]
+        cells = []
+        for index in levels:
+            at_level = [r for r in mine if r["level"]["index"] == index]
+            if not at_level:
+                cells.append("–")
+                continue
+            accuracy = 100 * np.mean([r["accuracy_retrained"]["test"] for r in at_level])
+            removed = np.mean([figures.units_removed(r) for r in at_level])
+            cells.append(f"{accuracy:.1f} ({removed:.0f} % removed)")
+        rows.append(f"| {label} | " + " | ".join(cells) + f" | {sum(r['collapsed'] for r in mine)}/{len(mine)} |")
+    return rows
+
+
 def collapse_table(records: list[Record]) -> list[str]:
     """Markdown rows: per method and state, runs collapsed out of runs, and how many of those
     lost every input-output path (the rest re-trained only to chance) — MIPP Fig. 3 in numbers."""
@@ -125,6 +149,13 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
     """Figures and tables of one (model, data set)."""
     slug = _slug(setting)
     lines = [f"## {setting}", ""]
+    for state in figures.states_of(records):
+        lines += [
+            f"**{state}: test accuracy after re-training (%, mean over seeds) and units removed, by level**",
+            "",
+            *headline_table(records, state),
+            "",
+        ]
     figure_list = [
         ("Accuracy after re-training against units removed (MIPP Fig. 2; band: ± 1 std over seeds)",
          figures.accuracy_figure, f"{slug}-accuracy.png"),
