@@ -18,6 +18,7 @@ ranking rules depend on (an L1 norm would erase it).
 from __future__ import annotations
 
 import abc
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -124,6 +125,15 @@ def detached_parameters(model: nn.Module) -> dict[str, torch.Tensor]:
     """Copies of the model's parameters that require grad, for ``torch.func.functional_call``:
     gradients land on the copies and the model stays untouched."""
     return {name: p.detach().clone().requires_grad_() for name, p in model.named_parameters()}
+
+
+def labelled_batches(
+    inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
+    """``(inputs, labels, share)`` batches on ``device``; the shares sum to 1 (for means over all)."""
+    for start in range(0, inputs.shape[0], batch_size):
+        x, y = inputs[start : start + batch_size], labels[start : start + batch_size]
+        yield x.to(device), y.to(device), x.shape[0] / inputs.shape[0]
 
 
 def require_labels(context: PruningContext, method: str) -> torch.Tensor:

@@ -21,16 +21,7 @@ from infoprune.activations import masked_units
 from infoprune.collapse import linearised_state
 from infoprune.methods import register
 from infoprune.methods.base import PruningContext, check_positive_int
-from infoprune.methods.ranked import Masks, WeightScoreMethod, detached_parameters, require_labels
-
-
-def labelled_batches(
-    inputs: torch.Tensor, labels: torch.Tensor, batch_size: int, device: torch.device
-) -> Iterator[tuple[torch.Tensor, torch.Tensor, float]]:
-    """``(inputs, labels, share)`` batches on ``device``; the shares sum to 1 (for means over all)."""
-    for start in range(0, inputs.shape[0], batch_size):
-        x, y = inputs[start : start + batch_size], labels[start : start + batch_size]
-        yield x.to(device), y.to(device), x.shape[0] / inputs.shape[0]
+from infoprune.methods.ranked import Masks, WeightScoreMethod, detached_parameters, labelled_batches, require_labels
 
 
 def classification_loss(

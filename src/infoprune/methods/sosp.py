@@ -31,7 +31,7 @@ from torch.func import functional_call, jvp, vjp
 
 from infoprune.methods import register
 from infoprune.methods.base import PruningContext, check_positive_int
-from infoprune.methods.ranked import Masks, WeightScoreMethod, require_labels, structure_parameters
+from infoprune.methods.ranked import Masks, WeightScoreMethod, labelled_batches, require_labels, structure_parameters
 
 
 @register
@@ -61,9 +61,7 @@ class SOSPH(WeightScoreMethod):
 
         total = {name: torch.zeros_like(p) for name, p in params.items()}
         count = context.inputs.shape[0]
-        for start in range(0, count, self.batch_size):
-            x = context.inputs[start : start + self.batch_size].to(context.device)
-            y = labels[start : start + self.batch_size].to(context.device)
+        for x, y, _ in labelled_batches(context.inputs, labels, self.batch_size, context.device):
             logits, logit_direction = jvp(lambda w: logits_of(w, x), (params,), (direction,))
             _, pullback = vjp(lambda w: logits_of(w, x), params)
             p = torch.softmax(logits, dim=1)
