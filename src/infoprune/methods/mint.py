@@ -295,9 +295,10 @@ class MINT(PruningMethod):
     per group. ``delta``: δ, the score threshold; or ``quantile``: δ as this quantile of the
     pooled scores (0.5 when neither is given). ``gamma``: γ, the most a layer pair may lose,
     as a fraction of its weights: one value for all pairs, or a dict of caps per parent layer
-    (App. B caps only some layers; 0 leaves a layer's connections whole), None for no cap. ``collapse``: how conv maps become one value
-    per sample (``"signed_mean"`` is the paper's). ``batch_elements``: distance entries held
-    per batch of spanning trees (memory versus speed).
+    (App. B caps only some layers; 0 leaves a layer's connections whole), None for no cap.
+    ``collapse``: how conv maps become one value per sample (``"signed_mean"`` is the
+    paper's). ``batch_elements``: distance entries held per batch of spanning trees (memory
+    versus speed).
     """
 
     name = "mint"
