@@ -10,13 +10,13 @@ import torch
 from torch import nn
 
 import infoprune
-from infoprune import graph
-from infoprune.activations import masked_units
+from families import assert_physical_model_is_the_masked_one
 from infoprune.data import LabelledTensors
 from infoprune.estimators.ranking import exponential_schedule, keep_highest
 from infoprune.estimators.reconstruction import greedy_removal, least_squares_scales
 from infoprune.methods import PruningContext, get_method
 from infoprune.models import build_model
+from infoprune.network import Network
 from infoprune.progress import progress_bar
 
 
@@ -30,7 +30,7 @@ def mlp(*widths: int) -> nn.Sequential:
 
 def context_for(model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None = None) -> PruningContext:
     model = model.eval()
-    return PruningContext(model, graph.analyse(model, inputs[:2]), inputs, labels, torch.device("cpu"), 0, progress_bar)
+    return PruningContext(model, Network(model, inputs[:2]), inputs, labels, torch.device("cpu"), 0, progress_bar)
 
 
 def kept(result) -> dict[str, int]:
@@ -334,7 +334,7 @@ def test_every_method_prunes_lenet5_into_a_working_physical_model(name):
     result = infoprune.prune(model, data, method=name, device="cpu", **METHOD_OPTIONS[name])
 
     assert isinstance(result, infoprune.PruningResult) and result.method == name
-    structure = graph.analyse(model, data.inputs[:2])
+    structure = Network(model, data.inputs[:2])
     assert set(result.masks) == set(structure.names)
     for layer in structure.layers:
         assert result.masks[layer.name].dtype == torch.bool and result.masks[layer.name].shape == (layer.units,)
@@ -344,8 +344,4 @@ def test_every_method_prunes_lenet5_into_a_working_physical_model(name):
     with torch.no_grad():
         physical = result.model.cpu()(data.inputs[:8])
         assert physical.shape == (8, 10) and torch.isfinite(physical).all()
-        changes_weights = name == "reinit" or (name == "thinet" and result.config["rescale"])
-        if not changes_weights:  # reinit and rescaled ThiNet are checked against their own copies above
-            with masked_units(structure, result.masks, result.input_mask, model):
-                masked = model(data.inputs[:8])
-            assert torch.allclose(physical, masked, atol=1e-5)
+    assert_physical_model_is_the_masked_one(model, data.inputs[:8], result)

@@ -6,9 +6,8 @@ import torch
 from torch import nn
 
 import infoprune
-from infoprune import graph
-from infoprune.collapse import emptied_layers, is_disconnected
 from infoprune.data import LabelledTensors
+from infoprune.network import Network, emptied_groups
 from infoprune.training import get_recipe, train
 
 
@@ -17,8 +16,8 @@ def chain() -> nn.Sequential:
     return nn.Sequential(nn.Linear(20, 10), nn.ReLU(), nn.Linear(10, 10), nn.ReLU(), nn.Linear(10, 2)).eval()
 
 
-def structure_of(model: nn.Module, x: torch.Tensor) -> graph.NetworkStructure:
-    return graph.analyse(model, x[:2])
+def structure_of(model: nn.Module, x: torch.Tensor) -> Network:
+    return Network(model, x[:2])
 
 
 def retrain_briefly(model: nn.Module, x: torch.Tensor) -> None:
@@ -54,22 +53,23 @@ def test_connectivity_finds_a_cut_that_leaves_no_layer_empty_and_ignores_biases(
         model[2].bias.fill_(5.0)  # a bias is a constant, not a path from the input
     structure = structure_of(model, x)
     masks = {"0": torch.arange(10) == 1, "2": torch.ones(10, dtype=torch.bool)}
-    assert emptied_layers(masks) == []
-    assert is_disconnected(model, structure, masks, x)
+    assert emptied_groups(masks) == []
+    assert structure.is_disconnected(masks)
     masks["0"] = torch.arange(10) == 0
-    assert not is_disconnected(model, structure, masks, x)
+    assert not structure.is_disconnected(masks)
 
 
 def test_an_all_false_input_mask_disconnects():
     model, x = chain(), torch.randn(4, 20)
     structure = structure_of(model, x)
     full = {layer.name: torch.ones(layer.units, dtype=torch.bool) for layer in structure.layers}
-    assert not is_disconnected(model, structure, full, x, input_mask=torch.ones(20, dtype=torch.bool))
-    assert is_disconnected(model, structure, full, x, input_mask=torch.zeros(20, dtype=torch.bool))
+    assert not structure.is_disconnected(full, input_mask=torch.ones(20, dtype=torch.bool))
+    assert structure.is_disconnected(full, input_mask=torch.zeros(20, dtype=torch.bool))
 
 
 class ResidualNet(nn.Module):
-    """stem → [branch: conv_a → ReLU → conv_b] + skip → pool → fc. Only conv_a is prunable."""
+    """stem → [branch: conv_a → ReLU → conv_b] + skip → pool → fc: conv_a's units, and the
+    residual stream (written by stem and conv_b) as one group."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -87,7 +87,9 @@ class ResidualNet(nn.Module):
 def test_a_dead_branch_beside_a_live_skip_is_not_a_collapse():
     torch.manual_seed(0)
     model, x = ResidualNet().eval(), torch.randn(4, 1, 8, 8)
-    assert structure_of(model, x).names == ["conv_a"]
+    structure = structure_of(model, x)
+    assert structure.names == ["stem", "conv_a"]
+    assert [p.name for p in structure.group("stem").producers] == ["stem", "conv_b"]
     dead_branch = {"conv_a": torch.zeros(6, dtype=torch.bool)}
     result = infoprune.prune(model, x, method="reinit", masks=dead_branch, device="cpu")
     assert result.collapsed_layers == ["conv_a"]

@@ -6,8 +6,6 @@ import torch
 from torch import nn
 
 import infoprune
-from infoprune import graph
-from infoprune.budget import Budget, QuadraticCost, flops_cost, params_cost
 from infoprune.methods.itpruner import (
     ITPruner,
     keep_largest,
@@ -18,7 +16,7 @@ from infoprune.methods.itpruner import (
 )
 from infoprune.metrics import count_flops, count_params
 from infoprune.models import build_model
-from infoprune.surgery import apply_masks
+from infoprune.network import Budget, Network, QuadraticCost
 
 
 class TinyResidual(nn.Module):
@@ -79,13 +77,13 @@ def random_masks(structure, seed: int = 0) -> dict[str, torch.Tensor]:
 def test_budget_forms_equal_the_counts_of_physically_pruned_models(make):
     model, inputs = make()
     example = inputs[:2]
-    structure = graph.analyse(model, example)
-    flops, params = flops_cost(model, structure, example), params_cost(model, structure, example)
+    structure = Network(model, example)
+    flops, params = structure.flops_cost(), structure.params_cost()
     assert flops.full == count_flops(model, example)
     assert params.full == count_params(model)
     for seed in range(3):
         masks = random_masks(structure, seed)
-        pruned = apply_masks(model, structure, masks, example)
+        pruned = structure.apply_masks(masks)
         widths = {name: int(mask.sum()) for name, mask in masks.items()}
         assert flops.at_widths(widths) == pytest.approx(count_flops(pruned, example), rel=1e-9)
         assert params.at_widths(widths) == pytest.approx(count_params(pruned), rel=1e-9)
@@ -93,8 +91,8 @@ def test_budget_forms_equal_the_counts_of_physically_pruned_models(make):
 
 def test_lenet_flops_form_has_linear_ends_and_cross_terms_between_adjacent_layers():
     model, inputs = lenet_and_inputs(2)
-    structure = graph.analyse(model, inputs)
-    form = flops_cost(model, structure, inputs)
+    structure = Network(model, inputs)
+    form = structure.flops_cost()
     assert form.names == ("conv1", "conv2", "fc1", "fc2")
     # conv1 reads the fixed input; fc3 (the output layer) reads fc2: linear terms.
     np.testing.assert_allclose(form.linear, [2 * 1 * 6 * 25 * 28 * 28, 0, 0, 2 * 84 * 10])
@@ -108,14 +106,16 @@ def test_lenet_flops_form_has_linear_ends_and_cross_terms_between_adjacent_layer
     np.testing.assert_allclose(form.gradient(x), numeric, rtol=1e-6)
 
 
-def test_residual_coupled_layers_have_no_variable_but_their_inputs_scale():
+def test_a_residual_stream_is_one_variable_with_cross_terms_to_the_layers_it_connects():
     model, inputs = tiny_residual_and_inputs(2)
-    structure = graph.analyse(model, inputs)
-    assert structure.names == ["inner", "hidden"]
-    form = flops_cost(model, structure, inputs)
-    # inner (8 -> 12, 8×8 maps) and outer (12 -> 8) both scale with x_inner alone.
-    assert form.linear[0] == 2 * 8 * 12 * 9 * 64 * 2
-    assert form.quadratic.sum() == 0
+    structure = Network(model, inputs)
+    assert structure.names == ["stem", "inner", "hidden"]
+    assert [p.name for p in structure.group("stem").producers] == ["stem", "outer"]
+    form = structure.flops_cost()
+    conv = 2 * 8 * 12 * 9 * 64  # inner reads the stream (8 -> 12), outer writes it (12 -> 8), 8×8 maps
+    # rows: the group a layer reads, columns: the group it writes
+    np.testing.assert_allclose(form.quadratic, [[0, conv, 2 * 128 * 20], [conv, 0, 0], [0, 0, 0]])
+    np.testing.assert_allclose(form.linear, [2 * 3 * 8 * 9 * 64, 0, 2 * 20 * 5])
 
 
 def test_importance_is_exp_of_minus_beta_times_normalised_similarity():
@@ -194,7 +194,7 @@ def test_kept_filters_have_the_largest_l1_norms():
 
 def test_infeasible_budget_names_the_smallest_reachable_one():
     model, inputs = lenet_and_inputs()
-    least = flops_cost(model, graph.analyse(model, inputs[:2]), inputs[:2]).at_widths(np.array([1, 2, 12, 9]))
+    least = Network(model, inputs[:2]).flops_cost().at_widths(np.array([1, 2, 12, 9]))
     with pytest.raises(ValueError, match=f"smallest reachable is {least:,.0f} FLOPs"):
         infoprune.prune(model, inputs, method="itpruner", device="cpu", flops=0.01)
 
@@ -205,7 +205,7 @@ def test_rbf_kernel_and_activation_criterion_run_and_meet_the_budget():
         model, inputs, method="itpruner", device="cpu", flops=0.5, kernel="rbf", criterion="activation", samples=40
     )
     assert result.flops_after <= 0.5 * result.flops_before
-    assert set(result.details["importance"]) == {"inner", "hidden"}
+    assert set(result.details["importance"]) == {"stem", "inner", "hidden"}
 
 
 def test_bad_parameters_raise_clear_errors():

@@ -7,9 +7,8 @@ import torch
 from torch import nn
 
 import infoprune
-from infoprune.activations import masked_units
 from infoprune.data import LabelledTensors
-from infoprune.graph import analyse
+from infoprune.network import Network
 from infoprune.methods.mint import (
     MINT,
     apply_connection_masks,
@@ -117,8 +116,8 @@ def test_prune_lenet300_both_outputs_agree() -> None:
     assert torch.equal(zeroed.net[3].weight == 0, ~masks["net.3"])
     assert torch.equal(model.net[3].weight != 0, torch.ones_like(masks["net.3"]))  # original untouched
     # The surgically pruned model computes what the unit-masked original computes.
-    structure = analyse(model, data.inputs[:2])
-    with masked_units(structure, result.masks):
+    structure = Network(model, data.inputs[:2])
+    with structure.masked(result.masks):
         expected = model(data.inputs[:16])
     torch.testing.assert_close(result.model(data.inputs[:16]), expected, rtol=1e-4, atol=1e-5)
 
@@ -161,7 +160,7 @@ def test_mlp500_is_registered() -> None:
         ({"quantile": 1.5}, "quantile"),
         ({"gamma": 0.0}, "gamma"),
         ({"gamma": {"fc1": 1.5}}, "gamma"),
-        ({"collapse": "max"}, "collapse"),
+        ({"map_reduction": "max"}, "map_reduction"),
         ({"groups": 0}, "groups"),
         ({"groups": {"net.1": (2, 3, 4)}}, "parent G, child G"),
         ({"samples_per_class": 1}, "samples_per_class"),

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 import infoprune
-from infoprune import activations, graph
+from infoprune.network import Network
 from infoprune.models import build_model
 
 TINY = dict(hidden_size=32, fit_iterations=30, refit_iterations=3, ordering_iterations=3)
@@ -57,8 +57,8 @@ def lenet_result():
 
 def test_lenet_physical_model_matches_masked_model(lenet_result):
     model, x, _, result = lenet_result
-    structure = graph.analyse(model, x[:2])
-    with activations.masked_units(structure, result.masks), torch.no_grad():
+    structure = Network(model, x[:2])
+    with structure.masked(result.masks), torch.no_grad():
         expected = model(x)
     with torch.no_grad():
         torch.testing.assert_close(result.model(x), expected, atol=1e-5, rtol=1e-5)
@@ -92,8 +92,8 @@ def test_input_selection_masks_pixels_and_matches():
     mask = result.input_mask
     assert mask is not None and mask.shape == (64,) and mask.dtype == torch.bool
     assert not mask.reshape(8, 8)[:2].any() and 1 <= mask.sum() < 64
-    structure = graph.analyse(model, x[:2])
-    with activations.masked_units(structure, result.masks, mask, model), torch.no_grad():
+    structure = Network(model, x[:2])
+    with structure.masked(result.masks, mask), torch.no_grad():
         expected = model(x)
     torch.testing.assert_close(result.model(x), expected, atol=1e-5, rtol=1e-5)
 

@@ -7,28 +7,13 @@ import torch
 from torch import nn
 
 import infoprune
-from infoprune.activations import masked_units
-from infoprune.graph import analyse
+from families import randomise_batchnorm
 from infoprune.metrics import count_params
 from infoprune.models import MODELS, VGG, ResidualBlock, build_model
-from infoprune.surgery import apply_masks
+from infoprune.network import Network
 
 CIFAR_MODELS = ["vgg11", "vgg16", "vgg19", "resnet18", "resnet34", "resnet50", "resnet20", "resnet56"]
 RESNETS = [name for name in CIFAR_MODELS if name.startswith("resnet")]
-
-
-def randomise_batchnorm(model: nn.Module, seed: int = 0) -> nn.Module:
-    """Give every BatchNorm non-trivial statistics and affine terms, so masks change outputs."""
-    generator = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                c = module.num_features
-                module.running_mean.copy_(torch.rand(c, generator=generator) - 0.5)
-                module.running_var.copy_(0.5 + torch.rand(c, generator=generator))
-                module.weight.copy_(0.5 + torch.rand(c, generator=generator))
-                module.bias.copy_(torch.rand(c, generator=generator) - 0.5)
-    return model.eval()
 
 
 def random_masks(structure, seed: int = 0) -> dict[str, torch.Tensor]:
@@ -47,15 +32,18 @@ def out_channels(module: nn.Module) -> int:
 
 
 def assert_equals_masked_model(model, structure, masks, pruned, inputs, atol: float = 1e-5) -> None:
-    """``pruned`` is smaller, has the kept units of each layer and every skip-coupled channel,
-    and computes what ``model`` computes with the masked units zeroed."""
+    """``pruned`` is smaller, every producer of a group has the group's kept channels (one unit
+    of an emptied group), groups left whole keep their width, and ``pruned`` computes what
+    ``model`` computes with the masked units zeroed."""
     assert count_params(pruned) < count_params(model)
     pruned_modules = dict(pruned.named_modules())
     for name, mask in masks.items():
-        assert out_channels(pruned_modules[name]) == max(int(mask.sum()), 1), name
-    for name in structure.coupled:
+        for producer in structure.group(name).producers:
+            kept = producer.positions[mask if mask.any() else [0]].numel()
+            assert out_channels(pruned_modules[producer.name]) == kept, producer.name
+    for name in structure.whole:
         assert out_channels(pruned_modules[name]) == out_channels(structure.modules[name]), name
-    with torch.no_grad(), masked_units(structure, masks):
+    with torch.no_grad(), structure.masked(masks):
         expected = model(inputs)
     with torch.no_grad():
         actual = pruned.eval()(inputs)
@@ -64,9 +52,9 @@ def assert_equals_masked_model(model, structure, masks, pruned, inputs, atol: fl
 
 def check_surgery_matches_masked_model(model: nn.Module, inputs: torch.Tensor, atol: float = 1e-5) -> None:
     """Prune ``model`` with random masks; the smaller copy must compute what the masked one does."""
-    structure = analyse(model, inputs[:2])
+    structure = Network(model, inputs[:2])
     masks = random_masks(structure)
-    pruned = apply_masks(model, structure, masks, inputs[:2])
+    pruned = structure.apply_masks(masks)
     assert_equals_masked_model(model, structure, masks, pruned, inputs, atol)
 
 
@@ -92,39 +80,38 @@ def test_cifar_resnets_have_the_depth_of_he_et_al_section_4_2(name, depth):
 
 
 @pytest.mark.parametrize("name", RESNETS)
-def test_in_branch_convs_are_prunable_and_skip_coupled_convs_are_not(name):
+def test_branch_convs_are_groups_of_their_own_and_each_residual_stream_is_one_group(name):
     model = build_model(name).eval()
-    structure = analyse(model, torch.randn(2, 3, 32, 32))
-    modules = dict(model.named_modules())
+    structure = Network(model, torch.randn(2, 3, 32, 32))
     blocks = [(n, m) for n, m in model.named_modules() if isinstance(m, ResidualBlock)]
-    expected_prunable = set()
+    # the stem writes the first stream unless the first block projects its input
+    stream_writers = {"conv1"} if isinstance(blocks[0][1].shortcut, nn.Identity) else set()
     for block_name, block in blocks:
         convs = [f"{block_name}.branch.{n}" for n, m in block.branch.named_children() if isinstance(m, nn.Conv2d)]
-        expected_prunable |= set(convs[:-1])
         for inner, following in zip(convs[:-1], convs[1:]):
-            assert [c.name for c in structure.layer(inner).consumers] == [following]
-        assert convs[-1] in structure.coupled
+            assert [p.name for p in structure.group(inner).producers] == [inner]
+            assert [c.name for c in structure.group(inner).consumers] == [following]
+        stream = structure.group_of_producer(convs[-1])
+        assert stream is not None and stream.coupled
+        stream_writers.add(convs[-1])
         if isinstance(block.shortcut, nn.Sequential):
-            assert f"{block_name}.shortcut.conv" in structure.coupled
-    # The stem is tied to the skip path unless the first block projects its input.
-    first_block = blocks[0][1]
-    if isinstance(first_block.shortcut, nn.Identity):
-        assert "conv1" in structure.coupled
-    else:
-        expected_prunable.add("conv1")
-        consumers = {c.name for c in structure.layer("conv1").consumers}
-        assert consumers == {"layer1.0.branch.conv1", "layer1.0.shortcut.conv"}
-    assert set(structure.names) == expected_prunable
-    assert structure.output_name == "fc" and isinstance(modules["fc"], nn.Linear)
+            assert structure.group_of_producer(f"{block_name}.shortcut.conv") is stream
+            stream_writers.add(f"{block_name}.shortcut.conv")
+    streams = [g for g in structure.groups if g.coupled]
+    assert {p.name for g in streams for p in g.producers} == stream_writers
+    # every conv is prunable, as part of some group: only the output layer stays whole
+    convs = {n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)}
+    assert {p.name for g in structure.groups for p in g.producers} == convs
+    assert list(structure.whole) == ["fc"] and structure.output_name == "fc"
 
 
 @pytest.mark.parametrize("name", ["vgg11", "vgg19"])
 def test_every_vgg_conv_and_hidden_linear_is_prunable(name):
     model = build_model(name).eval()
-    structure = analyse(model, torch.randn(2, 3, 32, 32))
+    structure = Network(model, torch.randn(2, 3, 32, 32))
     hidden = [n for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))][:-1]
     assert structure.names == hidden
-    assert structure.coupled == ()
+    assert list(structure.whole) == [structure.output_name] and not any(g.coupled for g in structure.groups)
 
 
 @pytest.mark.parametrize("name", CIFAR_MODELS)
@@ -156,9 +143,9 @@ class UserResidualNet(nn.Module):
 def test_a_user_defined_residual_net_is_analysed_and_pruned_without_model_specific_code():
     model = randomise_batchnorm(UserResidualNet())
     inputs = torch.randn(6, 3, 16, 16, generator=torch.Generator().manual_seed(2))
-    structure = analyse(model, inputs[:2])
-    assert structure.names == ["a1", "b1", "b2", "down", "head.2"]
-    assert set(structure.coupled) == {"stem.0", "a2", "b3"}
+    structure = Network(model, inputs[:2])
+    assert structure.names == ["stem.0", "a1", "b1", "b2", "down", "head.2"]
+    assert [p.name for p in structure.group("stem.0").producers] == ["stem.0", "a2", "b3"]
     assert [c.name for c in structure.layer("down").consumers] == ["head.2"]
     check_surgery_matches_masked_model(model, inputs)
 
@@ -185,10 +172,10 @@ FAST_FOR_MIPP = {"resnet20"}  # the others test thousands of units: minutes on a
 def prune_with_tiny_mipp(model: nn.Module, sample_shape: tuple[int, ...]) -> None:
     """MIPP on as few random samples as it accepts (twice the widest layer), then the checks."""
     model = randomise_batchnorm(model)
-    widest = max(layer.units for layer in analyse(model, torch.randn(2, *sample_shape)).layers)
+    widest = max(layer.units for layer in Network(model, torch.randn(2, *sample_shape)).layers)
     inputs = torch.randn(max(40, 2 * widest), *sample_shape, generator=torch.Generator().manual_seed(0))
     result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
-    structure = analyse(model, inputs[:2])
+    structure = Network(model, inputs[:2])
     assert set(result.masks) == set(structure.names)
     assert result.params_before == count_params(model) and result.params_after == count_params(result.model)
     assert_equals_masked_model(model, structure, result.masks, result.model.cpu(), inputs[:64])

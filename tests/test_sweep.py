@@ -296,14 +296,14 @@ def test_report_has_plots_and_a_table_with_every_method(finished_sweep):
     assert not (path.parent / "lenet5-on-mnist-inputs.png").exists()
 
 
-def test_report_draws_input_maps_and_collapse_functions_when_runs_vary_them(finished_sweep, tmp_path):
-    """Runs with selected inputs (Fig. 7) and with several collapse functions (Fig. 10), untrained."""
+def test_report_draws_input_maps_and_map_reductions_when_runs_vary_them(finished_sweep, tmp_path):
+    """Runs with selected inputs (Fig. 7) and with several map reductions (Fig. 10), untrained."""
     store = ResultStore(tmp_path)
     for record in ResultStore(finished_sweep.out).records():
-        for collapse, state in (("l1", "trained"), ("l2", "untrained"), ("std", "untrained")):
+        for reduction, state in (("l1", "trained"), ("l2", "untrained"), ("std", "untrained")):
             variant = copy.deepcopy(record)
-            variant.update(run_id=f"{record['run_id']}-{collapse}-{state}", state=state)
-            variant["pruning"]["config"]["collapse"] = collapse
+            variant.update(run_id=f"{record['run_id']}-{reduction}-{state}", state=state)
+            variant["pruning"]["config"]["map_reduction"] = reduction
             if record["method"] == "mipp":
                 variant["input_mask"] = "01" * 392
                 variant["pruning"].update(input_features_kept=392, input_features_total=784)
@@ -311,7 +311,7 @@ def test_report_draws_input_maps_and_collapse_functions_when_runs_vary_them(fini
     path = build_report(tmp_path, tmp_path / "r")
     text = path.read_text()
     assert (path.parent / "lenet5-on-mnist-inputs.png").stat().st_size > 5_000
-    assert (path.parent / "lenet5-on-mnist-mipp-collapse-functions.png").stat().st_size > 10_000
+    assert (path.parent / "lenet5-on-mnist-mipp-map-reductions.png").stat().st_size > 10_000
     assert "| untrained | mipp |" in text
     assert re.search(r"\| mipp \| \d/2 \| \d/4 \|", text)
 
@@ -348,17 +348,17 @@ def test_an_interrupted_base_model_training_resumes_from_its_checkpoint(tmp_path
         torch.testing.assert_close(resumed.state_dict()[name], value, rtol=0, atol=0, msg=name)
 
 
-def test_collapse_comparisons_never_mix_other_settings():
-    """Fig. 10 compares runs that differ only in the collapse function (and level)."""
-    from infoprune.experiments.report import _collapse_comparisons
+def test_map_reduction_comparisons_never_mix_other_settings():
+    """Fig. 10 compares runs that differ only in the map reduction (and level)."""
+    from infoprune.experiments.report import _map_reduction_comparisons as _comparisons
 
-    def run(collapse: str, confidence: float, select_inputs: bool = False, method: str = "mipp") -> dict:
-        config = {"confidence": confidence, "collapse": collapse, "select_inputs": select_inputs}
+    def run(reduction: str, confidence: float, select_inputs: bool = False, method: str = "mipp") -> dict:
+        config = {"confidence": confidence, "map_reduction": reduction, "select_inputs": select_inputs}
         return {"method": method, "level": {"param": "confidence"}, "pruning": {"config": config}}
 
     plain = [run(c, x) for c in ("l1", "l2") for x in (0.9, 0.99)]
     pixels = [run("l1", 0.9, select_inputs=True), run("l1", 0.99, select_inputs=True)]
-    assert _collapse_comparisons(plain + pixels) == {"mipp": plain}
+    assert _comparisons(plain + pixels) == {"mipp": plain}
     pixels_varied = pixels + [run("std", 0.9, select_inputs=True)]
-    assert _collapse_comparisons(plain + pixels_varied) == {"mipp (1)": plain, "mipp (2)": pixels_varied}
-    assert _collapse_comparisons(pixels + [run("l1", 0.9, method="other")]) == {}
+    assert _comparisons(plain + pixels_varied) == {"mipp (1)": plain, "mipp (2)": pixels_varied}
+    assert _comparisons(pixels + [run("l1", 0.9, method="other")]) == {}

@@ -5,19 +5,19 @@ from __future__ import annotations
 import copy
 import inspect
 import time
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import nn
 
-from infoprune import graph
-from infoprune.collapse import emptied_layers, is_disconnected
 from infoprune.data.base import calibration_tensors
 from infoprune.methods import MaskDecision, PruningContext, get_method
 from infoprune.metrics import count_flops, count_params
+from infoprune.network import InputMasked, Network, emptied_groups
+from infoprune.running import evaluating
 from infoprune.progress import progress_bar
 from infoprune.result import LayerSummary, PruningResult
-from infoprune.surgery import apply_masks, check_masks
 from infoprune.training import default_device
 
 
@@ -32,7 +32,7 @@ def _build_method(method: str, method_kwargs: dict[str, Any]):
 
 def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> None:
     try:
-        with torch.no_grad():
+        with evaluating(model):
             model(inputs[:2])
     except Exception as error:  # any failure here means the shapes do not fit the model
         raise ValueError(
@@ -50,6 +50,7 @@ def prune(
     device: torch.device | str | None = None,
     seed: int = 0,
     progress=progress_bar,
+    ignore: Iterable[str | type] = (),
     **method_kwargs: Any,
 ) -> PruningResult:
     """Prune ``model`` structurally with ``method`` and return a :class:`PruningResult`.
@@ -57,8 +58,10 @@ def prune(
     ``calibration_data``: a tensor of inputs, ``LabelledTensors``, or a DataLoader yielding
     inputs or ``(inputs, labels)``; at most ``calibration_samples`` samples are read.
     ``method_kwargs`` go to the method's constructor (e.g. ``confidence=0.9`` for MIPP).
-    The input model is not modified; ``result.model`` is a physically smaller copy on
-    ``device`` (CUDA when present unless given).
+    ``ignore``: layer names (or modules holding them) and module types whose channels stay
+    whole, as Torch-Pruning's ``ignored_layers``; the output layer is always left whole.
+    ``progress``: the progress-bar factory (None: no bars). The input model is not modified;
+    ``result.model`` is a physically smaller copy on ``device`` (CUDA when present unless given).
     """
     pruning_method = _build_method(method, method_kwargs)
     inputs, labels = calibration_tensors(calibration_data, calibration_samples)
@@ -68,35 +71,39 @@ def prune(
     working = copy.deepcopy(model).to(device).eval()
     example = inputs[:2].to(device)
     _check_model_accepts(working, example)
-    structure = graph.analyse(working, example)
+    network = Network(working, example, ignore)
 
     torch.manual_seed(seed)
     start = time.perf_counter()
-    context = PruningContext(working, structure, inputs, labels, device, seed, progress)
-    decision: MaskDecision = pruning_method.decide(context)
+    context = PruningContext(working, network, inputs, labels, device, seed, progress)
+    with torch.enable_grad():  # gradient-based methods work when called inside torch.no_grad()
+        decision: MaskDecision = pruning_method.decide(context)
     seconds = time.perf_counter() - start
     masks = {name: mask.to(torch.bool).cpu() for name, mask in decision.masks.items()}
-    check_masks(structure, masks)
+    network.check_masks(masks)
 
-    weights = decision.model if decision.model is not None else working
-    pruned = apply_masks(weights, structure, masks, example, decision.input_mask)
-    layers = {
-        layer.name: LayerSummary(int(masks[layer.name].sum()) if layer.name in masks else layer.units, layer.units)
-        for layer in structure.layers
-    }
+    disconnected = network.is_disconnected(masks, decision.input_mask)
+    params_before, flops_before = count_params(working), count_flops(working, example)
+    pruned = network.apply_masks(masks, inplace=True)  # the network describes the unpruned model no more
+    for step in decision.after_surgery:
+        step.apply(pruned, network, masks)
+    if decision.input_mask is not None:
+        pruned = InputMasked(pruned, decision.input_mask)
+    full = network.full_masks(masks)
     return PruningResult(
         method=method,
-        masks={layer.name: masks.get(layer.name, torch.ones(layer.units, dtype=torch.bool)) for layer in structure.layers},
+        masks=full,
         model=pruned,
-        layers=layers,
-        collapsed_layers=emptied_layers(masks),
-        disconnected=is_disconnected(working, structure, masks, example, decision.input_mask, weights),
+        layers={group.name: LayerSummary(int(full[group.name].sum()), group.units) for group in network.groups},
+        collapsed_layers=emptied_groups(masks),
+        disconnected=disconnected,
         input_mask=decision.input_mask,
-        params_before=count_params(working),
+        params_before=params_before,
         params_after=count_params(pruned),
-        flops_before=count_flops(working, example),
+        flops_before=flops_before,
         flops_after=count_flops(pruned, example),
         seconds=seconds,
         config=pruning_method.config(),
         details=decision.details,
+        after_surgery=tuple(decision.after_surgery),
     )

@@ -18,8 +18,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from infoprune import graph
-from infoprune.surgery import apply_masks
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -56,9 +54,11 @@ def save_pruned(
 
 def load_pruned(path: str | Path, unpruned: nn.Module, example_input: torch.Tensor) -> nn.Module:
     """Rebuild a model saved by :func:`save_pruned` from an ``unpruned`` instance of its architecture."""
+    from infoprune.network import Network  # here, so that training (which writes through this module) needs no graph
+
     payload = torch.load(Path(path), map_location="cpu", weights_only=True)
     unpruned = unpruned.cpu().eval()
-    structure = graph.analyse(unpruned, example_input.cpu())
-    pruned = apply_masks(unpruned, structure, payload["masks"], example_input.cpu(), payload["input_mask"])
+    network = Network(unpruned, example_input.cpu())
+    pruned = network.apply_masks(payload["masks"], payload["input_mask"])
     pruned.load_state_dict(payload["state_dict"])
     return pruned.eval()

@@ -15,6 +15,8 @@ from scipy import sparse
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from infoprune.running import evaluating
+
 
 def count_params(model: nn.Module) -> int:
     """Number of parameters (buffers such as BatchNorm statistics excluded)."""
@@ -40,24 +42,17 @@ def csr_bytes(model: nn.Module) -> int:
 @torch.no_grad()
 def count_flops(model: nn.Module, example_input: torch.Tensor) -> int:
     """FLOPs of one forward pass on a single sample shaped like ``example_input[:1]``."""
-    was_training = model.training
-    model.eval()
-    try:
-        counter = FlopCounterMode(display=False)
-        with counter:
-            model(example_input[:1])
-        return int(counter.get_total_flops())
-    finally:
-        model.train(was_training)
+    counter = FlopCounterMode(display=False)
+    with evaluating(model), counter:
+        model(example_input[:1])
+    return int(counter.get_total_flops())
 
 
 @torch.no_grad()
 def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int = 20, warmup: int = 3) -> float:
     """Median wall time in seconds of one forward pass on ``example_input``."""
-    was_training = model.training
-    model.eval()
     times = []
-    try:
+    with evaluating(model):
         for i in range(warmup + repeats):
             if example_input.is_cuda:
                 torch.cuda.synchronize()
@@ -67,6 +62,4 @@ def measure_latency(model: nn.Module, example_input: torch.Tensor, repeats: int 
                 torch.cuda.synchronize()
             if i >= warmup:
                 times.append(time.perf_counter() - start)
-    finally:
-        model.train(was_training)
     return sorted(times)[len(times) // 2]

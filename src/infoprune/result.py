@@ -37,9 +37,11 @@ class PruningResult:
     ``model`` is a pruned *copy* (the input model is untouched); ``layers`` summarises each
     prunable layer; ``collapsed_layers`` names the layers that lost every unit;
     ``disconnected`` is True when no path from the input to the output survives (see
-    ``infoprune.collapse``) and is what ``collapsed`` reports: in a plain chain any emptied
+    ``infoprune.network.connectivity``) and is what ``collapsed`` reports: in a plain chain any emptied
     layer disconnects the network, in a residual one an emptied branch beside a live skip
-    does not; ``input_mask`` is the selected input features (None unless selected).
+    does not; ``input_mask`` is the selected input features (None unless selected);
+    ``after_surgery`` the method's weight steps (re-initialisation, rescaling) that were
+    applied to the pruned model, in order (see ``infoprune.methods.base.WeightStep``).
     """
 
     method: str
@@ -56,6 +58,7 @@ class PruningResult:
     config: dict[str, Any] = field(default_factory=dict)
     details: dict[str, Any] = field(default_factory=dict)
     disconnected: bool = False
+    after_surgery: tuple = ()
 
     @property
     def collapsed(self) -> bool:
@@ -78,6 +81,7 @@ class PruningResult:
             "collapsed": self.collapsed,
             "collapsed_layers": self.collapsed_layers,
             "disconnected": self.disconnected,
+            "after_surgery": [type(step).__name__ for step in self.after_surgery],
             "input_features_kept": None if self.input_mask is None else int(self.input_mask.sum()),
             "input_features_total": None if self.input_mask is None else int(self.input_mask.numel()),
             "params_before": self.params_before,

@@ -20,6 +20,7 @@ from infoprune.data.augment import compose, cutout
 from infoprune.data.base import BatchTransform, LabelledTensors
 from infoprune.io import atomic_write_bytes
 from infoprune.progress import progress_bar
+from infoprune.running import evaluating, primary_output
 
 
 @dataclass(frozen=True)
@@ -189,12 +190,10 @@ def evaluate(model: nn.Module, data: LabelledTensors, batch_size: int = 1000) ->
     """Top-1 accuracy of ``model`` on ``data`` (in eval mode, on the model's device)."""
     if len(data) == 0:
         raise ValueError("Cannot evaluate on an empty data set.")
-    was_training = model.training
-    model.eval()
     device = next(model.parameters()).device
     correct = 0
-    for start in range(0, len(data), batch_size):
-        logits = model(data.inputs[start : start + batch_size].to(device))
-        correct += (logits.argmax(1).cpu() == data.labels[start : start + batch_size]).sum().item()
-    model.train(was_training)
+    with evaluating(model):
+        for start in range(0, len(data), batch_size):
+            logits = primary_output(model(data.inputs[start : start + batch_size].to(device)))
+            correct += (logits.argmax(1).cpu() == data.labels[start : start + batch_size]).sum().item()
     return correct / len(data)

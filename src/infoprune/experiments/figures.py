@@ -3,7 +3,7 @@
 Each function takes the records of one (model, data set) and writes one figure with a column
 per state (trained / untrained): accuracy against units removed (Fig. 2), collapse rate per
 5 % bin (Fig. 3), layer-wise pruning ratios over the run's mean (Figs. 4, 11), selected input
-pixels (Fig. 7) and the collapse-function comparison (Fig. 10). A *series* is a dict
+pixels (Fig. 7) and the map-reduction comparison (Fig. 10). A *series* is a dict
 ``{legend label: records}``; a series' points are its levels, averaged over seeds, with a
 band of ± one standard deviation. A series keeps its colour in every panel of a figure.
 """
@@ -219,14 +219,14 @@ def input_maps_figure(records: list[Record], path: Path, title: str, per_row: in
     return path
 
 
-def collapse_function_figure(records: list[Record], path: Path, title: str) -> Path:
-    """MIPP Fig. 10: one method's runs grouped by ``collapse`` (L1, L2, mean, std): test accuracy
+def map_reduction_figure(records: list[Record], path: Path, title: str) -> Path:
+    """MIPP Fig. 10: one method's runs grouped by ``map_reduction`` (L1, L2, mean, std): test accuracy
     after re-training (top) and collapse rate (bottom) against units removed."""
     states = states_of(records)
-    colours = palette(sorted(f"collapse = {r['pruning']['config']['collapse']}" for r in records))
+    colours = palette(sorted(f"map reduction = {r['pruning']['config']['map_reduction']}" for r in records))
     fig, axes = _state_grid(states, 2, title)
     for column, state in enumerate(states):
-        series = series_by([r for r in records if r["state"] == state], lambda r: f"collapse = {r['pruning']['config']['collapse']}")
+        series = series_by([r for r in records if r["state"] == state], lambda r: f"map reduction = {r['pruning']['config']['map_reduction']}")
         series = dict(sorted(series.items()))
         draw_accuracy(axes[0, column], series, "test", colours)
         draw_collapse_rate(axes[1, column], series, colours)

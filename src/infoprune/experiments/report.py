@@ -124,20 +124,20 @@ def collapse_table(records: list[Record]) -> list[str]:
     return rows
 
 
-def _collapse_comparisons(records: list[Record]) -> dict[str, list[Record]]:
-    """Runs of one method whose settings differ only in ``collapse`` (and the level), when more
-    than one collapse function was run (MIPP Fig. 10); keyed by a name for the figure.
+def _map_reduction_comparisons(records: list[Record]) -> dict[str, list[Record]]:
+    """Runs of one method whose settings differ only in ``map_reduction`` (and the level), when
+    more than one map reduction was run (MIPP Fig. 10); keyed by a name for the figure.
 
     Runs with other differences (e.g. input selection) form their own comparison, so that a
-    collapse function's curve never mixes settings.
+    map reduction's curve never mixes settings.
     """
     groups: dict[tuple[str, str], list[Record]] = defaultdict(list)
     for r in records:
         config = r["pruning"]["config"]
-        if "collapse" in config:
-            others = {k: v for k, v in config.items() if k not in ("collapse", r["level"]["param"])}
+        if "map_reduction" in config:
+            others = {k: v for k, v in config.items() if k not in ("map_reduction", r["level"]["param"])}
             groups[(r["method"], json.dumps(others, sort_keys=True, default=str))].append(r)
-    varied = [(key, runs) for key, runs in groups.items() if len({r["pruning"]["config"]["collapse"] for r in runs}) > 1]
+    varied = [(key, runs) for key, runs in groups.items() if len({r["pruning"]["config"]["map_reduction"] for r in runs}) > 1]
     methods = [method for (method, _), _ in varied]
     return {
         method if methods.count(method) == 1 else f"{method} ({index + 1})": runs
@@ -166,11 +166,11 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
     ]  # fmt: skip
     if any(r.get("input_mask") for r in records):
         figure_list.append(("Selected input pixels (blue) at several sparsities (MIPP Fig. 7)", figures.input_maps_figure, f"{slug}-inputs.png"))
-    for method, runs in _collapse_comparisons(records).items():
+    for method, runs in _map_reduction_comparisons(records).items():
         figure_list.append((
-            f"{method}: collapse functions compared (MIPP Fig. 10)",
-            lambda rs, path, title, runs=runs: figures.collapse_function_figure(runs, path, title),
-            f"{slug}-{_slug(method)}-collapse-functions.png",
+            f"{method}: map reductions compared (MIPP Fig. 10)",
+            lambda rs, path, title, runs=runs: figures.map_reduction_figure(runs, path, title),
+            f"{slug}-{_slug(method)}-map-reductions.png",
         ))  # fmt: skip
     for caption, draw, name in figure_list:
         draw(records, out / name, setting)

@@ -3,7 +3,10 @@
 A method is a small object configured by constructor arguments (validated there, with a
 message naming the bad value and the accepted ones) with a single job: turn a
 :class:`PruningContext` into a :class:`MaskDecision`. It decides *what* to remove; removing
-it (surgery), measuring and reporting happen elsewhere, identically for every method.
+it (surgery), measuring and reporting happen elsewhere, identically for every method. A
+method that also changes weights (re-initialising, ThiNet's rescaling) says so with
+:class:`WeightStep` objects in its decision, which ``prune`` applies to the pruned model
+after surgery, the same way for every method.
 """
 
 from __future__ import annotations
@@ -11,51 +14,80 @@ from __future__ import annotations
 import abc
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
 
-from infoprune.graph import NetworkStructure
+from infoprune.network import Network
 
 ProgressFactory = Callable[..., Any]
-"""``progress(total=..., desc=...)`` returns a tqdm-like object (``update``, ``set_postfix_str``, ``close``)."""
+"""``progress(total=..., desc=...)`` returns a tqdm-like object (``update``, ``set_postfix_str``, ``set_description``, ``close``)."""
+
+
+class _SilentBar:
+    """What ``progress=None`` gives: a bar that shows nothing."""
+
+    def update(self, *_args, **_kwargs) -> None: ...
+    def set_description(self, *_args, **_kwargs) -> None: ...
+    def set_postfix_str(self, *_args, **_kwargs) -> None: ...
+    def close(self) -> None: ...
+
+
+def silent_progress(*_args, **_kwargs) -> _SilentBar:
+    return _SilentBar()
 
 
 @dataclass
 class PruningContext:
     """Everything a method may look at. Methods must not modify ``model``.
 
-    ``inputs``/``labels`` are the calibration set on the CPU (labels may be None when the
-    data came without them); ``device`` is where heavy work should run; ``seed`` makes the
-    method deterministic; ``progress`` creates progress bars (the one mechanism for it).
+    ``network`` is the model's structure (its prunable groups, recording, masking, cost
+    forms; see :class:`infoprune.network.Network`); ``inputs``/``labels`` are the
+    calibration set on the CPU (labels may be None when the data came without them);
+    ``device`` is where heavy work should run; ``seed`` makes the method deterministic;
+    ``progress`` creates progress bars (the one mechanism for it; None shows none).
     """
 
     model: nn.Module
-    structure: NetworkStructure
+    network: Network
     inputs: torch.Tensor
     labels: torch.Tensor | None
     device: torch.device
     seed: int
-    progress: ProgressFactory
+    progress: ProgressFactory | None = None
+
+    def __post_init__(self) -> None:
+        if self.progress is None:
+            self.progress = silent_progress
+
+    @property
+    def structure(self) -> Network:
+        """The name methods were written against before groups: the same object as ``network``."""
+        return self.network
+
+
+class WeightStep(Protocol):
+    """A change of weights a method asks for, applied to the pruned model after surgery."""
+
+    def apply(self, pruned: nn.Module, network: Network, masks: dict[str, torch.Tensor]) -> None:
+        """Modify ``pruned`` (the physically pruned model) in place; ``masks`` shaped it."""
 
 
 @dataclass
 class MaskDecision:
-    """What a method decided: a bool mask over each pruned layer's units (True = keep).
+    """What a method decided: a bool mask over each pruned group's units (True = keep).
 
-    Layers absent from ``masks`` are kept whole. ``input_mask`` is a bool mask over the
+    Groups absent from ``masks`` are kept whole. ``input_mask`` is a bool mask over the
     flattened input features, when the method selects inputs. ``details`` carries
     method-specific diagnostics (scores, test statistics) that end up in the JSON summary.
-    ``model`` is set by methods that also change weights (ThiNet's rescaling, a
-    re-initialisation): a modified copy of the context's model, same architecture, that the
-    masks are applied to instead of the original.
+    ``after_surgery``: weight changes to apply to the pruned model, in order.
     """
 
     masks: dict[str, torch.Tensor]
     input_mask: torch.Tensor | None = None
     details: dict[str, Any] = field(default_factory=dict)
-    model: nn.Module | None = None
+    after_surgery: tuple[WeightStep, ...] = ()
 
 
 class PruningMethod(abc.ABC):

@@ -11,7 +11,7 @@ code runs it (the full text is not at hand):
 3. Layer importance α_i = exp(−β s_i / Σ_k s_k) with s_i = Σ_{j≠i} S_ij: a layer that shares
    much information with the others is redundant and gets a smaller α.
 4. Widths: maximise Σ_i α_i x_i subject to FLOPs(x) ≤ budget and/or params(x) ≤ budget and
-   x_min ≤ x_i ≤ 1, with the costs the exact quadratic forms of :mod:`infoprune.budget`;
+   x_min ≤ x_i ≤ 1, with the costs the exact quadratic forms of :mod:`infoprune.network.costs`;
    solved with SLSQP from x = 1 with analytic gradients (the paper's "linear programming
    problem with quadratic constraints").
 5. Round to integer widths (≥ 1, optionally multiples of ``round_to``), repair greedily
@@ -19,8 +19,10 @@ code runs it (the full text is not at hand):
 6. Inside each layer keep the units with the largest L1 norm of their filter weights (the
    paper's choice for inherited weights; App. D finds the criterion matters little).
 
-Residual-coupled channels have no width variable here: surgery keeps them whole, so their
-cost is a constant of the budget (see :mod:`infoprune.budget`).
+The unit of a width is a group (:mod:`infoprune.network.groups`): a residual stream, a depthwise
+conv with its producer, a concatenation slice each get one width variable, so the budget forms
+gain the cross terms of coupled layers. "Layer" above means group; groups left whole (the
+output layer, LayerNorm-coupled channels, ``ignore=``) keep their cost as a constant.
 """
 
 from __future__ import annotations
@@ -33,12 +35,11 @@ import torch
 from scipy.optimize import OptimizeResult, minimize
 from torch import nn
 
-from infoprune.activations import record
-from infoprune.budget import Budget, check_target, flops_cost, params_cost, resolve_target
 from infoprune.estimators.hsic import KERNELS, KernelName, centred_gram, nhsic_from_grams
-from infoprune.graph import NetworkStructure
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
+from infoprune.methods.ranked import producer_rows
+from infoprune.network import Budget, Group, Network, check_target, resolve_target
 from infoprune.progress import logger
 
 CriterionName = Literal["l1", "l2", "activation"]
@@ -46,32 +47,19 @@ CRITERIA: tuple[str, ...] = ("l1", "l2", "activation")
 
 
 @torch.no_grad()
-def layer_similarity(
-    model: nn.Module, structure: NetworkStructure, inputs: torch.Tensor, kernel: KernelName = "linear"
-) -> torch.Tensor:
-    """The L × L nHSIC matrix between the prunable layers' outputs on one batch (step 2).
+def layer_similarity(network: Network, inputs: torch.Tensor, kernel: KernelName = "linear") -> torch.Tensor:
+    """The G × G nHSIC matrix between the prunable groups' outputs on one batch (step 2).
 
-    Each output is read at its first consumer's input and reduced to its n × n centred Gram
-    matrix inside the hook, so only one layer's n × d features exist at a time.
+    Each group's output is read where its first consumer reads it and reduced to its n × n
+    centred Gram matrix inside the hook, so only one group's n × d features exist at a time.
     """
     grams: dict[str, torch.Tensor] = {}
 
-    def make_hook(name: str):
-        def hook(_module: nn.Module, args: tuple) -> None:
-            grams[name] = centred_gram(args[0], kernel).cpu()
+    def on_units(group: Group, maps: torch.Tensor) -> None:
+        grams[group.name] = centred_gram(maps.flatten(1), kernel).cpu()
 
-        return hook
-
-    handles = [layer.consumers[0].module.register_forward_pre_hook(make_hook(layer.name)) for layer in structure.layers]
-    was_training = model.training
-    model.eval()
-    try:
-        model(inputs.to(next(model.parameters()).device))
-    finally:
-        for handle in handles:
-            handle.remove()
-        model.train(was_training)
-    return nhsic_from_grams([grams[name] for name in structure.names])
+    network.read(inputs, on_units, batch_size=inputs.shape[0])
+    return nhsic_from_grams([grams[name] for name in network.names])
 
 
 def layer_importance(similarity: torch.Tensor, beta: float) -> np.ndarray:
@@ -169,16 +157,18 @@ def repair_widths(
     return widths
 
 
-def unit_scores(
-    model: nn.Module, structure: NetworkStructure, inputs: torch.Tensor, criterion: CriterionName
-) -> dict[str, torch.Tensor]:
-    """Per-unit scores, larger = keep: filter-weight L1/L2 norm, or mean L1 activation (step 6)."""
+def unit_scores(network: Network, inputs: torch.Tensor, criterion: CriterionName) -> dict[str, torch.Tensor]:
+    """Per-unit scores, larger = keep (step 6): the L1/L2 norm of the unit's filter weights in
+    all its group's producers together, or its mean L1 activation where its consumer reads it."""
     if criterion == "activation":
-        activations = record(model, structure, inputs, collapse="l1")
-        return {name: activations[name].mean(dim=0) for name in structure.names}
+        activations = network.record(inputs, map_reduction="l1")
+        return {name: activations[name].mean(dim=0) for name in network.names}
     order = 1 if criterion == "l1" else 2
     return {
-        layer.name: layer.module.weight.detach().flatten(1).norm(p=order, dim=1).cpu() for layer in structure.layers
+        group.name: torch.cat(
+            [producer_rows(p.module.weight.detach(), p.positions).cpu() for p in group.producers], dim=1
+        ).norm(p=order, dim=1)
+        for group in network.groups
     }
 
 
@@ -234,12 +224,11 @@ class ITPruner(PruningMethod):
             raise ValueError(f"Unknown criterion {criterion!r}; choose one of {', '.join(CRITERIA)}.")
         self.criterion = criterion
 
-    def _budgets(self, context: PruningContext) -> list[Budget]:
-        example = context.inputs[:2].to(context.device)
+    def _budgets(self, network: Network) -> list[Budget]:
         budgets = []
-        for what, target, build in (("FLOPs", self.flops, flops_cost), ("params", self.params, params_cost)):
+        for what, target, build in (("FLOPs", self.flops, network.flops_cost), ("params", self.params, network.params_cost)):
             if target is not None:
-                cost = build(context.model, context.structure, example)
+                cost = build()
                 budgets.append(Budget(what, cost, resolve_target(cost, target, what)))
         return budgets
 
@@ -252,23 +241,23 @@ class ITPruner(PruningMethod):
                     f"the full model's {budget.cost.full:,.0f}) cannot be met: the smallest reachable is "
                     f"{least:,.0f} {budget.what} ({least / budget.cost.full:.1%}), with every prunable layer "
                     f"at its least width (min_width={self.min_width}, round_to={self.round_to}, at least one "
-                    "unit; residual-coupled layers stay whole). Raise the budget or lower min_width."
+                    "unit; groups left whole keep their cost). Raise the budget or lower min_width."
                 )
 
     def decide(self, context: PruningContext) -> MaskDecision:
-        structure = context.structure
+        network = context.network
         if context.inputs.shape[0] < self.samples:
             raise ValueError(
                 f"ITPruner compares activations on samples={self.samples} calibration inputs but got "
                 f"{context.inputs.shape[0]}; pass more data or set samples={context.inputs.shape[0]}."
             )
         inputs = context.inputs[: self.samples]
-        budgets = self._budgets(context)
+        budgets = self._budgets(network)
         units = budgets[0].cost.units
         lower = smallest_widths(units, self.min_width, self.round_to)
         self._check_reachable(budgets, lower)
 
-        similarity = layer_similarity(context.model, structure, inputs, self.kernel)
+        similarity = layer_similarity(network, inputs, self.kernel)
         importance = layer_importance(similarity, self.beta)
         start = time.perf_counter()
         solution = solve_multipliers(importance, budgets, lower / units)
@@ -279,15 +268,15 @@ class ITPruner(PruningMethod):
             round_widths(solution.x, units, lower, self.round_to), units, lower, self.round_to, importance, budgets
         )
 
-        scores = unit_scores(context.model, structure, inputs, self.criterion)
-        masks = {name: keep_largest(scores[name], int(w)) for name, w in zip(structure.names, widths)}
+        scores = unit_scores(network, inputs, self.criterion)
+        masks = {name: keep_largest(scores[name], int(w)) for name, w in zip(network.names, widths)}
         return MaskDecision(
             masks=masks,
             details={
                 "nhsic": similarity.tolist(),
-                "importance": dict(zip(structure.names, importance.tolist())),
-                "multipliers": dict(zip(structure.names, solution.x.tolist())),
-                "widths": dict(zip(structure.names, [int(w) for w in widths])),
+                "importance": dict(zip(network.names, importance.tolist())),
+                "multipliers": dict(zip(network.names, solution.x.tolist())),
+                "widths": dict(zip(network.names, [int(w) for w in widths])),
                 "solver": {"success": bool(solution.success), "message": str(solution.message),
                            "iterations": int(solution.nit), "seconds": solve_seconds},
                 "budgets": {

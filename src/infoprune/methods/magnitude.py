@@ -8,7 +8,7 @@ import torch
 
 from infoprune.methods import register
 from infoprune.methods.base import PruningContext
-from infoprune.methods.ranked import Masks, RankedPruningMethod
+from infoprune.methods.ranked import Masks, RankedPruningMethod, producer_rows
 
 
 @register
@@ -25,7 +25,7 @@ class RandomUnits(RankedPruningMethod):
 
     def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(context.seed)
-        return {layer.name: torch.rand(layer.units, generator=generator) for layer in context.structure.layers}
+        return {group.name: torch.rand(group.units, generator=generator) for group in context.network.groups}
 
 
 @register
@@ -34,15 +34,20 @@ class L1Norm(RankedPruningMethod):
     """Li et al. 2017 ("Pruning Filters for Efficient ConvNets", §3.1): ``s_j = Σ |F_j|``.
 
     The score of a filter (or neuron) is the sum of the absolute values of its incoming
-    kernel weights — bias excluded, as in the paper; the smallest are removed. Li et al.
-    prune per layer; ``scope="global"`` (the default here, as for the other baselines)
-    compares the raw sums across layers, which favours layers with large fan-in.
+    kernel weights — bias excluded, as in the paper; the smallest are removed. A unit of a
+    coupled group (a residual stream's channel, a depthwise conv with its producer) has one
+    filter per producer: its score is the *mean* of their L1 norms (Torch-Pruning's default
+    group reduction), so a stream written by many layers is not favoured by their number.
+    Li et al. prune per layer; ``scope="global"`` (the default here, as for the other
+    baselines) compares the raw norms across groups, which favours layers with large fan-in.
     """
 
     name = "l1"
 
     def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
         return {
-            layer.name: layer.module.weight.detach().abs().flatten(1).sum(dim=1).cpu()
-            for layer in context.structure.layers
+            group.name: torch.stack([
+                producer_rows(p.module.weight.detach().abs(), p.positions).sum(dim=1).cpu() for p in group.producers
+            ]).mean(dim=0)
+            for group in context.network.groups
         }

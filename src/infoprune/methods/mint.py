@@ -19,7 +19,7 @@ Two outputs:
   survive (to any child group of any child) is removed, by the shared surgery. A surviving
   unit keeps all its connections there, so this model is the coarser of the two.
 
-Activations are those of :func:`infoprune.activations.record`: a parent as its child reads it,
+Activations are those of :meth:`infoprune.network.Network.record`: a parent as its child reads it,
 a prunable child as *its* consumer reads it (σ(wx + b) of Eq. 5), a child that is the output
 (or a layer that cannot be pruned) as its raw output; conv maps are averaged over H×W
 (App. B: "the average activation across a filter's dimensions"). Samples are drawn per class
@@ -36,12 +36,11 @@ from typing import Any
 import torch
 from torch import nn
 
-from infoprune.activations import CollapseName, record
 from infoprune.estimators.geometric_mi import DEFAULT_BATCH_ELEMENTS, grouped_conditional_gmi
-from infoprune.graph import NetworkStructure
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 from infoprune.metrics import csr_bytes
+from infoprune.network import MapReduction, Network
 
 GroupCount = int | tuple[int, int]
 """G for a layer pair: one int for parent and child, or ``(parent G, child G)``."""
@@ -296,7 +295,7 @@ class MINT(PruningMethod):
     pooled scores (0.5 when neither is given). ``gamma``: γ, the most a layer pair may lose,
     as a fraction of its weights: one value for all pairs, or a dict of caps per parent layer
     (App. B caps only some layers; 0 leaves a layer's connections whole), None for no cap.
-    ``collapse``: how conv maps become one value per sample (``"signed_mean"`` is the
+    ``map_reduction``: how conv maps become one value per sample (``"signed_mean"`` is the
     paper's). ``batch_elements``: distance entries held per batch of spanning trees (memory
     versus speed).
     """
@@ -310,16 +309,16 @@ class MINT(PruningMethod):
         delta: float | None = None,
         quantile: float | None = None,
         gamma: Cap = None,
-        collapse: CollapseName = "signed_mean",
+        map_reduction: MapReduction = "signed_mean",
         batch_elements: int = DEFAULT_BATCH_ELEMENTS,
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
         self.delta, self.quantile = check_threshold(delta, quantile)
         self.gamma = check_gamma(gamma)
-        if collapse not in typing.get_args(CollapseName):
-            raise ValueError(f"collapse must be one of {typing.get_args(CollapseName)}, got {collapse!r}.")
-        self.collapse = collapse
+        if map_reduction not in typing.get_args(MapReduction):
+            raise ValueError(f"map_reduction must be one of {typing.get_args(MapReduction)}, got {map_reduction!r}.")
+        self.map_reduction = map_reduction
         self.batch_elements = check_positive_int("batch_elements", batch_elements)
 
     @staticmethod
@@ -337,7 +336,7 @@ class MINT(PruningMethod):
             )
         return checked
 
-    def _group_counts(self, structure: NetworkStructure) -> dict[str, tuple[int, int]]:
+    def _group_counts(self, structure: Network) -> dict[str, tuple[int, int]]:
         """(parent G, child G) for every prunable layer; unknown or missing names are errors."""
         if isinstance(self.groups, int):
             return {name: (self.groups, self.groups) for name in structure.names}
@@ -361,22 +360,21 @@ class MINT(PruningMethod):
                     f"G = {counts[layer.name][0]}): MINT conditions on the other groups, so use G ≥ 2."
                 )
         rows = draw_per_class(context.labels, self.samples_per_class, context.seed)
-        prunable = set(structure.names)
         pairs = [(layer, consumer.name) for layer in structure.layers for consumer in layer.consumers]
-        other_children = tuple(sorted({child for _, child in pairs if child not in prunable}))
-        activations = record(
-            context.model, structure, context.inputs[rows], collapse=self.collapse, extra_outputs=other_children
-        )
+        # a child that produces a prunable group is read as that group's units, else by its raw output
+        child_key = {child: getattr(structure.group_of_producer(child), "name", child) for _, child in pairs}
+        other_children = tuple(sorted({key for key in child_key.values() if key not in structure.names}))
+        activations = structure.record(context.inputs[rows], self.map_reduction, extra_outputs=other_children)
 
         scored = []
         for layer, child in pairs:
             parent_groups = contiguous_groups(layer.units, counts[layer.name][0])
-            child_groups = contiguous_groups(activations[child].shape[1], counts[layer.name][1])
+            child_groups = contiguous_groups(activations[child_key[child]].shape[1], counts[layer.name][1])
             bar = context.progress(total=len(parent_groups) * len(child_groups), desc=f"MINT {layer.name}→{child}")
             try:
                 scores = grouped_conditional_gmi(
                     activations[layer.name],
-                    activations[child],
+                    activations[child_key[child]],
                     parent_groups,
                     child_groups,
                     seed=context.seed,
@@ -398,5 +396,8 @@ class MINT(PruningMethod):
                     used |= pair.unit_mask().any(dim=0)
             masks[layer.name] = used
         details = {"delta": delta, "samples": int(rows.numel()), "pairs": [pair.as_dict() for pair in decided]}
-        details["connections"] = connection_summary(context.model, details)
+        try:
+            details["connections"] = connection_summary(context.model, details)
+        except ValueError as error:  # connection masks need one parent per child
+            details["connections"] = {"unavailable": str(error)}
         return MaskDecision(masks=masks, details=details)

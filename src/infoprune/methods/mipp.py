@@ -5,15 +5,21 @@ the units whose activations transfer entropy to the *already pruned* downstream 
 decided by TERC with MI ordering (Alg. 2, :mod:`infoprune.estimators.terc`):
 
 * the last hidden layer is tested against the logits (the output layer is never pruned);
-* an earlier layer against the kept units of its prunable consumer(s); a consumer that is
-  not prunable (e.g. the last conv of a residual branch, whose channels are tied to the
-  skip path) is used through its raw output, collapsed per channel;
+* an earlier group against the kept units of the groups its consumers produce; where that
+  group is not decided yet (a residual stream read inside its own block) or kept whole, all
+  its units; a consumer producing no prunable group (the output layer, a group left whole
+  for a reason) through its raw output, reduced per channel;
 * with ``select_inputs=True`` the input features are tested the same way against the pruned
   first layer (App. E.1).
 
 Per-layer pruning ratios emerge from the test; every layer keeps at least one unit.
-Activations are recorded once on the unpruned network (conv maps collapsed over H×W by
-``collapse``, App. E.2; L1 by default).
+Activations are recorded once on the unpruned network (conv maps reduced over H×W by
+``map_reduction``, App. E.2; L1 by default). The units are those of coupled channel groups
+(:mod:`infoprune.network.groups`): a residual stream's channel is one feature, read where its
+consumers read it. ``coupled="prune"`` (the default) tests every group, so residual streams,
+depthwise convs and SE-gated channels shrink too; ``coupled="keep"`` leaves every group with
+more than one producer whole, as the paper does for ResNets (App. D.3.2: "skip connections in
+ResNets remain unaffected").
 """
 
 from __future__ import annotations
@@ -22,12 +28,12 @@ import time
 
 import torch
 
-from infoprune import activations
 from infoprune.estimators.terc import TercConfig, TercResult, terc_select
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 
-COLLAPSE_FUNCTIONS = ("l1", "l2", "mean", "std")
+MAP_REDUCTIONS = ("l1", "l2", "mean", "std")
+COUPLED = ("prune", "keep")
 
 
 @register
@@ -44,8 +50,9 @@ class MIPP(PruningMethod):
     def __init__(
         self,
         confidence: float = 0.9,
-        collapse: str = "l1",
+        map_reduction: str = "l1",
         select_inputs: bool = False,
+        coupled: str = "prune",
         hidden_size: int = 256,
         fit_iterations: int = 1500,
         refit_iterations: int = 150,
@@ -55,9 +62,12 @@ class MIPP(PruningMethod):
         learning_rate: float = 1e-3,
     ) -> None:
         self.confidence = check_fraction("confidence", confidence)
-        if collapse not in COLLAPSE_FUNCTIONS:
-            raise ValueError(f"collapse must be one of {COLLAPSE_FUNCTIONS}, got {collapse!r}.")
-        self.collapse = collapse
+        if map_reduction not in MAP_REDUCTIONS:
+            raise ValueError(f"map_reduction must be one of {MAP_REDUCTIONS}, got {map_reduction!r}.")
+        self.map_reduction = map_reduction
+        if coupled not in COUPLED:
+            raise ValueError(f"coupled must be one of {COUPLED}, got {coupled!r}.")
+        self.coupled = coupled
         self.select_inputs = bool(select_inputs)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.fit_iterations = check_positive_int("fit_iterations", fit_iterations)
@@ -78,8 +88,9 @@ class MIPP(PruningMethod):
         return max(10 * self.repeats, 2 * widest)
 
     def decide(self, context: PruningContext) -> MaskDecision:
-        structure = context.structure
-        widths = {layer.name: layer.units for layer in structure.layers}
+        network = context.network
+        tested = [g for g in network.groups if self.coupled == "prune" or not g.coupled]
+        widths = {group.name: group.units for group in tested}
         if self.select_inputs:
             widths["the input"] = context.inputs[0].numel()
         widest = max(widths, key=widths.get)
@@ -90,12 +101,10 @@ class MIPP(PruningMethod):
                 f"folds of ≥ 10, and twice the widest tested layer, {widest!r} with {widths[widest]} "
                 f"units); got {samples}. Pass more calibration data."
             )
-        prunable = {layer.name for layer in structure.layers}
-        target_only = tuple(
-            dict.fromkeys(c.name for layer in structure.layers for c in layer.consumers if c.name not in prunable)
-        )
+        produced = {c.name: network.group_of_producer(c.name) for group in tested for c in group.consumers}
+        raw_outputs = tuple(name for name, group in produced.items() if group is None)
         start = time.perf_counter()
-        recorded = activations.record(context.model, structure, context.inputs, self.collapse, extra_outputs=target_only)
+        recorded = network.record(context.inputs, self.map_reduction, extra_outputs=raw_outputs)
         recorded = {name: values.to(context.device) for name, values in recorded.items()}
         seconds = {"recording": time.perf_counter() - start, "ordering": 0.0, "terc": 0.0}
 
@@ -110,7 +119,7 @@ class MIPP(PruningMethod):
             learning_rate=self.learning_rate,
         )
         generator = torch.Generator().manual_seed(context.seed)
-        total = sum(layer.units for layer in structure.layers)
+        total = sum(group.units for group in tested)
         if self.select_inputs:
             total += recorded["__input__"].shape[1]
         bar = context.progress(total=total, desc="MIPP")
@@ -127,15 +136,20 @@ class MIPP(PruningMethod):
             return result.keep
 
         try:
-            for layer in reversed(structure.layers):
-                targets = [
-                    recorded[c.name][:, masks[c.name].to(context.device)] if c.name in masks else recorded[c.name]
-                    for c in layer.consumers
-                ]
-                masks[layer.name] = select(layer.name, recorded[layer.name], torch.cat(targets, dim=1))
+            for group in reversed(tested):
+                targets = []
+                for c in group.consumers:
+                    target = produced[c.name]
+                    if target is None:
+                        targets.append(recorded[c.name])
+                    elif target.name in masks:
+                        targets.append(recorded[target.name][:, masks[target.name].to(context.device)])
+                    else:  # not decided yet (read inside its own residual block) or kept whole
+                        targets.append(recorded[target.name])
+                masks[group.name] = select(group.name, recorded[group.name], torch.cat(targets, dim=1))
             input_mask = None
             if self.select_inputs:
-                first = structure.layers[0].name
+                first = tested[0].name
                 target = recorded[first][:, masks[first].to(context.device)]
                 input_mask = select("__input__", recorded["__input__"], target)
         finally:

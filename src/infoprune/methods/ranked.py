@@ -7,10 +7,12 @@ as in the MIPP paper (§2, §5): a unit's score combines the scores of all the w
 associated with it.
 
 "Associated with a unit" means every weight that disappears when the unit is removed: its
-incoming weights and bias (the filter / neuron itself) and, with ``outgoing=True`` (the
-default), its outgoing weights (the matching input channel, or block of flattened features,
-of each consumer). Torch-Pruning's group importances aggregate over the same set. The
-combination is the sum: for the non-negative criteria (SNIP, SynFlow) that is exactly the L1
+incoming weights and bias (the filter / neuron itself, in every producer of its group: all
+the layers writing a residual stream's channel, a depthwise conv and the layer before it)
+and, with ``outgoing=True`` (the default), its outgoing weights (the matching input channel,
+block of flattened features or concatenation slice, of each consumer). Torch-Pruning's group
+importances aggregate over the same set. The combination (Torch-Pruning's group reduction)
+is the sum: for the non-negative criteria (SNIP, SynFlow) that is exactly the L1
 norm the MIPP paper names; the signed criteria (GraSP, SOSP-H) keep the sign, which their
 ranking rules depend on (an L1 norm would erase it).
 """
@@ -26,7 +28,7 @@ import torch
 from torch import nn
 
 from infoprune.estimators.ranking import SCOPES, exponential_schedule, keep_highest
-from infoprune.graph import NetworkStructure
+from infoprune.network import Network
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 
 Masks = dict[str, torch.Tensor]
@@ -34,7 +36,7 @@ Masks = dict[str, torch.Tensor]
 
 @dataclass
 class RankedPruningMethod(PruningMethod):
-    """Score every unit, remove the lowest-scored ``ratio`` of them.
+    """Score every unit of every group, remove the lowest-scored ``ratio`` of them.
 
     ``ratio``: fraction of prunable units to remove, in [0, 1) (required).
     ``scope``: ``"global"`` ranks all layers together (layer-wise ratios emerge, layers may
@@ -86,38 +88,51 @@ class RankedPruningMethod(PruningMethod):
         return MaskDecision(masks, details={"units_removed": int(sum((~m).sum() for m in masks.values()))})
 
 
-def input_unit_sums(weight_scores: torch.Tensor, units: int) -> torch.Tensor:
-    """Sum a consumer's per-weight scores over everything that reads each producer unit.
+def input_rows(module: nn.Module, values: torch.Tensor) -> torch.Tensor:
+    """A consumer's weight-shaped ``values`` as ``(input features, -1)``: row f holds every
+    entry that reads input feature f (a Linear's column; a conv's input channel, within its
+    conv group for grouped convolutions)."""
+    if isinstance(module, nn.Linear):
+        return values.T
+    groups = module.groups
+    out, per_group = values.shape[:2]
+    grouped = values.reshape(groups, out // groups, per_group, -1).transpose(1, 2)
+    return grouped.reshape(groups * per_group, -1)
 
-    Conv weights ``(O, units, kh, kw)`` sum over all but dim 1; Linear weights
-    ``(O, units·K)`` behind a flatten sum each unit's contiguous block of K features.
-    """
-    return weight_scores.transpose(0, 1).reshape(units, -1).sum(dim=1)
+
+def producer_rows(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """``(units, -1)``: a producer's weight- or bias-shaped ``values`` gathered per unit."""
+    return values[positions.to(values.device).flatten()].reshape(positions.shape[0], -1)
 
 
-def structure_parameters(structure: NetworkStructure, outgoing: bool) -> list[str]:
+def group_parameters(network: Network, outgoing: bool) -> list[str]:
     """Names (as in ``named_parameters``) of every parameter associated with some unit."""
     names: list[str] = []
-    for layer in structure.layers:
-        names.append(f"{layer.name}.weight")
-        if layer.module.bias is not None:
-            names.append(f"{layer.name}.bias")
+    for group in network.groups:
+        for producer in group.producers:
+            names.append(f"{producer.name}.weight")
+            if producer.module.bias is not None:
+                names.append(f"{producer.name}.bias")
         if outgoing:
-            names += [f"{c.name}.weight" for c in layer.consumers]
+            names += [f"{c.name}.weight" for c in group.consumers]
     return list(dict.fromkeys(names))
 
 
-def unit_sums(structure: NetworkStructure, weight_scores: dict[str, torch.Tensor], outgoing: bool) -> dict[str, torch.Tensor]:
-    """Per-unit sums of per-parameter scores (keyed as in ``named_parameters``)."""
+def unit_sums(network: Network, weight_scores: dict[str, torch.Tensor], outgoing: bool) -> dict[str, torch.Tensor]:
+    """Per-unit sums of per-parameter scores (keyed as in ``named_parameters``) over each
+    group's producers (incoming weights and biases) and, with ``outgoing``, its consumers."""
     sums = {}
-    for layer in structure.layers:
-        total = weight_scores[f"{layer.name}.weight"].flatten(1).sum(dim=1)
-        if layer.module.bias is not None:
-            total = total + weight_scores[f"{layer.name}.bias"]
+    for group in network.groups:
+        total = torch.zeros(group.units, dtype=torch.float64)
+        for producer in group.producers:
+            total = total + producer_rows(weight_scores[f"{producer.name}.weight"], producer.positions).sum(dim=1).double()
+            if producer.module.bias is not None:
+                total = total + producer_rows(weight_scores[f"{producer.name}.bias"], producer.positions).sum(dim=1).double()
         if outgoing:
-            for consumer in layer.consumers:
-                total = total + input_unit_sums(weight_scores[f"{consumer.name}.weight"], layer.units)
-        sums[layer.name] = total
+            for consumer in group.consumers:
+                rows = input_rows(consumer.module, weight_scores[f"{consumer.name}.weight"])
+                total = total + producer_rows(rows, consumer.positions).sum(dim=1).double()
+        sums[group.name] = total.float()
     return sums
 
 
@@ -172,7 +187,7 @@ class WeightScoreMethod(RankedPruningMethod):
         """Score of every parameter entry, keyed like ``named_parameters`` (CPU tensors)."""
 
     def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
-        sums = unit_sums(context.structure, self.weight_scores(context, masks), self.outgoing)
+        sums = unit_sums(context.network, self.weight_scores(context, masks), self.outgoing)
         if self.absolute:
             sums = {name: s.abs() for name, s in sums.items()}
         if self.removes_highest:

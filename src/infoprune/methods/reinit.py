@@ -6,65 +6,49 @@ SOSP-H does not apply: the pruned architecture is trained from scratch. Through 
 entry point this is ``prune(model, data, method="reinit", source="l1", ratio=0.9)``: the
 ``source`` method (looked up in the registry; any name ``available_methods()`` lists) decides
 the masks with ``ratio`` and ``source_options``; or ``masks={layer: keep-mask}`` gives the
-architecture directly. Every module's parameters are then re-drawn with PyTorch's default
-initialisation (``reset_parameters``) under the context's seed, *as the pruned
-architecture*: a Linear/Conv layer's fan-in is that of its kept inputs, so the physically
-pruned model is initialised exactly as the small network built from scratch would be.
+architecture directly. After surgery (a :class:`ReinitialiseWeights` step of the decision),
+every module's parameters are re-drawn with PyTorch's default initialisation
+(``reset_parameters``) under the context's seed, *on the pruned architecture*: a Linear/Conv
+layer's fan-in is that of its kept inputs, so the pruned model is initialised exactly as the
+small network built from scratch would be.
 Training it is the caller's job, as for every method.
 """
 
 from __future__ import annotations
 
-import copy
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 from torch import nn
 
-from infoprune.graph import NetworkStructure
 from infoprune.methods import get_method, register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod
+from infoprune.network import Network
 
 
-def kept_indices(structure: NetworkStructure, masks: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """Per module name: indices of its kept output units and of its kept input features.
+@dataclass(frozen=True)
+class ReinitialiseWeights:
+    """After surgery: every module's ``reset_parameters`` under ``seed``, on the CPU (so a seed
+    gives the same network on every device). The pruned modules have their pruned shapes, so
+    each is initialised as the small network built from scratch would be. Frozen parameters
+    (the zeroed consumer weights of an emptied group) keep their values."""
 
-    A collapsed layer keeps unit 0, as the surgery does. Linear consumers behind a flatten
-    keep every feature of a kept unit's block.
-    """
-    outputs: dict[str, torch.Tensor] = {}
-    inputs: dict[str, torch.Tensor] = {}
-    for layer in structure.layers:
-        if layer.name not in masks:
-            continue
-        keep = masks[layer.name].clone()
-        if not keep.any():
-            keep[0] = True
-        outputs[layer.name] = keep.nonzero().flatten()
-        for consumer in layer.consumers:
-            module = consumer.module
-            features = module.in_channels if isinstance(module, nn.Conv2d) else module.in_features
-            block = features // layer.units
-            inputs[consumer.name] = keep.repeat_interleave(block).nonzero().flatten()
-    return outputs, inputs
+    seed: int
 
-
-def reset_as_pruned(module: nn.Module, out_index: torch.Tensor | None, in_index: torch.Tensor | None) -> None:
-    """Re-draw ``module``'s parameters with its default initialisation, computed for the shape
-    it has after pruning, and write them into the kept entries (the rest are dropped later).
-    The values are drawn on the CPU, so a seed gives the same network on every device."""
-    weight = module.weight
-    rows = (out_index if out_index is not None else torch.arange(weight.shape[0])).to(weight.device)
-    cols = (in_index if in_index is not None else torch.arange(weight.shape[1])).to(weight.device)
-    small = copy.deepcopy(module).cpu()
-    small.weight = nn.Parameter(torch.empty((rows.numel(), cols.numel(), *weight.shape[2:])))
-    if module.bias is not None:
-        small.bias = nn.Parameter(torch.empty(rows.numel()))
-    small.reset_parameters()
-    with torch.no_grad():
-        weight[rows[:, None], cols[None, :]] = small.weight.to(weight)
-        if module.bias is not None:
-            module.bias[rows] = small.bias.to(module.bias)
+    @torch.no_grad()
+    def apply(self, pruned: nn.Module, network: Network, masks: dict[str, torch.Tensor]) -> None:
+        device = next(pruned.parameters()).device
+        frozen = {name: p.detach().clone() for name, p in pruned.named_parameters() if not p.requires_grad}
+        pruned.cpu()
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            for module in pruned.modules():
+                if hasattr(module, "reset_parameters"):
+                    module.reset_parameters()
+        for name, value in frozen.items():
+            pruned.get_parameter(name).copy_(value)
+        pruned.to(device)
 
 
 @register
@@ -116,19 +100,8 @@ class Reinit(PruningMethod):
         else:
             masks, input_mask, details = self._masks, None, {}
             for name, mask in masks.items():
-                if mask.shape != (context.structure.layer(name).units,):
-                    raise ValueError(
-                        f"The mask of {name!r} has shape {tuple(mask.shape)}; that layer has "
-                        f"{context.structure.layer(name).units} units."
-                    )
-        outputs, inputs = kept_indices(context.structure, masks)
-        model = copy.deepcopy(context.model)
-        modules = dict(model.named_modules())
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(context.seed)
-            for name, module in modules.items():
-                if isinstance(module, (nn.Linear, nn.Conv2d)):
-                    reset_as_pruned(module, outputs.get(name), inputs.get(name))
-                elif hasattr(module, "reset_parameters"):
-                    module.reset_parameters()
-        return MaskDecision(masks, input_mask=input_mask, details=details, model=model)
+                units = context.network.group(name).units
+                if mask.shape != (units,):
+                    raise ValueError(f"The mask of {name!r} has shape {tuple(mask.shape)}; that group has {units} units.")
+        return MaskDecision(masks, input_mask=input_mask, details=details,
+                            after_surgery=(ReinitialiseWeights(context.seed),))

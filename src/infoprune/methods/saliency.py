@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from infoprune.activations import masked_units
-from infoprune.collapse import linearised_state
 from infoprune.methods import register
 from infoprune.methods.base import PruningContext, check_positive_int
+from infoprune.network import linearised_state, primary_output
+from infoprune.running import all_outputs, differentiable_attention
 from infoprune.methods.ranked import Masks, WeightScoreMethod, detached_parameters, labelled_batches, require_labels
 
 
@@ -28,7 +28,8 @@ def classification_loss(
     model: nn.Module, params: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor, temperature: float = 1.0
 ) -> torch.Tensor:
     """Mean cross-entropy of ``model`` with ``params`` substituted, logits divided by ``temperature``."""
-    logits = functional_call(model, (params, dict(model.named_buffers())), (x,))
+    with differentiable_attention():
+        logits = primary_output(functional_call(model, (params, dict(model.named_buffers())), (x,)))
     return F.cross_entropy(logits / temperature, y)
 
 
@@ -150,8 +151,8 @@ class SynFlow(WeightScoreMethod):
         params, buffers = linearised_state(context.model, zero_biases=False)
         params = {name: p.requires_grad_() for name, p in params.items()}
         ones = torch.ones((1, *context.inputs.shape[1:]), dtype=torch.float64, device=context.device)
-        with masked_units(context.structure, masks):
-            flow = functional_call(context.model, (params, buffers), (ones,)).sum()
+        with context.network.masked(masks):
+            flow = sum(t.sum() for t in all_outputs(functional_call(context.model, (params, buffers), (ones,))))
         if not torch.isfinite(flow):
             raise ValueError("SynFlow's path sum R overflowed even in float64; this network is too deep for it.")
         grads = torch.autograd.grad(flow, list(params.values()))

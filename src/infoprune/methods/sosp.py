@@ -11,8 +11,9 @@ which makes the saliency of structure s independent of M and of first-order cost
 i.e. the magnitude of the sum, over the weights of s, of ``θ ⊙ (½ H θ_P − g)``. Structures
 with the smallest λ_s are removed, all layers ranked together, in one shot.
 
-What is implemented: a structure is a unit with all its associated weights (incoming weights
-and bias, and outgoing weights with ``outgoing=True``; see ``infoprune.methods.ranked``);
+What is implemented: a structure is a unit of a group with all its associated weights
+(incoming weights and bias in every producer, and outgoing weights with ``outgoing=True``;
+see ``infoprune.methods.ranked``);
 ``P θ`` keeps θ on those parameters and zeroes the rest. ``H = E[Jᵀ ∇²ℓ J]`` with ℓ the
 cross-entropy of the logits: per batch one forward-mode product ``J (Pθ)`` (``torch.func.jvp``),
 the softmax Hessian ``diag(p) − ppᵀ`` applied to it, and one reverse-mode product
@@ -30,8 +31,10 @@ import torch
 from torch.func import functional_call, jvp, vjp
 
 from infoprune.methods import register
+from infoprune.network import primary_output
+from infoprune.running import differentiable_attention
 from infoprune.methods.base import PruningContext, check_positive_int
-from infoprune.methods.ranked import Masks, WeightScoreMethod, labelled_batches, require_labels, structure_parameters
+from infoprune.methods.ranked import Masks, WeightScoreMethod, labelled_batches, require_labels, group_parameters
 
 
 @register
@@ -53,11 +56,12 @@ class SOSPH(WeightScoreMethod):
         model = context.model
         params = {name: p.detach() for name, p in model.named_parameters()}
         buffers = dict(model.named_buffers())
-        in_structures = set(structure_parameters(context.structure, self.outgoing))
+        in_structures = set(group_parameters(context.network, self.outgoing))
         direction = {name: p if name in in_structures else torch.zeros_like(p) for name, p in params.items()}
 
         def logits_of(weights: dict[str, torch.Tensor], x: torch.Tensor) -> torch.Tensor:
-            return functional_call(model, (weights, buffers), (x,))
+            with differentiable_attention():
+                return primary_output(functional_call(model, (weights, buffers), (x,)))
 
         total = {name: torch.zeros_like(p) for name, p in params.items()}
         count = context.inputs.shape[0]

@@ -1,7 +1,7 @@
 """ThiNet (Luo et al. 2017, "ThiNet: A Filter Level Pruning Method for Deep Neural Network
 Compression", §3): prune the units of layer l that layer l+1 can best do without.
 
-For each prunable layer in forward order, layer l+1 (each consumer) is run on the
+For each prunable group in forward order, layer l+1 (each consumer) is run on the
 calibration set and, at ``locations_per_sample`` random (output unit, position) pairs per
 sample, the contribution of every input channel to its output is recorded (§3.2). Channels
 are removed greedily so that the sum of the removed contributions stays smallest (Alg. 1),
@@ -9,12 +9,14 @@ the same fraction ``ratio`` of every layer (ThiNet cannot set layer-wise ratios;
 paper compares it with a uniform ratio, §5). With ``rescale`` the kept input channels of
 the consumer are scaled by the least-squares factors of Eq. 6, so the pruned layer
 reconstructs the original output as well as it can; later layers are then selected on the
-already pruned and rescaled network, as ThiNet proceeds layer by layer.
+already pruned and rescaled network, as ThiNet proceeds layer by layer. The scales reach the
+pruned model as a :class:`RescaleConsumers` step after surgery. A unit of a coupled group
+contributes through all its input positions at a consumer (summed), and through every
+consumer; its removal is decided on all of them together.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass
 
 import torch
@@ -22,24 +24,27 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from infoprune.activations import masked_units, unit_maps
 from infoprune.estimators.ranking import units_to_remove
 from infoprune.estimators.reconstruction import greedy_removal, least_squares_scales, relative_error
-from infoprune.graph import PrunableLayer
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
+from infoprune.network import Consumer, Group, Network
+from infoprune.network.activations import feature_first
+from infoprune.running import evaluating
 
 
 def conv_contributions(
     conv: nn.Conv2d, weight: torch.Tensor, x: torch.Tensor, locations: int, generator: torch.Generator
 ) -> torch.Tensor:
     """``(N·locations, C)``: each input channel's share of ``conv``'s output (bias excluded)
-    at random (output channel, position) pairs, ``locations`` per sample."""
-    if conv.groups != 1 or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
+    at random (output channel, position) pairs, ``locations`` per sample. A grouped conv's
+    weight is spread to its dense equivalent (zero outside each conv group)."""
+    if not isinstance(conv, nn.Conv2d) or isinstance(conv.padding, str) or conv.padding_mode != "zeros":
         raise ValueError(
-            "ThiNet supports consumers that are ordinary convolutions (groups=1, numeric zero padding); "
-            f"got groups={conv.groups}, padding={conv.padding!r}, padding_mode={conv.padding_mode!r}."
+            "ThiNet supports consumers that are Linear layers or 2-d convolutions with numeric zero padding; "
+            f"got {conv}. Leave the layers feeding it whole with ignore=[...]."
         )
+    weight = dense_weight(weight, conv.groups)
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = conv.kernel_size, conv.stride, conv.padding, conv.dilation
     n, _, height, width = x.shape
     rows = (height + 2 * ph - dh * (kh - 1) - 1) // sh + 1
@@ -57,23 +62,59 @@ def conv_contributions(
     return total
 
 
-def linear_contributions(
-    layer: PrunableLayer, weight: torch.Tensor, x: torch.Tensor, locations: int, generator: torch.Generator
-) -> torch.Tensor:
-    """``(N·locations, units)``: each unit's share (its block of flattened features) of a Linear
-    consumer's output at random output neurons, ``locations`` per sample."""
-    maps = unit_maps(x, layer)
-    n = maps.shape[0]
+def dense_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
+    """A grouped conv's ``(O, C/g, …)`` weight as the ``(O, C, …)`` weight of the same conv with groups=1."""
+    if groups == 1:
+        return weight
+    out, per_group = weight.shape[:2]
+    dense = weight.new_zeros(out, per_group * groups, *weight.shape[2:])
+    rows = out // groups
+    for g in range(groups):
+        dense[g * rows : (g + 1) * rows, g * per_group : (g + 1) * per_group] = weight[g * rows : (g + 1) * rows]
+    return dense
+
+
+def linear_contributions(weight: torch.Tensor, x: torch.Tensor, locations: int, generator: torch.Generator) -> torch.Tensor:
+    """``(N·locations, F)``: each input feature's share of a Linear consumer's output at random
+    (output neuron, token) pairs, ``locations`` per sample."""
+    flat = feature_first(x, nn.Linear(1, 1))  # (N, F, tokens)
+    n, _, tokens = flat.shape
     sample = torch.arange(n).repeat_interleave(locations).to(x.device)
     out = torch.randint(weight.shape[0], (n * locations,), generator=generator).to(x.device)
-    return (maps[sample] * weight.reshape(weight.shape[0], layer.units, -1)[out]).sum(dim=2)
+    token = torch.randint(tokens, (n * locations,), generator=generator).to(x.device)
+    return flat[sample, :, token] * weight[out]
 
 
-def scale_input_units(weight: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
-    """A consumer's weight with input unit c (channel, or block of flattened features) times ``scales[c]``."""
-    shape = weight.shape
-    scaled = weight.reshape(shape[0], scales.numel(), -1) * scales.to(weight)[None, :, None]
-    return scaled.reshape(shape)
+def unit_contributions(features: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """Per-feature contributions ``(M, F)`` summed into per-unit ones ``(M, units)``."""
+    return features[:, positions.to(features.device).flatten()].reshape(features.shape[0], *positions.shape).sum(dim=2)
+
+
+def scale_inputs(weight: torch.Tensor, positions: torch.Tensor, scales: torch.Tensor, groups: int = 1) -> torch.Tensor:
+    """A consumer's weight (``groups`` conv groups) with the inputs of unit j (``positions[j]``,
+    −1 = absent) times ``scales[j]``."""
+    factor = torch.ones(weight.shape[1] * groups, dtype=weight.dtype, device=weight.device)
+    present = positions >= 0
+    factor[positions[present]] = scales.to(weight)[:, None].expand_as(positions)[present]
+    out, per_group = weight.shape[:2]
+    grouped = weight.reshape(groups, out // groups, per_group, -1) * factor.reshape(groups, 1, per_group, 1)
+    return grouped.reshape(weight.shape)
+
+
+@dataclass(frozen=True)
+class RescaleConsumers:
+    """After surgery: each consumer's kept inputs of each group times ThiNet's least-squares
+    scales (Eq. 6), ``scales[(group, consumer)]`` over the group's units."""
+
+    scales: dict[tuple[str, str], torch.Tensor]
+
+    @torch.no_grad()
+    def apply(self, pruned: nn.Module, network: Network, masks: dict[str, torch.Tensor]) -> None:
+        for (group_name, consumer_name), scales in self.scales.items():
+            consumer = next(c for c in network.group(group_name).consumers if c.name == consumer_name)
+            module = pruned.get_submodule(consumer_name)
+            positions = network.positions_after_surgery(consumer, masks)
+            module.weight.copy_(scale_inputs(module.weight, positions, scales, getattr(module, "groups", 1)))
 
 
 @register
@@ -104,61 +145,54 @@ class ThiNet(PruningMethod):
 
     @torch.no_grad()
     def _contributions(
-        self, context: PruningContext, layer: PrunableLayer, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+        self, context: PruningContext, group: Group, params: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> list[torch.Tensor]:
-        """Sampled contributions of ``layer``'s units to each of its consumers, on the network
+        """Sampled contributions of ``group``'s units to each of its consumers, on the network
         pruned (and rescaled) so far."""
         generator = torch.Generator().manual_seed(context.seed)
-        collected: list[list[torch.Tensor]] = [[] for _ in layer.consumers]
+        collected: list[list[torch.Tensor]] = [[] for _ in group.consumers]
 
-        def capture(index: int, consumer: nn.Module):
+        def capture(index: int, consumer: Consumer):
             def hook(_module: nn.Module, args: tuple) -> None:
-                weight = params[f"{layer.consumers[index].name}.weight"]
-                if isinstance(consumer, nn.Conv2d):
-                    part = conv_contributions(consumer, weight, args[0], self.locations_per_sample, generator)
+                weight = params[f"{consumer.name}.weight"]
+                if isinstance(consumer.module, nn.Linear):
+                    part = linear_contributions(weight, args[0], self.locations_per_sample, generator)
                 else:
-                    part = linear_contributions(layer, weight, args[0], self.locations_per_sample, generator)
-                collected[index].append(part.cpu())
+                    part = conv_contributions(consumer.module, weight, args[0], self.locations_per_sample, generator)
+                collected[index].append(unit_contributions(part, consumer.positions).cpu())
 
             return hook
 
         buffers = dict(context.model.named_buffers())
-        with masked_units(context.structure, masks):
-            handles = [c.module.register_forward_pre_hook(capture(i, c.module)) for i, c in enumerate(layer.consumers)]
-            try:
-                for start in range(0, context.inputs.shape[0], self.batch_size):
-                    batch = context.inputs[start : start + self.batch_size].to(context.device)
-                    functional_call(context.model, (params, buffers), (batch,))
-            finally:
-                for handle in handles:
-                    handle.remove()
+        with evaluating(context.model) as hooks, context.network.masked(masks):
+            hooks += [c.module.register_forward_pre_hook(capture(i, c)) for i, c in enumerate(group.consumers)]
+            for start in range(0, context.inputs.shape[0], self.batch_size):
+                batch = context.inputs[start : start + self.batch_size].to(context.device)
+                functional_call(context.model, (params, buffers), (batch,))
         return [torch.cat(parts) for parts in collected]
 
     def decide(self, context: PruningContext) -> MaskDecision:
         params = {name: p.detach().clone() for name, p in context.model.named_parameters()}
         masks: dict[str, torch.Tensor] = {}
         errors: dict[str, float] = {}
-        bar = context.progress(total=len(context.structure.layers), desc="thinet")
+        rescaling: dict[tuple[str, str], torch.Tensor] = {}
+        bar = context.progress(total=len(context.network.groups), desc="thinet")
         try:
-            for layer in context.structure.layers:
-                contributions = self._contributions(context, layer, params, masks)
-                removed = greedy_removal(torch.cat(contributions), units_to_remove(self.ratio, layer.units))
-                keep = torch.ones(layer.units, dtype=torch.bool)
+            for group in context.network.groups:
+                contributions = self._contributions(context, group, params, masks)
+                removed = greedy_removal(torch.cat(contributions), units_to_remove(self.ratio, group.units))
+                keep = torch.ones(group.units, dtype=torch.bool)
                 keep[removed] = False
                 scales = [least_squares_scales(x, keep) if self.rescale else None for x in contributions]
-                for consumer, scale in zip(layer.consumers, scales):
+                for consumer, scale in zip(group.consumers, scales):
                     if scale is not None:
                         name = f"{consumer.name}.weight"
-                        params[name] = scale_input_units(params[name], scale)
-                errors[layer.name] = sum(relative_error(x, keep, s) for x, s in zip(contributions, scales)) / len(scales)
-                masks[layer.name] = keep
+                        params[name] = scale_inputs(params[name], consumer.positions, scale, getattr(consumer.module, "groups", 1))
+                        rescaling[(group.name, consumer.name)] = scale
+                errors[group.name] = sum(relative_error(x, keep, s) for x, s in zip(contributions, scales)) / len(scales)
+                masks[group.name] = keep
                 bar.update(1)
         finally:
             bar.close()
-        rescaled = None
-        if self.rescale:
-            rescaled = copy.deepcopy(context.model)
-            with torch.no_grad():
-                for name, value in params.items():
-                    rescaled.get_parameter(name).copy_(value)
-        return MaskDecision(masks, model=rescaled, details={"relative_reconstruction_error": errors})
+        steps = (RescaleConsumers(rescaling),) if self.rescale else ()
+        return MaskDecision(masks, details={"relative_reconstruction_error": errors}, after_surgery=steps)

@@ -17,7 +17,7 @@ residual net, at the cost of a few extra parameters (ResNet56: +0.4%).
 
 A block computes ``relu(branch(x) + shortcut(x))``. The outputs of all but the last conv of a
 branch are prunable; the last conv, the projection and the stem are tied to the skip path
-and are found as *coupled* by :func:`infoprune.graph.analyse`.
+and are found as one coupled group (the residual stream) by :class:`infoprune.network.Network`.
 """
 
 from __future__ import annotations

@@ -3,27 +3,23 @@
 The MIPP paper (§5, Fig. 3) counts a pruned network as collapsed when it can no longer be
 trained because the signal cannot get through. Two checks:
 
-* structural — a layer left with no unit (:func:`emptied_layers`); in a plain chain of
+* structural — a group left with no unit (:func:`emptied_groups`); in a plain chain of
   layers this alone cuts every path;
-* connectivity (:func:`is_disconnected`) — replace every weight by ``|θ|``, every bias and
-  BatchNorm mean by 0, feed an all-ones input through the masked network (in float64):
+* connectivity (``Network.is_disconnected``) — replace every weight by ``|θ|``, every bias
+  and BatchNorm mean by 0, feed an all-ones input through the masked network (in float64):
   each output is then a sum over the surviving input→output paths of products of ``|θ|``,
   so the output sum is zero iff no path survives. In a residual network an emptied branch
   beside a live skip connection still lets the signal through: not a collapse.
 
 The check assumes layers that map non-negative inputs to non-negative outputs once weights
 are non-negative and biases zero (Linear, Conv, BatchNorm in eval mode, ReLU-like
-activations, pooling, residual adds, flatten) — the networks this library prunes.
+activations, pooling, residual adds, concatenation, flatten) — the networks this library prunes.
 """
 
 from __future__ import annotations
 
 import torch
 from torch import nn
-from torch.func import functional_call
-
-from infoprune.activations import masked_units
-from infoprune.graph import NetworkStructure
 
 
 def linearised_state(model: nn.Module, zero_biases: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -48,34 +44,6 @@ def linearised_state(model: nn.Module, zero_biases: bool) -> tuple[dict[str, tor
     return params, buffers
 
 
-def emptied_layers(masks: dict[str, torch.Tensor]) -> list[str]:
-    """Names of the layers whose mask keeps no unit."""
+def emptied_groups(masks: dict[str, torch.Tensor]) -> list[str]:
+    """Names of the groups whose mask keeps no unit."""
     return [name for name, mask in masks.items() if not bool(mask.any())]
-
-
-@torch.no_grad()
-def is_disconnected(
-    model: nn.Module,
-    structure: NetworkStructure,
-    masks: dict[str, torch.Tensor],
-    example_input: torch.Tensor,
-    input_mask: torch.Tensor | None = None,
-    weights: nn.Module | None = None,
-) -> bool:
-    """True when no path from the (masked) input to the output survives ``masks``.
-
-    ``structure`` must describe ``model``; ``weights`` is an optional same-architecture copy
-    whose parameters are checked instead (a method's rescaled or re-initialised copy).
-    ``model`` is left unchanged (the ``|θ|`` network runs through ``functional_call``);
-    ``example_input`` supplies only the input shape and device.
-    """
-    was_training = model.training
-    model.eval()
-    try:
-        ones = torch.ones((1, *example_input.shape[1:]), dtype=torch.float64, device=example_input.device)
-        with masked_units(structure, masks, input_mask, model):
-            state = linearised_state(weights if weights is not None else model, zero_biases=True)
-            output = functional_call(model, state, (ones,))
-    finally:
-        model.train(was_training)
-    return bool(output.sum() == 0)

@@ -1,0 +1,19 @@
+"""A network's structure for pruning: coupled channel groups, and everything built on them.
+
+``Network(model, example_input, ignore=...)`` is built once per ``prune`` call; methods get it
+as ``context.network``. See :mod:`infoprune.network.groups` for what a group is.
+"""
+
+from infoprune.network.activations import MAP_REDUCTIONS, MapReduction, reduce_maps
+from infoprune.network.connectivity import emptied_groups, linearised_state
+from infoprune.network.costs import Budget, QuadraticCost, check_target, resolve_target
+from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, Member
+from infoprune.running import evaluating, primary_output
+from infoprune.network.network import Network
+from infoprune.network.surgery import InputMasked
+
+__all__ = [
+    "MAP_REDUCTIONS", "Budget", "Consumer", "Group", "InputMasked", "MapReduction", "Member", "Network",
+    "PRUNABLE_TYPES", "QuadraticCost", "check_target", "emptied_groups", "evaluating", "linearised_state",
+    "primary_output", "reduce_maps", "resolve_target",
+]

@@ -1,0 +1,75 @@
+"""Group activations as their consumers read them, and masking units in place.
+
+A unit's activation is read at the *input of a consumer* (a forward pre-hook), i.e. after the
+normalisation, nonlinearity, pooling, gating and concatenation between producer and consumer,
+which is what the downstream layer actually receives. The consumer's input is viewed along its
+feature axis (dim 1 of a conv input, the last dim of a Linear input) and gathered at the
+group's positions, so a unit's map is ``(N, K)``: its spatial map, its block of flattened
+features, or its channels in every conv group. A map becomes one number per sample with a
+*map reduction* (MIPP App. E.2, Table 3).
+
+Masking uses the same hooks: a pruned unit's positions are set to exactly zero at every
+consumer's input, which is what physically removing the unit does to the rest of the net.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+
+MapReduction = Literal["l1", "l2", "mean", "signed_mean", "std"]
+MAP_REDUCTIONS: tuple[str, ...] = ("l1", "l2", "mean", "signed_mean", "std")
+
+
+def reduce_maps(maps: torch.Tensor, how: MapReduction = "l1") -> torch.Tensor:
+    """Reduce ``(N, C, K)`` per-unit maps to ``(N, C)`` (MIPP App. E.2, Table 3).
+
+    l1: Σ|O|; l2: sqrt(ΣO²); mean: mean |O|; signed_mean: mean O (MINT App. B, "the average
+    activation across a filter's dimensions"); std: standard deviation of |O| over positions.
+    A unit with a single value per sample (a neuron, K = 1) is returned as it is, sign included.
+    """
+    if maps.shape[2] == 1:
+        return maps[:, :, 0]
+    if how == "l1":
+        return maps.abs().sum(dim=2)
+    if how == "l2":
+        return maps.pow(2).sum(dim=2).sqrt()
+    if how == "mean":
+        return maps.abs().mean(dim=2)
+    if how == "signed_mean":
+        return maps.mean(dim=2)
+    if how == "std":
+        return maps.abs().std(dim=2, unbiased=False)
+    raise ValueError(f"Unknown map reduction {how!r}; choose one of {', '.join(MAP_REDUCTIONS)}.")
+
+
+def feature_first(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
+    """``(N, F, rest)``: a consumer's input with its feature axis second, the rest flattened."""
+    if isinstance(module, nn.Linear):
+        x = x.movedim(-1, 1) if x.dim() > 2 else x
+    return x.reshape(x.shape[0], x.shape[1], -1)
+
+
+def gather_units(x: torch.Tensor, module: nn.Module, positions: torch.Tensor) -> torch.Tensor:
+    """``(N, units, K)``: the consumer input ``x`` at a group's ``positions`` (units × P)."""
+    flat = feature_first(x, module)
+    picked = flat[:, positions.to(x.device).flatten()]  # (N, units·P, rest)
+    return picked.reshape(x.shape[0], positions.shape[0], -1)
+
+
+def mask_features(x: torch.Tensor, module: nn.Module, keep: torch.Tensor) -> torch.Tensor:
+    """``x`` with the consumer-input features where ``keep`` (over F) is False set to zero."""
+    keep = keep.to(x.device, x.dtype)
+    if isinstance(module, nn.Linear):
+        return x * keep
+    return x * keep.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def check_finite(values: torch.Tensor, where: str) -> None:
+    if not torch.isfinite(values).all():
+        raise ValueError(
+            f"Non-finite (NaN or inf) activations at {where}. Check the model's weights and the "
+            "calibration inputs (are they normalised as in training?)."
+        )

@@ -1,0 +1,234 @@
+"""Coupled channel groups: the units of structured pruning, read from torch-pruning's graph.
+
+A *group* is a set of channels that must be removed together: a layer's output channel with
+the BatchNorm after it and the input channel of every layer reading it, and, where channels
+are coupled, every other layer producing the same channel (a residual stream across all its
+producers, a depthwise conv with its producer, an SE gate with the channels it scales, the
+slices of a concatenation). A group has ``units`` units; unit j is one channel of each
+producer, or, when a grouped convolution (``groups = g``) reads or writes the channels, one
+channel of each of the g blocks (ResNeXt), so that every block keeps the same width.
+
+For each group this module records which input positions each *consumer* (a Conv/Linear
+reading the channels) sees for each unit, taken from torch-pruning's index mapping (through
+concatenation, splits and flattening), so masking, recording and surgery agree by
+construction. A group is left whole, with the reason kept in ``Network.whole``, when its
+physical removal could not equal masking it: a LayerNorm/GroupNorm, attention or recurrent
+layer or a softmax among its members, an index mapping that is not one-to-one per unit
+(channel shuffles), channels that reach the model output, or the output layer and
+``ignore=``d layers among its producers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch_pruning as tp
+from torch import nn
+
+from infoprune.running import all_outputs, evaluating
+
+PRUNABLE_TYPES = (nn.Linear, nn.Conv2d, nn.Conv1d)
+NOT_CHANNELWISE = (nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
+CROSS_CHANNEL_OPS = ("Softmax", "LogSoftmax")
+
+
+@dataclass(frozen=True)
+class Consumer:
+    """A Conv/Linear reading a group's channels: ``positions[j]`` are the indices, along its
+    input feature axis (``features`` long), that carry unit j (one per channel, K per channel
+    behind a flatten)."""
+
+    name: str
+    module: nn.Module
+    positions: torch.Tensor
+    features: int  # the length of its input feature axis
+
+
+@dataclass(frozen=True)
+class Member:
+    """Any module (or parameter) pruned with a group; ``handler`` is torch-pruning's function
+    removing its channels, ``positions[j]`` its indices of unit j."""
+
+    name: str
+    module: object
+    handler: object
+    positions: torch.Tensor
+    channels: int
+    dim: int = -1  # the pruned axis, for a bare parameter (e.g. a layer scale or position embedding)
+
+    @property
+    def share(self) -> float:
+        """Fraction of the member's channels (along the pruned axis) that belong to the group."""
+        return self.positions.numel() / self.channels
+
+    @property
+    def produces(self) -> bool:
+        """A Conv/Linear whose *output* channels are the group's."""
+        return isinstance(self.module, PRUNABLE_TYPES) and _is_out_fn(self.handler)
+
+
+@dataclass(frozen=True)
+class Group:
+    """Channels removed together. ``name``/``module``: its first producer in forward order
+    (a group of one Linear/Conv has that layer's name); ``units``: its width."""
+
+    name: str
+    module: nn.Module
+    units: int
+    producers: tuple[Member, ...]
+    consumers: tuple[Consumer, ...]
+    members: tuple[Member, ...]
+
+    @property
+    def kind(self) -> str:
+        return "linear" if isinstance(self.module, nn.Linear) else "conv"
+
+    @property
+    def coupled(self) -> bool:
+        """More than one layer produces these channels (residual streams, depthwise convs, SE gates)."""
+        return len(self.producers) > 1
+
+
+def _is_out_fn(handler) -> bool:
+    """torch-pruning's function removes output channels (not input channels)."""
+    return getattr(handler, "__name__", "") == "prune_out_channels"
+
+
+def execution_order(model: nn.Module, example_input: torch.Tensor) -> list[str]:
+    """Names of the Linear/Conv modules in the order a forward pass first calls them."""
+    names = {module: name for name, module in model.named_modules()}
+    order: list[str] = []
+    with evaluating(model) as hooks:
+        for module in model.modules():
+            if isinstance(module, PRUNABLE_TYPES):
+                hooks.append(module.register_forward_hook(
+                    lambda m, _i, _o: order.append(names[m]) if names[m] not in order else None))
+        model(example_input)
+    return order
+
+
+def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.DependencyGraph:
+    """torch-pruning's graph of ``model``, traced with gradients on for every parameter (frozen
+    layers and ``torch.no_grad()`` callers included); outputs that are tuples/dicts are summed."""
+    frozen = [p for p in model.parameters() if not p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(True)
+    try:
+        with evaluating(model, grad=True):
+            return tp.DependencyGraph().build_dependency(
+                model, example_inputs=example_input, verbose=False,
+                output_transform=lambda out: sum(t.sum() for t in all_outputs(out)),
+            )
+    finally:
+        for p in frozen:
+            p.requires_grad_(False)
+
+
+def _positions(idxs: list[int], root_idxs: list[int], root_channels: int) -> torch.Tensor | None:
+    """``(root_channels, k)``: the k indices mapped from each root channel; None if uneven."""
+    per_root: list[list[int]] = [[] for _ in range(root_channels)]
+    for idx, root in zip(idxs, root_idxs):
+        if root is None or not 0 <= root < root_channels:
+            return None
+        per_root[root].append(int(idx))
+    if len({len(p) for p in per_root}) != 1 or not per_root[0]:
+        return None
+    return torch.tensor(per_root, dtype=torch.long)
+
+
+def _block(module: object, positions: torch.Tensor) -> int | str:
+    """Channels per unit a grouped conv imposes (1 if none), or a reason it cannot be pruned."""
+    if not isinstance(module, (nn.Conv1d, nn.Conv2d)) or module.groups == 1:
+        return 1
+    if module.groups == module.in_channels == module.out_channels:
+        return 1  # depthwise: in and out channels move together, one by one
+    if positions.shape[1] != 1 or not torch.equal(positions[:, 0], torch.arange(positions.shape[0])):
+        return f"grouped convolution {module} reads a mix of channels"
+    return module.groups
+
+
+def _describe(model: nn.Module, graph: tp.DependencyGraph, group, root_channels: int, names: dict):
+    """(members, block) of a torch-pruning group, or a reason string if it must stay whole."""
+    members: list[tuple] = []
+    block = 1
+    for item in group.items:
+        dep, target = item.dep, item.dep.target
+        module = target.module
+        if target.type == tp.ops.OPTYPE.OUTPUT:
+            return "its channels are part of the model's output"
+        if isinstance(module, NOT_CHANNELWISE):
+            return f"{names.get(module, type(module).__name__)} ({type(module).__name__}) mixes channels, so removing one changes the others"
+        grad_fn = type(target.grad_fn).__name__ if target.grad_fn is not None else ""
+        if any(op in grad_fn for op in CROSS_CHANNEL_OPS):
+            return f"a {grad_fn.replace('Backward0', '').lower()} across its channels"
+        if module not in names:
+            continue  # an operation node (add, concat, reshape): nothing to prune
+        positions = _positions(list(item.idxs), list(item.root_idxs), root_channels)
+        if positions is None:
+            return f"{names[module]} maps its channels unevenly (a channel shuffle or reshape)"
+        need = _block(module, positions)
+        if isinstance(need, str):
+            return need
+        block = math.lcm(block, need)
+        count = graph.get_out_channels(target) if _is_out_fn(dep.handler) else graph.get_in_channels(target)
+        members.append((names[module], module, dep.handler, positions, int(count), target.pruning_dim))
+    if root_channels % block:
+        return f"{root_channels} channels do not split into {block} equal convolution groups"
+    return members, block
+
+
+def _unit_positions(positions: torch.Tensor, block: int) -> torch.Tensor:
+    """Regroup ``(C, k)`` per-channel positions into ``(C / block, block · k)`` per unit:
+    unit j = channels j, j + C/block, … (the same place in every conv group)."""
+    units = positions.shape[0] // block
+    return positions.reshape(block, units, -1).transpose(0, 1).reshape(units, -1)
+
+
+def find_groups(
+    model: nn.Module, graph: tp.DependencyGraph, order: list[str], ignored: set[str]
+) -> tuple[list[Group], dict[str, str]]:
+    """Every group rooted at a Conv/Linear of ``order`` (forward order), and why the others stay whole."""
+    names: dict[object, str] = {m: n for n, m in model.named_modules()}
+    names.update({p: n for n, p in model.named_parameters()})
+    modules = dict(model.named_modules())
+    groups: list[Group] = []
+    whole: dict[str, str] = {}
+    visited: set[str] = set()
+    for root_name in order:
+        if root_name in visited:
+            continue
+        root = modules[root_name]
+        pruner = graph.get_pruner_of_module(root)
+        channels = pruner.get_out_channels(root)
+        tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
+        producers = [names[i.dep.target.module] for i in tp_group.items
+                     if i.dep.target.module in names and _is_out_fn(i.dep.handler)
+                     and isinstance(i.dep.target.module, PRUNABLE_TYPES)]
+        visited.update(producers)
+        producers = [n for n in order if n in producers] or [root_name]
+        name = producers[0]
+        if name == order[-1] or order[-1] in producers:
+            whole[name] = "it is (coupled to) the output layer"
+            continue
+        if ignored & set(producers):
+            whole[name] = f"ignore= names {sorted(ignored & set(producers))}"
+            continue
+        described = _describe(model, graph, tp_group, channels, names)
+        if isinstance(described, str):
+            whole[name] = described
+            continue
+        raw, block = described
+        members = tuple(Member(n, m, h, _unit_positions(p, block), c, d) for n, m, h, p, c, d in raw)
+        consumers = tuple(
+            Consumer(m.name, m.module, m.positions, m.channels) for m in members
+            if isinstance(m.module, PRUNABLE_TYPES) and not m.produces
+        )
+        if not consumers:
+            whole[name] = "no Linear/Conv reads its channels"
+            continue
+        by_name = {m.name: m for m in members if m.produces}
+        ordered = tuple(by_name[n] for n in producers if n in by_name)
+        groups.append(Group(name, modules[name], channels // block, ordered, consumers, members))
+    return groups, whole

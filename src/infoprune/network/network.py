@@ -1,0 +1,219 @@
+"""The one object that knows a network's structure: built once per ``prune`` call.
+
+:class:`Network` traces the model once with torch-pruning, finds its prunable groups
+(:mod:`infoprune.network.groups`) and answers everything that needs the structure:
+recording and masking group activations, the FLOPs/params forms, surgery and the
+connectivity check. Methods receive it as ``context.network``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from infoprune.network import costs, surgery
+from infoprune.network.activations import MapReduction, check_finite, feature_first, gather_units, mask_features, reduce_maps
+from infoprune.network.connectivity import linearised_state
+from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
+from infoprune.running import all_outputs, evaluating
+from infoprune.progress import logger
+
+Masks = Mapping[str, torch.Tensor]
+
+
+def resolve_ignore(model: nn.Module, ignore: Iterable[str | type]) -> set[str]:
+    """Module names meant by ``ignore``: names of Linear/Conv modules (or of modules holding
+    them) and module types, as Torch-Pruning's ``ignored_layers``."""
+    modules = dict(model.named_modules())
+    names: set[str] = set()
+    for entry in ignore:
+        if isinstance(entry, type):
+            names |= {n for n, m in modules.items() if isinstance(m, entry)}
+        elif isinstance(entry, str) and entry in modules:
+            names |= {f"{entry}.{n}".strip(".") for n, m in modules[entry].named_modules() if isinstance(m, PRUNABLE_TYPES)}
+        else:
+            layers = [n for n, m in modules.items() if isinstance(m, PRUNABLE_TYPES)]
+            raise ValueError(f"ignore= names {entry!r}, which is not a module of the model nor a module type; its Linear/Conv layers: {layers}.")
+    return names
+
+
+class Network:
+    """A model's prunable groups and everything that needs them (see the module docstring).
+
+    ``groups``: the prunable groups in forward order; ``whole``: group name → why it stays
+    whole; ``output_name``: the output layer (never pruned). Masks are keyed by group name,
+    one bool tensor of ``group.units`` per group (True = keep); groups absent are kept whole.
+    """
+
+    def __init__(self, model: nn.Module, example_input: torch.Tensor, ignore: Iterable[str | type] = ()) -> None:
+        self.model = model
+        self.example_input = example_input
+        order = execution_order(model, example_input)
+        if len(order) < 2:
+            raise ValueError(
+                "The model has no prunable hidden layer: infoprune prunes the output units of "
+                "nn.Linear and nn.Conv layers that feed another such layer, and found "
+                f"{len(order)} Linear/Conv layer(s) in the forward pass ({order}). "
+                "The output layer is never pruned."
+            )
+        self.output_name = order[-1]
+        self.graph = dependency_graph(model, example_input)
+        groups, self.whole = find_groups(model, self.graph, order, resolve_ignore(model, ignore))
+        for name, reason in self.whole.items():
+            logger.info("Group %r is left whole: %s.", name, reason)
+        if not groups:
+            reasons = "; ".join(f"{n}: {r}" for n, r in self.whole.items())
+            raise ValueError(f"The model has no prunable group of channels ({reasons}).")
+        self.groups: tuple[Group, ...] = tuple(groups)
+        self.modules = dict(model.named_modules())
+
+    # --- the groups ------------------------------------------------------------------------
+
+    @property
+    def names(self) -> list[str]:
+        return [group.name for group in self.groups]
+
+    def group(self, name: str) -> Group:
+        for group in self.groups:
+            if group.name == name:
+                return group
+        raise KeyError(f"{name!r} is not a prunable group; prunable groups: {self.names}")
+
+    # The per-layer names the methods were written against: a group of one layer is that layer.
+    layers = property(lambda self: self.groups)
+    layer = group
+
+    def group_of_producer(self, module_name: str) -> Group | None:
+        """The prunable group whose channels ``module_name`` outputs, if any."""
+        return next((g for g in self.groups if any(p.name == module_name for p in g.producers)), None)
+
+    def full_masks(self, masks: Masks) -> dict[str, torch.Tensor]:
+        """``masks`` for every group (all True where absent), bool on the CPU."""
+        return {g.name: masks[g.name].to(torch.bool).cpu() if g.name in masks else torch.ones(g.units, dtype=torch.bool)
+                for g in self.groups}
+
+    def check_masks(self, masks: Masks) -> None:
+        """Raise ``ValueError`` unless every mask names a prunable group and has its width."""
+        for name, mask in masks.items():
+            if name not in self.names:
+                reason = f" (left whole: {self.whole[name]})" if name in self.whole else ""
+                raise ValueError(f"The mask {name!r} names no prunable group{reason}; prunable groups: {self.names}.")
+            units = self.group(name).units
+            if mask.dtype != torch.bool or mask.shape != (units,):
+                raise ValueError(
+                    f"The mask of {name!r} must be a bool tensor of shape ({units},), got {mask.dtype} {tuple(mask.shape)}."
+                )
+
+    # --- activations -----------------------------------------------------------------------
+
+    @contextmanager
+    def masked(self, masks: Masks, input_mask: torch.Tensor | None = None, model: nn.Module | None = None) -> Iterator[None]:
+        """Inside the block, units whose mask is False output exactly zero to their consumers.
+
+        ``model`` (default: the analysed one) is any model with the same module names.
+        """
+        model = model if model is not None else self.model
+        keep: dict[str, torch.Tensor] = {}
+        for group in self.groups:
+            mask = masks.get(group.name)
+            if mask is None:
+                continue
+            for consumer in group.consumers:
+                vector = keep.setdefault(consumer.name, torch.ones(consumer.features))
+                vector[consumer.positions[~mask.cpu()].flatten()] = 0
+
+        def make_hook(module: nn.Module, vector: torch.Tensor) -> Callable:
+            return lambda _m, args: (mask_features(args[0], module, vector), *args[1:])
+
+        handles = []
+        for name, vector in keep.items():
+            module = model.get_submodule(name)
+            handles.append(module.register_forward_pre_hook(make_hook(module, vector)))
+        if input_mask is not None:
+            def input_hook(_module: nn.Module, args: tuple) -> tuple:
+                x = args[0]
+                return (x * input_mask.to(x.device, x.dtype).reshape(x.shape[1:]), *args[1:])
+
+            handles.append(model.register_forward_pre_hook(input_hook))
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def read(
+        self, inputs: torch.Tensor, on_units: Callable[[Group, torch.Tensor], None], batch_size: int = 256,
+        on_output: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
+    ) -> None:
+        """Run ``inputs`` in batches; call ``on_units(group, maps)`` with each group's ``(N, units, K)``
+        maps at its first consumer's input, and ``on_output[name](output)`` for named modules."""
+        device = next(self.model.parameters()).device
+        with evaluating(self.model) as hooks:
+            for group in self.groups:
+                consumer = group.consumers[0]
+                hooks.append(consumer.module.register_forward_pre_hook(
+                    lambda m, args, g=group, c=consumer: on_units(g, gather_units(args[0], m, c.positions))))
+            for name, callback in (on_output or {}).items():
+                hooks.append(self.modules[name].register_forward_hook(lambda _m, _a, out, f=callback: f(out)))
+            for start in range(0, inputs.shape[0], batch_size):
+                self.model(inputs[start : start + batch_size].to(device))
+
+    def record(
+        self, inputs: torch.Tensor, map_reduction: MapReduction = "l1", batch_size: int = 256,
+        extra_outputs: tuple[str, ...] = (),
+    ) -> dict[str, torch.Tensor]:
+        """Per-unit activations ``(N, units)`` of every group, reduced with ``map_reduction``.
+
+        Also ``"__input__"`` (the flattened model input, for feature selection) and, for each
+        module named in ``extra_outputs``, its output reduced per channel the same way (used
+        as regression targets, e.g. the logits).
+        """
+        collected: dict[str, list[torch.Tensor]] = {}
+        collected["__input__"] = [inputs.flatten(1)]
+
+        def units(group: Group, maps: torch.Tensor) -> None:
+            collected.setdefault(group.name, []).append(reduce_maps(maps, map_reduction).cpu())
+
+        def output(name: str) -> Callable[[torch.Tensor], None]:
+            module = self.modules[name]
+            return lambda out: collected.setdefault(name, []).append(reduce_maps(feature_first(out, module), map_reduction).cpu())
+
+        self.read(inputs, units, batch_size, {name: output(name) for name in extra_outputs})
+        result = {name: torch.cat(parts).float() for name, parts in collected.items()}
+        for name, values in result.items():
+            check_finite(values, "the model input" if name == "__input__" else f"the units of {name!r}")
+        return result
+
+    # --- costs, surgery, connectivity ------------------------------------------------------
+
+    def flops_cost(self) -> costs.QuadraticCost:
+        """FLOPs per sample as a quadratic form in the groups' width multipliers."""
+        return costs.flops_cost(self.model, self.groups, self.example_input)
+
+    def params_cost(self) -> costs.QuadraticCost:
+        """Parameter count as a quadratic form in the groups' width multipliers."""
+        return costs.params_cost(self.model, self.groups)
+
+    def apply_masks(
+        self, masks: Masks, input_mask: torch.Tensor | None = None, model: nn.Module | None = None, inplace: bool = False
+    ) -> nn.Module:
+        """The physically pruned ``model`` (default: the analysed one; a copy unless ``inplace``)."""
+        self.check_masks(masks)
+        return surgery.apply_masks(model if model is not None else self.model, self.groups, masks, input_mask, inplace)
+
+    def positions_after_surgery(self, consumer: Consumer, masks: Masks) -> torch.Tensor:
+        """``consumer.positions`` renumbered as in the pruned model (−1 where removed)."""
+        return surgery.renumbered_positions(self.groups, consumer, masks)
+
+    @torch.no_grad()
+    def is_disconnected(self, masks: Masks, input_mask: torch.Tensor | None = None) -> bool:
+        """True when no path from the (masked) input to the output survives ``masks``
+        (see :mod:`infoprune.network.connectivity`). The model is left unchanged."""
+        ones = torch.ones((1, *self.example_input.shape[1:]), dtype=torch.float64, device=self.example_input.device)
+        with evaluating(self.model), self.masked(masks, input_mask):
+            output = functional_call(self.model, linearised_state(self.model, zero_biases=True), (ones,))
+        return bool(sum(t.sum() for t in all_outputs(output)) == 0)
