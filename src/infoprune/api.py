@@ -18,7 +18,7 @@ from infoprune.metrics import count_flops, count_params
 from infoprune.progress import progress_bar
 from infoprune.result import LayerSummary, PruningResult
 from infoprune.surgery import apply_masks, check_masks
-from infoprune.training import default_device
+from infoprune.validation import check_labels, resolve_device
 
 
 def _build_method(method: str, method_kwargs: dict[str, Any]):
@@ -30,17 +30,20 @@ def _build_method(method: str, method_kwargs: dict[str, Any]):
     return cls(**method_kwargs)
 
 
-def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> None:
+def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> int | None:
+    """Run the model on two samples; returns its number of outputs (classes) when it gives logits."""
     try:
         with torch.no_grad():
-            model(inputs[:2])
+            output = model(inputs[:2])
     except Exception as error:  # any failure here means the shapes do not fit the model
         raise ValueError(
             f"The model rejects calibration inputs of shape {tuple(inputs.shape[1:])} (per sample): "
             f"{type(error).__name__}: {error}. Pass inputs shaped as the model expects."
         ) from error
+    return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
 
 
+@torch.enable_grad()  # methods differentiate (SNIP, GraSP, SOSP, MIPP's predictors) even under no_grad
 def prune(
     model: nn.Module,
     calibration_data,
@@ -64,10 +67,12 @@ def prune(
     inputs, labels = calibration_tensors(calibration_data, calibration_samples)
     if inputs.shape[0] == 0:
         raise ValueError("The calibration data is empty; pass at least a few hundred samples.")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     working = copy.deepcopy(model).to(device).eval()
     example = inputs[:2].to(device)
-    _check_model_accepts(working, example)
+    classes = _check_model_accepts(working, example)
+    if labels is not None:
+        check_labels(labels, classes, method)
     structure = graph.analyse(working, example)
 
     torch.manual_seed(seed)
