@@ -14,6 +14,7 @@ import operator
 from collections.abc import Callable
 
 import torch
+from torch import nn
 
 
 def check_count(name: str, value: object, minimum: int = 0, *, optional: bool = False) -> int | None:
@@ -91,28 +92,37 @@ def check_finite(values: torch.Tensor, what: str) -> None:
         )
 
 
+def check_finite_model(model: nn.Module) -> None:
+    """A ValueError naming the first parameter or buffer of ``model`` that holds NaN or inf."""
+    for name, tensor in [*model.named_parameters(), *model.named_buffers()]:
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise ValueError(
+                f"The model's {name!r} holds NaN or inf values, so every score computed from it would be "
+                "meaningless; pass a model with finite weights (did its training diverge?)."
+            )
+
+
 def check_labels(labels: torch.Tensor, classes: int | None, method: str) -> None:
     """Calibration labels must be 1-D integer class indices in ``[0, classes)``.
 
-    Methods that read labels use them as classification targets (the loss of SNIP, GraSP,
+    The methods that read labels use them as classification targets (the loss of SNIP, GraSP,
     SOSP) or to draw samples per class (MINT); float, bool or out-of-range labels would either
-    crash inside torch or give silently wrong scores.
+    crash inside torch or give silently wrong scores. Labels given to a method that ignores
+    them are checked all the same: they are the calibration set's classes.
     """
-    need = (
-        f"method {method!r} reads the calibration labels as class indices (classification targets, "
-        "samples per class)"
-    )
+    use = "the methods that read labels take them as classification targets or draw samples per class"
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
         raise ValueError(
-            f"The calibration labels are a {labels.dtype} tensor of shape {tuple(labels.shape)}, but {need}: "
-            "pass a 1-D integer tensor (labels.long(); class indices, not one-hot), or the inputs alone "
-            "for a method that needs no labels."
+            f"The calibration labels given to method {method!r} are a {labels.dtype} tensor of shape "
+            f"{tuple(labels.shape)}; labels must be 1-D integer class indices ({use}). Pass labels.long() "
+            "(class indices, not one-hot), or the inputs alone for a method that needs no labels."
         )
     if labels.numel() == 0:
         return
     low, high = int(labels.min()), int(labels.max())
     if low < 0 or (classes is not None and high >= classes):
-        limit = f"[0, {classes}) for the model's {classes} outputs" if classes is not None else "≥ 0"
+        limit = f"[0, {classes}) for the model's {classes} outputs" if classes is not None else "[0, ∞)"
         raise ValueError(
-            f"The calibration labels range over [{low}, {high}], but {need}, which must lie in {limit}."
+            f"The calibration labels given to method {method!r} range over [{low}, {high}]; class indices "
+            f"must lie in {limit} ({use})."
         )

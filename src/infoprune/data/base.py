@@ -103,11 +103,14 @@ def calibration_tensors(data, max_samples: int | None = None) -> tuple[torch.Ten
 
 
 def _is_inputs_and_labels(data) -> bool:
-    """A bare ``(inputs, labels)`` pair: two tensors, the second 1-D (inputs are never 1-D)."""
+    """A bare ``(inputs, labels)`` pair: two tensors, the second 1-D (inputs never are), or a
+    tuple of two tensors of one length (a list of two same-size batches stays two batches)."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
         return False
     inputs, labels = data
-    return labels.dim() == 1 and inputs.dim() >= 2
+    if inputs.dim() < 2 or labels.dim() == 0:
+        return False
+    return labels.dim() == 1 or (isinstance(data, tuple) and labels.shape[0] == inputs.shape[0])
 
 
 def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
