@@ -455,3 +455,9 @@ def test_cli_prunes_user_tensor_data_with_the_default_epochs(tmp_path, capsys):
     assert [p.name.endswith("-3ep-lr0.01-seed0.pt") for p in (out / "cache").iterdir()] == [True]  # trained 3 epochs
     loaded = load_pruned(out / "pruned_model.pt", build_model("lenet5"), torch.zeros(2, 1, 28, 28))
     assert loaded.fc1.out_features == summary["pruning"]["layers"]["fc1"]["kept"] < 120
+
+
+def test_cli_device_gpu_is_refused_before_any_work(tmp_path, capsys):
+    assert cli.main(["prune", "--out", str(tmp_path), "--device", "gpu", "--train-epochs", "0"]) == 2
+    message = "Unknown device 'gpu': use 'cpu', 'cuda' (or 'cuda:N') or 'mps', or leave it unset to use CUDA when present."
+    assert capsys.readouterr().err == f"infoprune: error: {message}\n"

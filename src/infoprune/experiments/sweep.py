@@ -11,7 +11,9 @@ Every finished run is written at once to ``OUT/results.sqlite`` (:class:`ResultS
 run's id includes a hash of everything that determines it, so re-running the same config
 resumes: finished runs are skipped, failed ones retried, and runs whose settings changed are
 new runs. A run that raises is stored as failed with its error and the sweep goes on (runs
-that match it fail too); Ctrl-C stops the sweep and loses only the run in progress.
+that match it fail too); Ctrl-C stops the sweep and loses only the run in progress. Data read
+from ``data_dir`` enters the ids through its fingerprint, so changed data never reuses old
+results; a second sweep on the same folder waits for the first (``OUT/.sweep.lock``).
 """
 
 from __future__ import annotations

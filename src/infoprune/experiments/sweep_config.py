@@ -240,10 +240,7 @@ def _training(table: dict[str, Any], where: str) -> Training:
     values = {**vars(defaults), **table}
     minimums = {"train_epochs": 0, "retrain_epochs": 0, "calibration_samples": 1, "train_samples": 1}
     for key, minimum in minimums.items():
-        try:
-            check_count(key, values[key], minimum, optional=key == "train_samples")
-        except ValueError as error:
-            raise ConfigError(f"{where}: {error}") from None
+        _count(key, values[key], minimum, where, optional=key == "train_samples")
     for key in ("device", "data_dir"):
         if values[key] is not None and not isinstance(values[key], str):
             raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}.")
@@ -252,6 +249,14 @@ def _training(table: dict[str, Any], where: str) -> Training:
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
     return Training(**values)
+
+
+def _count(key: str, value: Any, minimum: int, where: str, optional: bool = False) -> int | None:
+    """:func:`infoprune.validation.check_count`, its error naming the config's table."""
+    try:
+        return check_count(key, value, minimum, optional=optional)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _check_recipes(datasets: list[str], training: Training, where: str) -> None:
@@ -314,9 +319,7 @@ def _levels(raw: Any, where: str) -> tuple[str, list[Any]]:
         return param, values
     if raw["schedule"] not in SCHEDULES:
         raise ConfigError(f"{where}: schedule must be one of {list(SCHEDULES)}, got {raw['schedule']!r}.")
-    count = raw.get("count")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ConfigError(f"{where}: count must be an integer ≥ 1 (the number of levels), got {count!r}.")
+    count = _count("count", raw.get("count"), 1, where)
     start, rate = raw.get("start", 0.5), raw.get("rate", 0.5)
     for key, value in (("start", start), ("rate", rate)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
