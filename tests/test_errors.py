@@ -185,17 +185,17 @@ def test_calibration_samples_must_be_a_positive_integer(bad):
 
 
 @pytest.mark.parametrize(
-    ("flag", "value", "minimum"),
-    [("--train-epochs", "-1", 0), ("--retrain-epochs", "-2", 0), ("--calibration-samples", "-1", 1),
-     ("--calibration-samples", "0", 1), ("--seed", "-1", 0), ("--train-epochs", "1.5", 0)],
+    ("flag", "value", "message"),
+    [("--train-epochs", "-1", "must be an integer ≥ 0, got -1"), ("--retrain-epochs", "-2", "must be an integer ≥ 0, got -2"),
+     ("--calibration-samples", "-1", "must be an integer ≥ 1, got -1"), ("--calibration-samples", "0", "must be an integer ≥ 1, got 0"),
+     ("--seed", "-1", "must be an integer ≥ 0, got -1"), ("--train-epochs", "1.5", "must be an integer ≥ 0, got '1.5'")],
 )  # fmt: skip
-def test_cli_counts_are_validated(tmp_path, capsys, flag, value, minimum):
+def test_cli_counts_are_validated(tmp_path, capsys, flag, value, message):
     with pytest.raises(SystemExit) as exit_:
         cli.main(["prune", "--out", str(tmp_path), flag, value])
     assert exit_.value.code == 2
-    shown = value if "." in value else int(value)
-    shown = repr(shown) if isinstance(shown, str) else shown
-    assert f"argument {flag}: must be an integer ≥ {minimum}, got {shown}" in capsys.readouterr().err
+    assert f"argument {flag}: {message}\n" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())  # nothing trained or cached
 
 
 def test_cli_threads_must_be_positive(tmp_path, capsys):
@@ -420,6 +420,15 @@ def test_cli_out_that_is_a_file_is_refused_before_the_run(tmp_path, capsys, monk
     assert cli.main(["prune", "--out", str(existing), "--device", "cpu"]) == 2
     assert capsys.readouterr().err == f"infoprune: error: --out {existing} is (or lies inside) an existing file, not a folder; pass a folder.\n"
     assert existing.read_text() == "keep me"
+
+
+def test_cli_sweep_out_that_is_a_file_is_refused(tmp_path, capsys):
+    config = tmp_path / "sweep.toml"
+    config.write_text('[grid]\nmodels = ["lenet5"]\ndatasets = ["mnist"]\n[[methods]]\nname = "l1"\nparams = { ratio = 0.5 }\n')
+    existing = tmp_path / "taken"
+    existing.write_text("")
+    assert cli.main(["sweep", str(config), "--out", str(existing / "sub")]) == 2
+    assert capsys.readouterr().err == f"infoprune: error: --out {existing / 'sub'} is (or lies inside) an existing file, not a folder; pass a folder.\n"
 
 
 def test_corrupt_results_file_gets_a_clear_error(tmp_path, capsys):

@@ -95,6 +95,18 @@ class TupleOutput(nn.Module):
         return {"logits": logits} if self.as_dict else (logits, x.mean(1))
 
 
+class Attention(nn.Module):
+    """A hidden layer feeding multi-head attention over a sequence of 2 tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attention, self.head = nn.Linear(3, 8), nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = torch.relu(self.embed(x.reshape(x.shape[0], 2, 3)))
+        return self.head(self.attention(tokens, tokens, tokens, need_weights=False)[0].mean(1))
+
+
 def frozen(model: nn.Module, first_only: bool) -> nn.Module:
     (model[0] if first_only else model).requires_grad_(False)
     return model
@@ -159,6 +171,7 @@ CASES = [
          "either", (1, 8, 8), "issue 12"),  # fmt: skip
     Case("LayerNorm", lambda: (norm_mlp(nn.LayerNorm), labelled(), {}), owner="issue 12"),
     Case("softmax over features", lambda: (norm_mlp(lambda n: nn.Softmax(dim=1)), labelled(), {}), owner="issue 12"),
+    Case("multi-head attention", lambda: (Attention(), labelled(), {}), owner="issue 12"),
     Case("tuple output", lambda: (TupleOutput(), labelled(), {}), owner="issue 12"),
     Case("dict output", lambda: (TupleOutput(as_dict=True), labelled(), {}), owner="issue 12"),
     Case("frozen first layer", lambda: (frozen(mlp(), first_only=True), labelled(), {}), owner="issue 12"),

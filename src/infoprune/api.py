@@ -57,8 +57,9 @@ def prune(
 ) -> PruningResult:
     """Prune ``model`` structurally with ``method`` and return a :class:`PruningResult`.
 
-    ``calibration_data``: a tensor of inputs, ``LabelledTensors``, or a DataLoader yielding
-    inputs or ``(inputs, labels)``; at most ``calibration_samples`` samples are read.
+    ``calibration_data``: a tensor of inputs, ``LabelledTensors``, an ``(inputs, labels)`` tuple,
+    or a DataLoader yielding inputs or ``(inputs, labels)``; at most ``calibration_samples``
+    samples are read (10 000 from an iterable without a length when it is None).
     ``method_kwargs`` go to the method's constructor (e.g. ``confidence=0.9`` for MIPP).
     The input model is not modified; ``result.model`` is a physically smaller copy on
     ``device`` (CUDA when present unless given).
