@@ -447,7 +447,7 @@ def test_ctrl_c_during_prune_prints_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "run", interrupted)
     assert cli.main(["prune", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 130
     captured = capsys.readouterr()
-    assert captured.out == f"interrupted: nothing written to {tmp_path / 'out'}; finished training epochs are kept in {tmp_path / 'out' / 'cache'}, run the same command to go on\n"
+    assert captured.out == f"interrupted: no result written to {tmp_path / 'out'}; finished training epochs are kept in {tmp_path / 'out' / 'cache'}, run the same command to go on\n"
     assert captured.err == ""
 
 

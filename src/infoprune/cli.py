@@ -112,7 +112,7 @@ def command_prune(args: argparse.Namespace) -> int:
     try:
         result, record = run(config)
     except KeyboardInterrupt:
-        print(f"interrupted: nothing written to {args.out}; finished training epochs are kept in {config.cache_dir}, "
+        print(f"interrupted: no result written to {args.out}; finished training epochs are kept in {config.cache_dir}, "
               "run the same command to go on")  # fmt: skip
         return 130
     example = torch.zeros(1, *record["input_shape"])
