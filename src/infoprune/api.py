@@ -15,10 +15,10 @@ from infoprune.data.base import calibration_tensors
 from infoprune.methods import MaskDecision, PruningContext, get_method
 from infoprune.metrics import count_flops, count_params
 from infoprune.network import InputMasked, Network, emptied_groups
-from infoprune.running import evaluating
+from infoprune.running import evaluating, primary_output
 from infoprune.progress import progress_bar
 from infoprune.result import LayerSummary, PruningResult
-from infoprune.training import default_device
+from infoprune.validation import check_finite_model, check_labels, resolve_device
 
 
 def _build_method(method: str, method_kwargs: dict[str, Any]):
@@ -30,15 +30,17 @@ def _build_method(method: str, method_kwargs: dict[str, Any]):
     return cls(**method_kwargs)
 
 
-def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> None:
+def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> int | None:
+    """Run the model on two samples; returns its number of outputs (classes) when it gives logits."""
     try:
         with evaluating(model):
-            model(inputs[:2])
+            output = primary_output(model(inputs[:2]))
     except Exception as error:  # any failure here means the shapes do not fit the model
         raise ValueError(
             f"The model rejects calibration inputs of shape {tuple(inputs.shape[1:])} (per sample): "
             f"{type(error).__name__}: {error}. Pass inputs shaped as the model expects."
         ) from error
+    return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
 
 
 def prune(
@@ -55,8 +57,9 @@ def prune(
 ) -> PruningResult:
     """Prune ``model`` structurally with ``method`` and return a :class:`PruningResult`.
 
-    ``calibration_data``: a tensor of inputs, ``LabelledTensors``, or a DataLoader yielding
-    inputs or ``(inputs, labels)``; at most ``calibration_samples`` samples are read.
+    ``calibration_data``: a tensor of inputs, ``LabelledTensors``, an ``(inputs, labels)`` tuple,
+    or a DataLoader yielding inputs or ``(inputs, labels)``; at most ``calibration_samples``
+    samples are read (10 000 from an iterable without a length when it is None).
     ``method_kwargs`` go to the method's constructor (e.g. ``confidence=0.9`` for MIPP).
     ``ignore``: layer names (or modules holding them) and module types whose channels stay
     whole, as Torch-Pruning's ``ignored_layers``; the output layer is always left whole.
@@ -67,10 +70,13 @@ def prune(
     inputs, labels = calibration_tensors(calibration_data, calibration_samples)
     if inputs.shape[0] == 0:
         raise ValueError("The calibration data is empty; pass at least a few hundred samples.")
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
+    check_finite_model(model)
     working = copy.deepcopy(model).to(device).eval()
     example = inputs[:2].to(device)
-    _check_model_accepts(working, example)
+    classes = _check_model_accepts(working, example)
+    if labels is not None:
+        check_labels(labels, classes, method)
     network = Network(working, example, ignore)
 
     torch.manual_seed(seed)

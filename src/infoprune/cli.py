@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from infoprune.methods import available_methods
+from infoprune.validation import count_argument
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -45,18 +46,18 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--params", type=float, help="parameter budget: fraction ≤ 1 or absolute")
     prune.add_argument("--set", dest="settings", action="append", default=[], type=parse_assignment,
                        metavar="KEY=VALUE", help="any other method parameter (repeatable)")
-    prune.add_argument("--train-epochs", type=int, default=3, help="epochs before pruning (0: prune at init)")
-    prune.add_argument("--retrain-epochs", type=int, default=2)
-    prune.add_argument("--calibration-samples", type=int, default=2000)
-    prune.add_argument("--seed", type=int, default=0)
+    prune.add_argument("--train-epochs", type=count_argument(0), default=3, help="epochs before pruning (0: prune at init)")
+    prune.add_argument("--retrain-epochs", type=count_argument(0), default=2)
+    prune.add_argument("--calibration-samples", type=count_argument(1), default=2000)
+    prune.add_argument("--seed", type=count_argument(0), default=0)
     prune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     prune.add_argument("--cache-dir", type=Path, help="cache trained base models here (default: OUT/cache)")
 
     sweep = commands.add_parser("sweep", help="run a grid of prune runs from a TOML config (resumable)")
     sweep.add_argument("config", type=Path, help="sweep config, e.g. configs/lenet5-mnist.toml")
     sweep.add_argument("--out", type=Path, help="output folder (default: runs/CONFIG-NAME)")
-    sweep.add_argument("--max-runs", type=int, help="stop after this many runs (run the rest later)")
-    sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    sweep.add_argument("--max-runs", type=count_argument(0), help="stop after this many runs (run the rest later)")
+    sweep.add_argument("--threads", type=count_argument(1), help="torch CPU threads (default: torch's choice)")
 
     report = commands.add_parser("report", help="plots and tables of a sweep's results")
     report.add_argument("dir", type=Path, help="the sweep's output folder")
@@ -77,11 +78,24 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def prepare_out(folder: Path) -> None:
+    """Create the output folder, or a clear error when it cannot be one (checked before any work)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise ValueError(f"--out {folder} is (or lies inside) an existing file, not a folder; pass a folder.") from None
+    except PermissionError:
+        raise ValueError(f"--out {folder} cannot be created here (permission denied); pass a writable folder.") from None
+
+
 def command_prune(args: argparse.Namespace) -> int:
+    import torch
+
     from infoprune.experiments.pipeline import RunConfig, run
     from infoprune.io import atomic_write_json, save_pruned
     from infoprune.plots import plot_layer_ratios
 
+    prepare_out(args.out)  # before the run: an unusable --out must not cost the work
     config = RunConfig(
         model=args.model,
         dataset=args.data,
@@ -95,9 +109,14 @@ def command_prune(args: argparse.Namespace) -> int:
         device=args.device,
         cache_dir=str(args.cache_dir or args.out / "cache"),
     )
-    result, record = run(config)
-    args.out.mkdir(parents=True, exist_ok=True)
-    save_pruned(args.out / "pruned_model.pt", result.model, result.masks, result.input_mask)
+    try:
+        result, record = run(config)
+    except KeyboardInterrupt:
+        print(f"interrupted: no result written to {args.out}; finished training epochs are kept in {config.cache_dir}, "
+              "run the same command to go on")  # fmt: skip
+        return 130
+    example = torch.zeros(1, *record["input_shape"])
+    save_pruned(args.out / "pruned_model.pt", result.model, result.masks, result.input_mask, example)
     atomic_write_json(args.out / "summary.json", record)
     plot_layer_ratios(result.layers, args.out / "layer_ratios.png", f"{args.method} on {args.model} / {args.data}")
     acc = {k: record[k]["test"] for k in ("accuracy_original", "accuracy_pruned", "accuracy_retrained")}
@@ -122,6 +141,7 @@ def command_sweep(args: argparse.Namespace) -> int:
 
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / args.config.stem
+    prepare_out(out)
     try:
         outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs)
     except KeyboardInterrupt:

@@ -3,7 +3,9 @@
 A pruned model is stored as tensors only (``torch.save`` of a dict of tensors, read back
 with ``weights_only=True``): its state dict and the masks that produced it. Loading
 rebuilds the architecture from an unpruned instance (or a registry name), re-applies the
-masks with the same surgery and loads the weights. Writes are atomic (temp file +
+masks with the same surgery and loads the weights. An architecture fingerprint (the module
+tree, and the outputs on a fixed probe input) is stored too, so that loading into another
+architecture is refused instead of silently computing something else. Writes are atomic (temp file +
 ``os.replace``), so an interrupted save never leaves a truncated file behind.
 """
 
@@ -18,6 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from infoprune.running import evaluating
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -37,28 +40,129 @@ def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
 
 
+def architecture(model: nn.Module) -> list[str]:
+    """The module tree, one ``name: Type(settings)`` line per module (shapes and activations included)."""
+    return [f"{name or '(root)'}: {type(module).__name__}({module.extra_repr()})" for name, module in model.named_modules()]
+
+
+PROBE_SEED = 0
+
+
+def probe_output(model: nn.Module, sample_shape: tuple[int, ...]) -> torch.Tensor | None:
+    """The model's output (eval mode, on the CPU) on two fixed, seeded samples of ``sample_shape``."""
+    probe = torch.randn((2, *sample_shape), generator=torch.Generator().manual_seed(PROBE_SEED))
+    device = next((p.device for p in model.parameters()), torch.device("cpu"))
+    probe = probe.to(device)
+    with evaluating(model):
+        output = model(probe)
+    return output.detach().cpu() if isinstance(output, torch.Tensor) else None
+
+
 def save_pruned(
     path: str | Path,
     model: nn.Module,
     masks: dict[str, torch.Tensor],
     input_mask: torch.Tensor | None = None,
+    example_input: torch.Tensor | None = None,
 ) -> None:
-    """Write the pruned ``model`` (its weights) and the masks that shaped it to ``path``."""
+    """Write the pruned ``model`` (its weights) and the masks that shaped it to ``path``.
+
+    Stored with them, to recognise the architecture on loading: the module tree and, given
+    ``example_input`` (any batch of the model's inputs; only its per-sample shape is used),
+    the output on a fixed probe input.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"save_pruned needs the pruned nn.Module (result.model), got {type(model).__name__}.")
+    if not isinstance(masks, dict) or not all(isinstance(m, torch.Tensor) for m in masks.values()):
+        raise TypeError(
+            f"save_pruned needs the masks that shaped the model (result.masks: layer name -> bool tensor), got "
+            f"{type(masks).__name__}: load_pruned rebuilds the architecture from them."
+        )
     payload = {
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "masks": {k: v.cpu() for k, v in masks.items()},
         "input_mask": None if input_mask is None else input_mask.cpu(),
+        "architecture": architecture(model),
     }
+    if example_input is not None:
+        shape = tuple(example_input.shape[1:])
+        output = probe_output(model, shape)
+        if output is not None:
+            payload["probe"] = {"shape": list(shape), "output": output}
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 
 
+def read_pruned_file(path: Path) -> dict[str, Any]:
+    """The payload of a file written by :func:`save_pruned`; our own error for anything else."""
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist.")
+    if path.stat().st_size == 0:
+        raise ValueError(f"{path} is empty, not a pruned model (an interrupted copy?); save one with infoprune.io.save_pruned.")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # any load failure; torch's own advice (unpickling code) must not be passed on
+        raise ValueError(
+            f"{path} is not a pruned model written by infoprune.io.save_pruned: it cannot be read as tensors "
+            f"({type(error).__name__}). infoprune loads tensors only and never unpickles code; write the file "
+            "with save_pruned(path, result.model, result.masks)."
+        ) from None
+    if isinstance(payload, dict) and {"state_dict", "masks", "input_mask"} <= set(payload):
+        return payload
+    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor) for v in payload.values()):
+        raise ValueError(
+            f"{path} holds a plain state dict (keys like {next(iter(payload))!r}), not a pruned model: it lacks the "
+            "masks that shape the architecture. Write pruned models with save_pruned(path, result.model, "
+            "result.masks); load a plain state dict with model.load_state_dict(torch.load(path, weights_only=True))."
+        )
+    raise ValueError(f"{path} holds a {type(payload).__name__}, not a pruned model written by infoprune.io.save_pruned.")
+
+
 def load_pruned(path: str | Path, unpruned: nn.Module, example_input: torch.Tensor) -> nn.Module:
-    """Rebuild a model saved by :func:`save_pruned` from an ``unpruned`` instance of its architecture."""
+    """Rebuild a model saved by :func:`save_pruned` from an ``unpruned`` instance of its architecture.
+
+    Refuses (ValueError) a model whose architecture differs from the saved one: another module
+    tree, or, for files saved with an example input, other outputs on the probe input (e.g.
+    the same shapes with another activation function).
+    """
     from infoprune.network import Network  # here, so that training (which writes through this module) needs no graph
 
-    payload = torch.load(Path(path), map_location="cpu", weights_only=True)
+    path = Path(path)
+    payload = read_pruned_file(path)
     unpruned = unpruned.cpu().eval()
-    network = Network(unpruned, example_input.cpu())
-    pruned = network.apply_masks(payload["masks"], payload["input_mask"])
-    pruned.load_state_dict(payload["state_dict"])
+    example = example_input.cpu()
+    try:
+        pruned = Network(unpruned, example).apply_masks(payload["masks"], payload["input_mask"])
+    except (KeyError, ValueError) as error:
+        reason = error.args[0] if error.args else type(error).__name__
+        raise ValueError(f"{path} does not fit the given model: {reason} Pass the architecture it was saved from.") from None
+    _check_same(architecture(pruned), payload.get("architecture"), path)
+    try:
+        pruned.load_state_dict(payload["state_dict"])
+    except RuntimeError as error:
+        raise ValueError(f"{path} does not fit the given model: {error}") from None
+    probe = payload.get("probe")
+    if probe is not None:
+        output = probe_output(pruned, tuple(probe["shape"]))
+        if output is None or output.shape != probe["output"].shape or not torch.allclose(output, probe["output"], rtol=1e-4, atol=1e-5):
+            difference = "" if output is None or output.shape != probe["output"].shape else (
+                f" (largest difference {float((output - probe['output']).abs().max()):.3g})"
+            )
+            raise ValueError(
+                f"{path} was saved from another architecture: with its weights loaded, the given model computes "
+                f"other outputs on the probe input{difference}. Pass an instance of the model it was saved from "
+                "(same layers and activation functions)."
+            )
     return pruned.eval()
+
+
+def _check_same(tree: list[str], saved: list[str] | None, path: Path) -> None:
+    """Refuse a module tree other than the saved one, naming the first difference."""
+    if saved is None or tree == saved:
+        return
+    first = next((i for i, (a, b) in enumerate(zip(tree, saved)) if a != b), min(len(tree), len(saved)))
+    given = tree[first] if first < len(tree) else "(nothing)"
+    stored = saved[first] if first < len(saved) else "(nothing)"
+    raise ValueError(
+        f"{path} was saved from another architecture: module {first} is {stored!r} there but {given!r} in the "
+        "given model. Pass an instance of the model it was saved from."
+    )

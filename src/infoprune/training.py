@@ -21,6 +21,7 @@ from infoprune.data.base import BatchTransform, LabelledTensors
 from infoprune.io import atomic_write_bytes
 from infoprune.progress import progress_bar
 from infoprune.running import evaluating, primary_output
+from infoprune.validation import check_count, resolve_device
 
 
 @dataclass(frozen=True)
@@ -41,6 +42,10 @@ class Recipe:
     gamma: float = 0.1
     mixup_alpha: float = 0.0
     cutout: int = 0
+
+    def __post_init__(self) -> None:
+        check_count("epochs", self.epochs, 0)
+        check_count("batch_size", self.batch_size, 1)
 
     def with_epochs(self, epochs: int) -> Recipe:
         return replace(self, epochs=epochs)
@@ -67,6 +72,10 @@ RECIPES: dict[str, Recipe] = {
     "cifar10-retrain": _CIFAR_RETRAIN,
     "cifar100": replace(_CIFAR, **_CIFAR100_EXTRAS),
     "cifar100-retrain": replace(_CIFAR_RETRAIN, **_CIFAR100_EXTRAS),
+    # A user's own tensors (--data tensor-file): no paper gives a recipe, so MNIST's SGD recipe
+    # (the most generic one above) is the default; override any field with get_recipe.
+    "tensor-file": Recipe(lr=1e-2, epochs=90, batch_size=100, weight_decay=1e-4),
+    "tensor-file-retrain": Recipe(lr=1e-2, epochs=90, batch_size=100, weight_decay=1e-4),
 }
 
 
@@ -81,9 +90,22 @@ def get_recipe(name: str, **overrides) -> Recipe:
     return replace(RECIPES[name], **overrides)
 
 
+def recipe_for(dataset: str, retrain: bool, epochs: int) -> Recipe:
+    """The named recipe of ``dataset`` (MIPP Table 2), scaled to ``epochs``."""
+    family = dataset.removeprefix("deformed-")
+    name = f"{family}-retrain" if retrain else family
+    if name not in RECIPES:
+        raise ValueError(
+            f"No {'re-' if retrain else ''}training recipe for data set {dataset!r} (recipes: "
+            f"{', '.join(sorted(RECIPES))}); add one to infoprune.training.RECIPES, or set the "
+            f"{'re-training' if retrain else 'training'} epochs to 0."
+        )
+    return RECIPES[name].with_epochs(epochs)
+
+
 def default_device() -> torch.device:
     """CUDA when present, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return resolve_device(None)
 
 
 def mixup(
@@ -132,7 +154,7 @@ def train(
     recipe and seed resumes after the last saved epoch, ending where an uninterrupted run
     would (a finished run's checkpoint makes the call return at once).
     """
-    device = torch.device(device) if device is not None else default_device()
+    device = resolve_device(device)
     model.to(device).train()
     optimizer = torch.optim.SGD(
         model.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
-from torch.utils.data import DataLoader
+
+from infoprune.progress import logger
+from infoprune.validation import check_count, check_finite
 
 BatchTransform = Callable[[torch.Tensor, torch.Generator], torch.Tensor]
 """Training-time augmentation applied to a batch of inputs with a seeded generator."""
@@ -60,42 +64,128 @@ class DatasetSplits:
     train_transform: BatchTransform | None = None
 
 
-def calibration_tensors(data, max_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Turn ``data`` into ``(inputs, labels or None)`` on the CPU.
+CALIBRATION_CAP = 10_000
+"""Samples read from an iterator without a length (a generator) when no count is given."""
 
-    ``data`` may be a tensor of inputs, a :class:`LabelledTensors`, or a DataLoader (any
-    iterable) yielding input tensors or ``(inputs, labels)`` pairs. Reading stops after
-    ``max_samples`` samples.
+
+def calibration_tensors(data, max_samples: int | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Turn ``data`` into ``(inputs, labels or None)`` on the CPU, with finite inputs.
+
+    ``data`` may be a tensor of inputs, a :class:`LabelledTensors`, a bare ``(inputs, labels)``
+    tuple (labels 1-D, one per input row), or a DataLoader (any iterable) yielding input
+    tensors or ``(inputs, labels)`` pairs. Reading stops after ``max_samples`` samples; an
+    iterable without a length stops after :data:`CALIBRATION_CAP` when none is given, and
+    says so, so that an endless generator cannot hang ``prune``.
     """
+    max_samples = check_count("calibration_samples", max_samples, minimum=1, optional=True)
+    if _is_inputs_and_labels(data):
+        data = LabelledTensors(*data)
     if isinstance(data, LabelledTensors):
         inputs, labels = data.inputs, data.labels
     elif isinstance(data, torch.Tensor):
         inputs, labels = data, None
-    elif isinstance(data, (DataLoader, list, tuple)) or hasattr(data, "__iter__"):
-        xs, ys, seen = [], [], 0
-        for batch in data:
-            if isinstance(batch, (list, tuple)):
-                if not batch or not isinstance(batch[0], torch.Tensor):
-                    raise ValueError("A DataLoader must yield tensors or (inputs, labels) pairs.")
-                xs.append(batch[0])
-                if len(batch) > 1 and isinstance(batch[1], torch.Tensor):
-                    ys.append(batch[1])
-            elif isinstance(batch, torch.Tensor):
-                xs.append(batch)
-            else:
-                raise ValueError(f"A DataLoader must yield tensors or (inputs, labels) pairs, got {type(batch).__name__}.")
-            seen += xs[-1].shape[0]
-            if max_samples is not None and seen >= max_samples:
-                break
-        if not xs:
-            raise ValueError("The calibration data is empty: the DataLoader yielded no batch.")
-        inputs = torch.cat(xs)
-        labels = torch.cat(ys) if len(ys) == len(xs) else None
-    else:
+    elif isinstance(data, (str, bytes, dict)) or not hasattr(data, "__iter__"):
         raise TypeError(
-            f"calibration data must be a tensor, LabelledTensors or a DataLoader, got {type(data).__name__}."
+            "calibration data must be a tensor, LabelledTensors, an (inputs, labels) tuple or a DataLoader, "
+            f"got {type(data).__name__}."
+        )
+    else:
+        inputs, labels = _read_batches(data, max_samples)
+    if inputs.dim() < 2:
+        raise ValueError(
+            f"The calibration inputs must have one sample per row, shape (N, ...), got shape {tuple(inputs.shape)}."
         )
     if max_samples is not None:
         inputs = inputs[:max_samples]
         labels = None if labels is None else labels[:max_samples]
+    check_finite(inputs, "the calibration inputs")
     return inputs.detach().cpu(), None if labels is None else labels.detach().cpu()
+
+
+def _is_inputs_and_labels(data) -> bool:
+    """A bare ``(inputs, labels)`` pair: two tensors, the second 1-D (inputs never are), or a
+    tuple of two tensors of one length (a list of two same-size batches stays two batches)."""
+    if not (isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data)):
+        return False
+    inputs, labels = data
+    if inputs.dim() < 2 or labels.dim() == 0:
+        return False
+    return labels.dim() == 1 or (isinstance(data, tuple) and labels.shape[0] == inputs.shape[0])
+
+
+def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Concatenate the batches of an iterable; every batch must hold samples of one shape."""
+    cap = max_samples
+    if cap is None and not hasattr(data, "__len__"):
+        cap = CALIBRATION_CAP
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor | None] = []
+    seen = 0
+    for number, batch in enumerate(data, start=1):
+        x, y = _split_batch(batch, number)
+        if xs and x.shape[1:] != xs[0].shape[1:]:
+            raise ValueError(
+                f"Batch {number} of the calibration data holds samples of shape {tuple(x.shape[1:])}, the "
+                f"earlier batches {tuple(xs[0].shape[1:])}: every batch must hold samples of one shape."
+            )
+        if xs and (y is None) != (ys[0] is None):
+            raise ValueError(
+                f"Batch {number} of the calibration data {'lacks' if y is None else 'has'} labels and batch 1 "
+                f"{'has' if y is None else 'lacks'} them: yield (inputs, labels) in every batch or in none."
+            )
+        xs.append(x)
+        ys.append(y)
+        seen += x.shape[0]
+        if cap is not None and seen >= cap:
+            if max_samples is None:
+                logger.info(
+                    "calibration data has no length: read its first %d samples; pass calibration_samples= "
+                    "to read another number",
+                    cap,
+                )
+            break
+    if not xs:
+        raise ValueError("The calibration data is empty: the DataLoader yielded no batch.")
+    labels = None if ys[0] is None else torch.cat([y for y in ys if y is not None])
+    return torch.cat(xs), labels
+
+
+def _split_batch(batch, number: int) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(inputs, labels or None)`` of one batch, which is a tensor or an ``(inputs, labels, ...)`` tuple."""
+    if isinstance(batch, torch.Tensor):
+        x, y = batch, None
+    elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
+        x = batch[0]
+        y = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
+    else:
+        raise ValueError(
+            f"A DataLoader must yield tensors or (inputs, labels) pairs; batch {number} is a {type(batch).__name__}."
+        )
+    if x.dim() < 2:
+        raise ValueError(
+            f"Batch {number} of the calibration data has shape {tuple(x.shape)}: a batch holds one sample per row."
+        )
+    if y is not None and y.shape[:1] != x.shape[:1]:
+        raise ValueError(f"Batch {number} of the calibration data has {x.shape[0]} inputs but {y.shape[0] if y.dim() else 0} labels.")
+    return x, y
+
+
+def data_fingerprint(data_dir: str | Path | None) -> str | None:
+    """What identifies the data read from ``data_dir``: a hash of every file's name (relative
+    to ``data_dir``), size and modification time (ns), or None without a ``data_dir``.
+
+    Part of a sweep run's id and of a cached base model's name, so that results and models
+    trained on other data are never reused. Cheap (no file is read): rewriting or replacing a
+    file changes its mtime; an exact copy with preserved times (``cp -p``) counts as the same data.
+    """
+    if data_dir is None:
+        return None
+    root = Path(data_dir).expanduser()
+    if not root.exists():
+        raise FileNotFoundError(f"The data directory {root} does not exist.")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    entries = []
+    for file in files:
+        stat = file.stat()
+        entries.append(f"{file.relative_to(root) if file != root else file.name}:{stat.st_size}:{stat.st_mtime_ns}")
+    return hashlib.sha256("\n".join(entries).encode()).hexdigest()[:10]

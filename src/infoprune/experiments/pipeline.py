@@ -17,11 +17,13 @@ from torch import nn
 
 import infoprune
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
+from infoprune.data.base import data_fingerprint
 from infoprune.io import atomic_write_bytes
 from infoprune.models import MODELS, build_model
 from infoprune.progress import logger
 from infoprune.result import PruningResult
-from infoprune.training import RECIPES, Recipe, default_device, evaluate, train
+from infoprune.training import evaluate, recipe_for, train
+from infoprune.validation import check_count, resolve_device
 
 
 @dataclass
@@ -42,18 +44,21 @@ class RunConfig:
     pretrained: bool = True  # False: prune at initialisation (no training before pruning)
     cache_dir: str | None = None  # where trained base models are cached
 
-
-def recipe_for(dataset: str, retrain: bool, epochs: int) -> Recipe:
-    """The named recipe of ``dataset`` (MIPP Table 2), scaled to ``epochs``."""
-    family = dataset.removeprefix("deformed-")
-    name = f"{family}-retrain" if retrain else family
-    if name not in RECIPES:
-        raise ValueError(f"No training recipe for data set {dataset!r}; recipes: {', '.join(sorted(RECIPES))}.")
-    return RECIPES[name].with_epochs(epochs)
+    def __post_init__(self) -> None:
+        """Counts, device and recipes are checked here, before any work starts."""
+        for name, minimum in (("train_epochs", 0), ("retrain_epochs", 0), ("calibration_samples", 1), ("seed", 0)):
+            check_count(name, getattr(self, name), minimum)
+        check_count("train_samples", self.train_samples, 1, optional=True)
+        resolve_device(self.device)
+        if self.pretrained and self.train_epochs > 0:
+            recipe_for(self.dataset, retrain=False, epochs=self.train_epochs)
+        if self.retrain_epochs > 0:
+            recipe_for(self.dataset, retrain=True, epochs=self.retrain_epochs)
 
 
 def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> nn.Module:
-    """The model to prune: trained with the data set's recipe (cached by model, data, recipe, seed).
+    """The model to prune: trained with the data set's recipe (cached by model, data, recipe, seed;
+    data read from ``data_dir`` adds its :func:`data_fingerprint` to the cache key).
 
     With a cache folder, training also checkpoints every epoch next to the cache entry, so an
     interrupted sweep resumes a long training (CIFAR) where it stopped.
@@ -68,7 +73,9 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     cache = checkpoint = None
     if config.cache_dir is not None:
         subset = "" if config.train_samples is None else f"-n{config.train_samples}"
-        key = f"{config.model}-{config.dataset}{subset}-{recipe.epochs}ep-lr{recipe.lr:g}-seed{config.seed}.pt"
+        fingerprint = data_fingerprint(config.data_dir)
+        source = "" if fingerprint is None else f"-data{fingerprint}"
+        key = f"{config.model}-{config.dataset}{source}{subset}-{recipe.epochs}ep-lr{recipe.lr:g}-seed{config.seed}.pt"
         cache = Path(config.cache_dir) / key
         if cache.is_file():
             model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
@@ -106,13 +113,13 @@ def run(
     or re-trained no better than chance (MIPP Fig. 3 counts both as collapse).
     """
     stage = on_stage or (lambda name: None)
-    device = torch.device(config.device) if config.device else default_device()
+    device = resolve_device(config.device)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed)
     train_split = data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
     train_eval = train_split.subset(10_000, seed=config.seed)
     stage("train" if config.pretrained else "initialise")
     model = base_model(config, replace(data, train=train_split), device)
-    record: dict[str, Any] = {"config": asdict(config), "device": str(device)}
+    record: dict[str, Any] = {"config": asdict(config), "device": str(device), "input_shape": list(data.test.inputs.shape[1:])}
     record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, data.test)}
 
     stage("prune")

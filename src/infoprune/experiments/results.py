@@ -28,6 +28,10 @@ CREATE TABLE IF NOT EXISTS runs (
 """
 
 
+class ResultsError(ValueError):
+    """A results file that cannot be read or written; the message names the file and the fix."""
+
+
 class ResultStore:
     """Runs stored under ``folder/results.sqlite``: ``put`` one, ``get`` one, ``records`` all."""
 
@@ -41,8 +45,17 @@ class ResultStore:
 
     @contextmanager
     def _connection(self) -> Iterator[sqlite3.Connection]:
-        with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
-            yield db
+        """A connection in one transaction; a damaged file becomes a :class:`ResultsError`."""
+        try:
+            with closing(sqlite3.connect(self.path, timeout=30)) as db, db:
+                yield db
+        except sqlite3.OperationalError as error:  # locked for long, unwritable folder, disk full
+            raise ResultsError(f"{self.path} cannot be used (sqlite3: {error}); check that its folder is writable.") from error
+        except sqlite3.DatabaseError as error:  # "file is not a database", "database disk image is malformed"
+            raise ResultsError(
+                f"{self.path} is not a readable results database (sqlite3: {error}). Move it aside to start "
+                "the sweep afresh, or restore it from a copy."
+            ) from error
 
     def put(self, run_id: str, status: str, record: dict[str, Any]) -> None:
         """Store (or replace) the run ``run_id`` in one transaction."""

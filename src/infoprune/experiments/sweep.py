@@ -11,30 +11,42 @@ Every finished run is written at once to ``OUT/results.sqlite`` (:class:`ResultS
 run's id includes a hash of everything that determines it, so re-running the same config
 resumes: finished runs are skipped, failed ones retried, and runs whose settings changed are
 new runs. A run that raises is stored as failed with its error and the sweep goes on (runs
-that match it fail too); Ctrl-C stops the sweep and loses only the run in progress.
+that match it fail too); Ctrl-C stops the sweep and loses only the run in progress. Data read
+from ``data_dir`` enters the ids through its fingerprint, so changed data never reuses old
+results; a second sweep on the same folder waits for the first (``OUT/.sweep.lock``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import socket
 import subprocess
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import infoprune
 from infoprune.data import DatasetSplits, load_dataset
+from infoprune.data.base import data_fingerprint
 from infoprune.experiments.pipeline import RunConfig, run
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep_config import MethodEntry, SweepConfig
 from infoprune.io import atomic_write_bytes, atomic_write_json
 from infoprune.progress import logger, progress_bar
 
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
+
 PLAN_FILE = "plan.json"
+LOCK_FILE = ".sweep.lock"
 CONFIG_COPY = "sweep.toml"
 
 Runner = Callable[..., tuple[Any, dict[str, Any]]]
@@ -104,8 +116,16 @@ def _digest(data: Any) -> str:
 
 
 def plan(config: SweepConfig) -> list[PlannedRun]:
-    """Every run of the sweep, in the order it will run (matched runs before their matchers)."""
+    """Every run of the sweep, in the order it will run (matched runs before their matchers).
+
+    The data directory enters each run's id through its :func:`data_fingerprint` (file names,
+    sizes and modification times), not its path: moved data keeps its results, changed data
+    gets new runs. (A ``data_dir`` that does not exist adds nothing; :func:`run_sweep` refuses it.)
+    """
     training = {k: v for k, v in asdict(config.training).items() if k not in ("device", "data_dir")}
+    data_dir = config.training.data_dir
+    if data_dir is not None and Path(data_dir).expanduser().exists():
+        training["data"] = data_fingerprint(data_dir)
     runs: list[PlannedRun] = []
     for dataset in config.datasets:
         for seed in config.seeds:
@@ -219,6 +239,38 @@ def execute(
     return record
 
 
+@contextmanager
+def sweep_lock(out_dir: Path) -> Iterator[None]:
+    """Hold ``OUT/.sweep.lock`` (an advisory ``flock``) while a sweep runs on ``out_dir``.
+
+    A second sweep on the same folder logs who holds it and waits; once it has the lock it
+    reads the stored runs afresh, so it skips every run the first one finished. Without
+    ``fcntl`` (Windows) there is no lock.
+    """
+    if fcntl is None:
+        yield
+        return
+    with open(out_dir / LOCK_FILE, "a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            logger.warning(
+                "another sweep (%s) is running on %s: waiting for it to end; its finished runs will be skipped",
+                holder, out_dir,
+            )  # fmt: skip
+            fcntl.flock(file, fcntl.LOCK_EX)
+            logger.info("the other sweep on %s ended; going on", out_dir)
+        file.truncate(0)
+        file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
+
+
 def run_sweep(
     config: SweepConfig,
     out_dir: str | Path,
@@ -232,11 +284,28 @@ def run_sweep(
 
     ``config_text`` (the TOML source) is kept as ``OUT/sweep.toml``; ``OUT/plan.json`` lists
     the current plan's run ids, which the report uses. ``runner`` and ``load`` default to the
-    pipeline and :func:`load_dataset` (tests substitute them).
+    pipeline and :func:`load_dataset` (tests substitute them). A second sweep started on the
+    same ``out_dir`` waits (and says so) until this one ends, then skips what it stored.
     """
     out_dir = Path(out_dir)
+    data_fingerprint(config.training.data_dir)  # a missing data_dir fails here, not in every run
     store = ResultStore(out_dir)
     runs = plan(config)
+    with sweep_lock(out_dir):
+        return _run_plan(runs, config, out_dir, store, config_text, max_runs, runner, load)
+
+
+def _run_plan(
+    runs: list[PlannedRun],
+    config: SweepConfig,
+    out_dir: Path,
+    store: ResultStore,
+    config_text: str | None,
+    max_runs: int | None,
+    runner: Runner,
+    load: DatasetLoader,
+) -> SweepOutcome:
+    """The body of :func:`run_sweep`, run while holding the output folder's lock."""
     atomic_write_json(out_dir / PLAN_FILE, {"description": config.description, "runs": [r.run_id for r in runs]})
     if config_text is not None:
         atomic_write_bytes(out_dir / CONFIG_COPY, lambda f: f.write(config_text.encode()))

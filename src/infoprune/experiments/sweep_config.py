@@ -50,6 +50,8 @@ from typing import Any
 from infoprune.data import DATASETS
 from infoprune.methods import available_methods, get_method
 from infoprune.models import MODELS
+from infoprune.training import recipe_for
+from infoprune.validation import check_count, resolve_device
 
 STATES = ("trained", "untrained")
 MATCH_TAKES = {"ratio": "ratio", "masks": "masks"}  # what is taken from the matched run -> the parameter it fills
@@ -169,6 +171,7 @@ def parse_config(raw: dict[str, Any], source: str = "config") -> SweepConfig:
     states = _states(grid.get("states", list(STATES)), where)
 
     training = _training(_table(raw, "training", source), f"{source} [training]")
+    _check_recipes(datasets, training, f"{source} [training]")
     entries = raw.get("methods")
     if not isinstance(entries, list) or not entries or not all(isinstance(e, dict) for e in entries):
         raise ConfigError(f"{source}: needs at least one [[methods]] table (name = one of {', '.join(available_methods())}).")
@@ -214,7 +217,15 @@ def _names(table: dict[str, Any], key: str, known: dict, where: str) -> list[str
     unknown = [n for n in names if n not in known]
     if unknown:
         raise ConfigError(f"{where}: unknown {key} {unknown}; available: {', '.join(sorted(known))}.")
+    _distinct(names, key, where)
     return names
+
+
+def _distinct(values: list, key: str, where: str) -> None:
+    """Duplicates would run every run twice (and store it once): refuse them."""
+    repeated = sorted({repr(v) for i, v in enumerate(values) if v in values[:i]})
+    if repeated:
+        raise ConfigError(f"{where}: {key} lists {', '.join(repeated)} more than once; list each once.")
 
 
 def _states(value: Any, where: str) -> tuple[str, ...]:
@@ -229,15 +240,34 @@ def _training(table: dict[str, Any], where: str) -> Training:
     values = {**vars(defaults), **table}
     minimums = {"train_epochs": 0, "retrain_epochs": 0, "calibration_samples": 1, "train_samples": 1}
     for key, minimum in minimums.items():
-        value = values[key]
-        if value is None and key == "train_samples":
-            continue
-        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-            raise ConfigError(f"{where}: {key} must be an integer ≥ {minimum}, got {value!r}.")
+        _count(key, values[key], minimum, where, optional=key == "train_samples")
     for key in ("device", "data_dir"):
         if values[key] is not None and not isinstance(values[key], str):
             raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}.")
+    try:
+        resolve_device(values["device"])
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
     return Training(**values)
+
+
+def _count(key: str, value: Any, minimum: int, where: str, optional: bool = False) -> int | None:
+    """:func:`infoprune.validation.check_count`, its error naming the config's table."""
+    try:
+        return check_count(key, value, minimum, optional=optional)
+    except ValueError as error:
+        raise ConfigError(f"{where}: {error}") from None
+
+
+def _check_recipes(datasets: list[str], training: Training, where: str) -> None:
+    """Every data set that is trained or re-trained has a recipe (checked before any run starts)."""
+    for dataset in datasets:
+        for retrain, epochs in ((False, training.train_epochs), (True, training.retrain_epochs)):
+            if epochs > 0:
+                try:
+                    recipe_for(dataset, retrain, epochs)
+                except ValueError as error:
+                    raise ConfigError(f"{where}: {error}") from None
 
 
 def _method(raw: dict[str, Any], where: str, grid_states: tuple[str, ...]) -> MethodEntry:
@@ -285,12 +315,11 @@ def _levels(raw: Any, where: str) -> tuple[str, list[Any]]:
             raise ConfigError(f"{where}: values must be a non-empty list, got {values!r}.")
         if set(raw) & {"count", "start", "rate"}:
             raise ConfigError(f"{where}: count, start and rate belong to a schedule, not to listed values.")
+        _distinct(values, "values", where)
         return param, values
     if raw["schedule"] not in SCHEDULES:
         raise ConfigError(f"{where}: schedule must be one of {list(SCHEDULES)}, got {raw['schedule']!r}.")
-    count = raw.get("count")
-    if isinstance(count, bool) or not isinstance(count, int) or count < 1:
-        raise ConfigError(f"{where}: count must be an integer ≥ 1 (the number of levels), got {count!r}.")
+    count = _count("count", raw.get("count"), 1, where)
     start, rate = raw.get("start", 0.5), raw.get("rate", 0.5)
     for key, value in (("start", start), ("rate", rate)):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1:
@@ -358,6 +387,7 @@ def _run_order(methods: list[MethodEntry], source: str) -> tuple[MethodEntry, ..
         missing = sorted(set(entry.states) - set(target.states))
         if missing:
             raise ConfigError(f"{source}: method {entry.label!r} runs in states {missing} where {target.label!r}, which it matches, does not.")
+    _no_twin_entries(methods, source)
     ordered: list[MethodEntry] = []
     visiting: set[str] = set()
 
@@ -375,3 +405,16 @@ def _run_order(methods: list[MethodEntry], source: str) -> tuple[MethodEntry, ..
     for entry in methods:
         visit(entry)
     return tuple(ordered)
+
+
+def _no_twin_entries(methods: list[MethodEntry], source: str) -> None:
+    """Two entries differing only in their label would run the same runs twice: refuse them."""
+    seen: dict[str, str] = {}
+    for entry in methods:
+        key = repr((entry.name, sorted(entry.params.items()), entry.level_param, entry.level_values, entry.match, entry.states))
+        if key in seen:
+            raise ConfigError(
+                f"{source}: method entries {seen[key]!r} and {entry.label!r} are the same runs (same method, "
+                "params, levels, match and states); remove one."
+            )
+        seen[key] = entry.label

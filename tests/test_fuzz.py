@@ -1,0 +1,242 @@
+"""Bad and unusual inputs walked through ``infoprune.prune`` for every registered method.
+
+Each case must end in one of two ways: a valid result whose physical model computes what the
+masked original computes, or a ValueError/TypeError that infoprune raises itself (the
+innermost frame is a ``raise`` statement in infoprune's code). An exception escaping from
+inside torch, torch-pruning, scipy or sqlite3, or a Python error in our own code (a
+``TypeError`` from comparing None), fails the test.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import infoprune
+from infoprune.data import LabelledTensors
+from infoprune.network import Network, primary_output
+
+PACKAGE = Path(infoprune.__file__).parent
+
+# Tiny settings: every method decides in well under a second on the models below.
+OPTIONS: dict[str, dict[str, Any]] = {
+    "random": {"ratio": 0.5},
+    "l1": {"ratio": 0.5},
+    "snip": {"ratio": 0.5},
+    "grasp": {"ratio": 0.5, "samples_per_class": 2},
+    "synflow": {"ratio": 0.5, "rounds": 2},
+    "thinet": {"ratio": 0.5, "rescale": False},
+    "sosp": {"ratio": 0.5},
+    "reinit": {"source": "l1", "ratio": 0.5},
+    "mipp": {"hidden_size": 8, "fit_iterations": 5, "refit_iterations": 1, "ordering_iterations": 1, "repeats": 2},
+    "mint": {"samples_per_class": 5, "groups": 2, "quantile": 0.5},
+    "itpruner": {"flops": 0.5, "samples": 20},
+}
+CLASSES = 3
+
+
+def mlp() -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, CLASSES))
+
+
+def cnn(groups: int = 1, norm: Callable[[], nn.Module] = nn.Identity) -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 4, 3), norm(), nn.ReLU(), nn.Conv2d(4, 4, 3, groups=groups), nn.ReLU(),
+        nn.Flatten(), nn.Linear(4 * 4 * 4, CLASSES),
+    )  # fmt: skip
+
+
+def inputs(n: int = 60, shape: tuple[int, ...] = (6,)) -> torch.Tensor:
+    return torch.randn(n, *shape, generator=torch.Generator().manual_seed(1))
+
+
+def labels(n: int = 60) -> torch.Tensor:
+    return torch.arange(n) % CLASSES
+
+
+def labelled(x: torch.Tensor | None = None, y: torch.Tensor | None = None) -> LabelledTensors:
+    x = inputs() if x is None else x
+    return LabelledTensors(x, labels(x.shape[0]) if y is None else y)
+
+
+def with_value(value: float, row: int = 3) -> LabelledTensors:
+    x = inputs()
+    x[row, 2] = value
+    return labelled(x)
+
+
+def batches(*shapes: tuple[int, ...]):
+    return iter([(torch.randn(20, *shape), labels(20)) for shape in shapes])
+
+
+def endless():
+    while True:
+        yield inputs(20), labels(20)
+
+
+class TupleOutput(nn.Module):
+    def __init__(self, as_dict: bool = False) -> None:
+        super().__init__()
+        self.body, self.as_dict = mlp(), as_dict
+
+    def forward(self, x: torch.Tensor):
+        logits = self.body(x)
+        return {"logits": logits} if self.as_dict else (logits, x.mean(1))
+
+
+class Attention(nn.Module):
+    """A hidden layer feeding multi-head attention over a sequence of 2 tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed, self.attention, self.head = nn.Linear(3, 8), nn.MultiheadAttention(8, 2, batch_first=True), nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        tokens = torch.relu(self.embed(x.reshape(x.shape[0], 2, 3)))
+        return self.head(self.attention(tokens, tokens, tokens, need_weights=False)[0].mean(1))
+
+
+def frozen(model: nn.Module, first_only: bool) -> nn.Module:
+    (model[0] if first_only else model).requires_grad_(False)
+    return model
+
+
+def norm_mlp(norm: Callable[[int], nn.Module]) -> nn.Module:
+    return nn.Sequential(nn.Linear(6, 8), norm(8), nn.ReLU(), nn.Linear(8, CLASSES))
+
+
+@dataclass
+class Case:
+    """A bad input: ``make()`` returns (model, calibration data, extra prune arguments).
+
+    ``expect``: "ok" (must give a valid result), "error" (must be refused) or "either".
+    """
+
+    name: str
+    make: Callable[[], tuple[nn.Module, Any, dict[str, Any]]]
+    expect: str = "either"
+    sample_shape: tuple[int, ...] = (6,)
+
+
+CASES = [
+    Case("nan inputs", lambda: (mlp(), with_value(float("nan")), {}), "error"),
+    Case("inf inputs", lambda: (mlp(), with_value(float("inf")), {}), "error"),
+    Case("nan weights", lambda: (mlp().apply(_nan_first_weight), labelled(), {}), "error"),
+    Case("huge inputs", lambda: (mlp(), labelled(inputs() * 1e30), {})),
+    Case("constant inputs", lambda: (mlp(), labelled(torch.zeros(60, 6)), {})),
+    Case("float labels", lambda: (mlp(), labelled(y=labels().float()), {}), "error"),
+    Case("bool labels", lambda: (mlp(), labelled(y=labels() > 0), {}), "error"),
+    Case("labels out of range", lambda: (mlp(), labelled(y=labels() + 1), {}), "error"),
+    Case("negative labels", lambda: (mlp(), labelled(y=labels() - 1), {}), "error"),
+    Case("one-hot labels", lambda: (mlp(), (inputs(), F.one_hot(labels())), {}), "error"),
+    Case("one class only", lambda: (mlp(), labelled(y=torch.zeros(60, dtype=torch.long)), {})),
+    Case("no labels", lambda: (mlp(), inputs(), {})),
+    Case("bare (x, y) tuple", lambda: (mlp(), (inputs(), labels()), {}), "ok"),
+    Case("inconsistent batch shapes", lambda: (mlp(), batches((6,), (6,), (5,)), {}), "error"),
+    Case("endless generator", lambda: (mlp(), endless(), {}), "ok"),
+    Case("endless generator, capped", lambda: (mlp(), endless(), {"calibration_samples": 60}), "ok"),
+    Case("negative calibration_samples", lambda: (mlp(), labelled(), {"calibration_samples": -5}), "error"),
+    Case("zero calibration_samples", lambda: (mlp(), labelled(), {"calibration_samples": 0}), "error"),
+    Case("float calibration_samples", lambda: (mlp(), labelled(), {"calibration_samples": 2.5}), "error"),
+    Case("bool calibration_samples", lambda: (mlp(), labelled(), {"calibration_samples": True}), "error"),
+    Case("device gpu", lambda: (mlp(), labelled(), {"device": "gpu"}), "error"),
+    Case("device nonsense", lambda: (mlp(), labelled(), {"device": "tpu:7"}), "error"),
+    Case("four samples", lambda: (mlp(), labelled(inputs(4)), {})),
+    Case("one sample", lambda: (mlp(), labelled(inputs(1)), {})),
+    Case("empty data", lambda: (mlp(), labelled(inputs(0)), {}), "error"),
+    Case("double inputs", lambda: (mlp(), labelled(inputs().double()), {}), "error"),
+    Case("integer inputs", lambda: (mlp(), labelled((inputs() * 10).long()), {}), "error"),
+    Case("wrong input shape", lambda: (mlp(), labelled(inputs(shape=(7,))), {}), "error"),
+    Case("1-D inputs", lambda: (mlp(), torch.randn(60), {}), "error"),
+    Case("string as data", lambda: (mlp(), "data.pt", {}), "error"),
+    Case("dict as data", lambda: (mlp(), {"inputs": inputs()}, {}), "error"),
+    Case("list of unlabelled batches", lambda: (mlp(), [inputs(30), inputs(30)], {})),
+    Case("conv net", lambda: (cnn(), labelled(inputs(shape=(1, 8, 8))), {}), "ok", (1, 8, 8)),
+    # architecture families: coupled groups, normalisation and attention after a pruned layer
+    Case("grouped conv", lambda: (cnn(groups=2), labelled(inputs(shape=(1, 8, 8))), {}), "either", (1, 8, 8)),
+    Case("GroupNorm", lambda: (cnn(norm=lambda: nn.GroupNorm(2, 4)), labelled(inputs(shape=(1, 8, 8))), {}),
+         "either", (1, 8, 8)),  # fmt: skip
+    Case("LayerNorm", lambda: (norm_mlp(nn.LayerNorm), labelled(), {})),
+    Case("softmax over features", lambda: (norm_mlp(lambda n: nn.Softmax(dim=1)), labelled(), {})),
+    Case("multi-head attention", lambda: (Attention(), labelled(), {})),
+    Case("tuple output", lambda: (TupleOutput(), labelled(), {})),
+    Case("dict output", lambda: (TupleOutput(as_dict=True), labelled(), {})),
+    Case("frozen first layer", lambda: (frozen(mlp(), first_only=True), labelled(), {})),
+    Case("frozen model", lambda: (frozen(mlp(), first_only=False), labelled(), {})),
+]
+
+
+def _nan_first_weight(module: nn.Module) -> None:
+    if isinstance(module, nn.Linear) and module.in_features == 6:
+        with torch.no_grad():
+            module.weight[0, 0] = float("nan")
+
+
+def raised_by_infoprune(error: BaseException) -> bool:
+    """The innermost frame is an explicit ``raise`` in infoprune's own code."""
+    frame = traceback.extract_tb(error.__traceback__)[-1]
+    return Path(frame.filename).resolve().is_relative_to(PACKAGE.resolve()) and (frame.line or "").startswith("raise")
+
+
+def assert_physical_equals_masked(model: nn.Module, result: infoprune.PruningResult, name: str, sample_shape) -> None:
+    probe = torch.randn(5, *sample_shape, generator=torch.Generator().manual_seed(2))
+    model = model.eval()
+    network = Network(model, probe[:2])  # traced with autograd: outside no_grad
+    with torch.no_grad():
+        physical = primary_output(result.model.cpu().eval()(probe))
+        assert physical.shape == (5, CLASSES) and torch.isfinite(physical).all()
+        if result.after_surgery:  # re-initialised or rescaled weights: the masked original computes something else
+            return
+        with network.masked(result.masks, result.input_mask):
+            masked = primary_output(model(probe))
+    torch.testing.assert_close(physical, masked, rtol=1e-4, atol=1e-5)
+
+
+def _params():
+    for case in CASES:
+        for method in infoprune.available_methods():
+            yield pytest.param(case, method, id=f"{case.name}-{method}")
+
+
+def _module_missing(method: str) -> bool:
+    from infoprune.methods import _METHOD_MODULES
+
+    return method in _METHOD_MODULES and importlib.util.find_spec(_METHOD_MODULES[method]) is None
+
+
+@pytest.mark.parametrize(("case", "method"), list(_params()))
+def test_bad_input_gives_a_valid_result_or_our_own_error(case: Case, method: str):
+    if _module_missing(method):
+        pytest.skip(f"{method!r} is registered but its module is not on this branch yet")
+    assert method in OPTIONS, f"add tiny settings for the new method {method!r} to OPTIONS"
+    torch.manual_seed(0)
+    model, data, extra = case.make()
+    original = {k: v.clone() for k, v in model.state_dict().items()}
+    try:
+        result = infoprune.prune(model, data, method, **{"device": "cpu", **OPTIONS[method], **extra})
+    except (ValueError, TypeError) as error:
+        assert raised_by_infoprune(error), "".join(traceback.format_exception(error))
+        assert case.expect != "ok", f"{case.name} should prune, but: {error}"
+        return
+    assert case.expect != "error", f"{case.name} should be refused with a clear error"
+    assert all(torch.equal(v, original[k]) for k, v in model.state_dict().items()), "the input model was modified"
+    assert_physical_equals_masked(model, result, method, case.sample_shape)
+
+
+@pytest.mark.parametrize("method", ["snip", "mipp", "l1"])
+def test_prune_inside_no_grad_works(method):
+    """Methods that differentiate run under a caller's ``torch.no_grad()``; grad mode is restored."""
+    data = labelled()
+    with torch.no_grad():
+        result = infoprune.prune(mlp(), data, method, device="cpu", **OPTIONS[method])
+        assert not torch.is_grad_enabled()
+    assert result.params_after < result.params_before
