@@ -8,6 +8,8 @@ about a second on one CPU thread; ``progress=None`` is used throughout.
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -116,16 +118,17 @@ def test_ignore_takes_layer_names_and_module_types_and_the_output_layer_stays_wh
 
 
 class TupleOutput(nn.Module):
-    """Returns (logits, features) or a dict of them, as auxiliary-head models do."""
+    """Returns (logits, auxiliary logits) or a dict of them, as auxiliary-head models do."""
 
     def __init__(self, as_dict: bool) -> None:
         super().__init__()
-        self.body, self.head, self.as_dict = nn.Sequential(nn.Linear(6, 8), nn.ReLU()), nn.Linear(8, 3), as_dict
+        self.body, self.head, self.aux = nn.Sequential(nn.Linear(6, 8), nn.ReLU()), nn.Linear(8, 3), nn.Linear(8, 2)
+        self.as_dict = as_dict
 
     def forward(self, x):
         features = self.body(x)
-        logits = self.head(features)
-        return {"logits": logits, "features": features.detach()} if self.as_dict else (logits, features.detach())
+        logits, aux = self.head(features), self.aux(features)
+        return {"aux": aux, "logits": logits} if self.as_dict else (logits, aux)
 
 
 @pytest.mark.parametrize("as_dict", [False, True])
@@ -154,3 +157,38 @@ def test_prune_inside_no_grad_still_differentiates():
     with torch.no_grad():
         result = infoprune.prune(model, data, method="snip", ratio=0.5, device="cpu", progress=None)
     assert result.flops_after < result.flops_before
+
+
+class AcrossFeatures(nn.Module):
+    """A hidden layer followed by an operation across its features, then the output layer."""
+
+    def __init__(self, between: str) -> None:
+        super().__init__()
+        self.between = between
+        self.a, self.norm = nn.Linear(5, 8), nn.GroupNorm(2, 8) if between == "groupnorm" else nn.LayerNorm(8)
+        self.lstm = nn.LSTM(8, 8, batch_first=True)
+        self.b = nn.Linear(8, 3)
+
+    def forward(self, x):
+        h = self.a(x)
+        if self.between == "softmax":
+            h = torch.softmax(h, dim=-1)
+        elif self.between == "mean-centring":
+            h = h - h.mean(dim=-1, keepdim=True)
+        elif self.between == "lstm":
+            h = self.lstm(h[:, None])[0][:, 0]
+        else:
+            h = self.norm(h)
+        return self.b(h)
+
+
+@pytest.mark.parametrize(
+    ("between", "reason"),
+    [("softmax", "a softmax across its channels"), ("layernorm", "norm (LayerNorm) mixes channels"),
+     ("groupnorm", "norm (GroupNorm) mixes channels"), ("lstm", "lstm (LSTM) mixes channels"),
+     ("mean-centring", "pruning its channels would change more than masking them does")],
+)
+def test_an_operation_across_features_leaves_the_layer_whole_and_says_why(between, reason):
+    model = AcrossFeatures(between).eval()
+    with pytest.raises(ValueError, match=rf"no prunable group of channels .*a: {re.escape(reason)}"):
+        infoprune.prune(model, torch.randn(40, 5), method="l1", ratio=0.5, device="cpu", progress=None)

@@ -33,6 +33,12 @@ def classification_loss(
     return F.cross_entropy(logits / temperature, y)
 
 
+def gradients(output: torch.Tensor, leaves: list[torch.Tensor], create_graph: bool = False) -> list[torch.Tensor]:
+    """``∂output/∂leaves``, zero for parameters the output does not use (an auxiliary head)."""
+    grads = torch.autograd.grad(output, leaves, create_graph=create_graph, allow_unused=True)
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
+
+
 @register
 @dataclass
 class SNIP(WeightScoreMethod):
@@ -57,7 +63,7 @@ class SNIP(WeightScoreMethod):
         pick = torch.randperm(context.inputs.shape[0], generator=generator)[: self.batch_size]
         params = detached_parameters(context.model)
         x, y = context.inputs[pick].to(context.device), labels[pick].to(context.device)
-        grads = torch.autograd.grad(classification_loss(context.model, params, x, y), list(params.values()))
+        grads = gradients(classification_loss(context.model, params, x, y), list(params.values()))
         return {name: (g * p).abs().detach().cpu() for (name, p), g in zip(params.items(), grads)}
 
 
@@ -107,7 +113,7 @@ class GraSP(WeightScoreMethod):
         def batch_gradients(create_graph: bool) -> Iterator[tuple[tuple[torch.Tensor, ...], float]]:
             for x, y, share in labelled_batches(inputs, labels, self.batch_size, context.device):
                 loss = classification_loss(context.model, params, x, y, self.temperature)
-                yield torch.autograd.grad(loss, leaves, create_graph=create_graph), share
+                yield gradients(loss, leaves, create_graph), share
 
         gradient = [torch.zeros_like(p) for p in leaves]
         for grads, share in batch_gradients(create_graph=False):
@@ -116,7 +122,7 @@ class GraSP(WeightScoreMethod):
         hessian_gradient = [torch.zeros_like(p) for p in leaves]
         for grads, share in batch_gradients(create_graph=True):
             flow = sum((g * fixed).sum() for g, fixed in zip(grads, gradient))
-            for total, hg in zip(hessian_gradient, torch.autograd.grad(flow, leaves)):
+            for total, hg in zip(hessian_gradient, gradients(flow, leaves)):
                 total += share * hg
         return {name: (-p * hg).detach().cpu() for (name, p), hg in zip(params.items(), hessian_gradient)}
 
@@ -155,5 +161,5 @@ class SynFlow(WeightScoreMethod):
             flow = sum(t.sum() for t in all_outputs(functional_call(context.model, (params, buffers), (ones,))))
         if not torch.isfinite(flow):
             raise ValueError("SynFlow's path sum R overflowed even in float64; this network is too deep for it.")
-        grads = torch.autograd.grad(flow, list(params.values()))
+        grads = gradients(flow, list(params.values()))
         return {name: (g * p).detach().cpu() for (name, p), g in zip(params.items(), grads)}

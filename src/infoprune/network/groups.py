@@ -121,6 +121,12 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
                 model, example_inputs=example_input, verbose=False,
                 output_transform=lambda out: sum(t.sum() for t in all_outputs(out)),
             )
+    except Exception as error:  # torch-pruning's tracer fails in its own words; say what to do
+        raise ValueError(
+            f"torch-pruning could not trace the model's forward pass ({type(error).__name__}: {error}). "
+            "infoprune needs a model whose output is a tensor (or tuple/dict of tensors) computed "
+            "from the input with autograd-traceable operations."
+        ) from error
     finally:
         for p in frozen:
             p.requires_grad_(False)
@@ -202,7 +208,12 @@ def find_groups(
         root = modules[root_name]
         pruner = graph.get_pruner_of_module(root)
         channels = pruner.get_out_channels(root)
-        tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
+        try:
+            tp_group = graph.get_pruning_group(root, pruner.prune_out_channels, list(range(channels)))
+        except Exception as error:  # an operation torch-pruning cannot map: leave the layer whole
+            whole[root_name] = f"torch-pruning cannot follow its channels ({type(error).__name__}: {error})"
+            visited.add(root_name)
+            continue
         producers = [names[i.dep.target.module] for i in tp_group.items
                      if i.dep.target.module in names and _is_out_fn(i.dep.handler)
                      and isinstance(i.dep.target.module, PRUNABLE_TYPES)]

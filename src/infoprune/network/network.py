@@ -8,6 +8,7 @@ connectivity check. Methods receive it as ``context.network``.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -23,6 +24,10 @@ from infoprune.running import all_outputs, evaluating
 from infoprune.progress import logger
 
 Masks = Mapping[str, torch.Tensor]
+MISMATCH = (
+    "pruning its channels would change more than masking them does (an operation across channels "
+    "between its producers and consumers, e.g. mean-centring or a softmax over features)"
+)
 
 
 def resolve_ignore(model: nn.Module, ignore: Iterable[str | type]) -> set[str]:
@@ -63,13 +68,49 @@ class Network:
         self.output_name = order[-1]
         self.graph = dependency_graph(model, example_input)
         groups, self.whole = find_groups(model, self.graph, order, resolve_ignore(model, ignore))
+        self.modules = dict(model.named_modules())
+        self.groups: tuple[Group, ...] = tuple(groups)
+        for group in self._not_equal_to_masking():
+            self.whole[group.name] = MISMATCH
+        self.groups = tuple(g for g in self.groups if g.name not in self.whole)
         for name, reason in self.whole.items():
             logger.info("Group %r is left whole: %s.", name, reason)
-        if not groups:
+        if not self.groups:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.whole.items())
             raise ValueError(f"The model has no prunable group of channels ({reasons}).")
-        self.groups: tuple[Group, ...] = tuple(groups)
-        self.modules = dict(model.named_modules())
+
+    def _not_equal_to_masking(self) -> list[Group]:
+        """Groups whose physical removal does not compute what masking them computes.
+
+        torch-pruning passes channels through every operation it does not know as if it were
+        elementwise, so an operation across channels (mean-centring, a softmax over features)
+        would go unnoticed. Each group is checked instead: a float64 CPU copy of the model with
+        about half of every group's units masked is compared with the same copy pruned, all
+        groups at once and, only if that differs, one by one.
+        """
+        reference = copy.deepcopy(self.model).cpu().double()
+        x = self.example_input.cpu()
+        x = x.double() if x.is_floating_point() else x
+        generator = torch.Generator().manual_seed(0)
+        masks = {}
+        for group in self.groups:
+            if group.units > 1:
+                keep = torch.rand(group.units, generator=generator) < 0.5
+                keep[0], keep[-1] = True, False
+                masks[group.name] = keep
+
+        def equal(names: list[str]) -> bool:
+            chosen = {name: masks[name] for name in names}
+            with evaluating(reference):
+                with self.masked(chosen, model=reference):
+                    expected = all_outputs(reference(x))
+                pruned = surgery.apply_masks(reference, self.groups, chosen).eval()
+                actual = all_outputs(pruned(x))
+            return all(a.shape == e.shape and torch.allclose(a, e, rtol=1e-7, atol=1e-9) for a, e in zip(actual, expected))
+
+        if equal(list(masks)):
+            return []
+        return [g for g in self.groups if g.name in masks and not equal([g.name])]
 
     # --- the groups ------------------------------------------------------------------------
 
