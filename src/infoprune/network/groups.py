@@ -155,7 +155,7 @@ def _block(module: object, positions: torch.Tensor) -> int | str:
     return module.groups
 
 
-def _describe(model: nn.Module, graph: tp.DependencyGraph, group, root_channels: int, names: dict):
+def _describe(graph: tp.DependencyGraph, group, root_channels: int, names: dict):
     """(members, block) of a torch-pruning group, or a reason string if it must stay whole."""
     members: list[tuple] = []
     block = 1
@@ -226,7 +226,7 @@ def find_groups(
         if ignored & set(producers):
             whole[name] = f"ignore= names {sorted(ignored & set(producers))}"
             continue
-        described = _describe(model, graph, tp_group, channels, names)
+        described = _describe(graph, tp_group, channels, names)
         if isinstance(described, str):
             whole[name] = described
             continue
