@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import infoprune  # noqa: E402
 from families import FAMILIES  # noqa: E402
-from test_families import FAST, LAYERNORM_STREAMS, family_data  # noqa: E402
+from test_families import FAST, ATTENTION_STREAMS, family_data  # noqa: E402
 from infoprune.data import load_dataset, write_cifar_standin  # noqa: E402
 from infoprune.models import build_model  # noqa: E402
 from infoprune.network import PRUNABLE_TYPES, Network  # noqa: E402
@@ -63,14 +63,14 @@ def table() -> None:
         cells = []
         for method in methods:
             options = dict(FAST[method])
-            if method == "itpruner" and family in LAYERNORM_STREAMS:
-                options["flops"] = LAYERNORM_STREAMS[family]
+            if method == "itpruner" and family in ATTENTION_STREAMS:
+                options["flops"] = ATTENTION_STREAMS[family]
             result = infoprune.prune(model, data, method=method, device="cpu", progress=None, **options)
             diff = physical_minus_masked(model, data.inputs[:16], result)
             cells.append(f"{result.flops_after / result.flops_before:.2f} ({diff:.0e})")
         print(f"| {family} | {prunable}/{total} ({prunable / total:.0%}) | " + " | ".join(cells) + " |")
     print("cells: FLOPs kept (max |physical − masked| over 16 inputs); itpruner at flops=0.5 except "
-          f"{LAYERNORM_STREAMS} (LayerNorm-coupled streams stay whole, 0.5 is unreachable there)")
+          f"{ATTENTION_STREAMS} (its attention-coupled stream stays whole, 0.5 is unreachable there)")
 
 
 def resnet50() -> None:

@@ -33,7 +33,6 @@ from typing import Literal
 import numpy as np
 import torch
 from scipy.optimize import OptimizeResult, minimize
-from torch import nn
 
 from infoprune.estimators.hsic import KERNELS, KernelName, centred_gram, nhsic_from_grams
 from infoprune.methods import register

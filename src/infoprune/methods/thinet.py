@@ -74,10 +74,12 @@ def dense_weight(weight: torch.Tensor, groups: int) -> torch.Tensor:
     return dense
 
 
-def linear_contributions(weight: torch.Tensor, x: torch.Tensor, locations: int, generator: torch.Generator) -> torch.Tensor:
+def linear_contributions(
+    linear: nn.Linear, weight: torch.Tensor, x: torch.Tensor, locations: int, generator: torch.Generator
+) -> torch.Tensor:
     """``(N·locations, F)``: each input feature's share of a Linear consumer's output at random
     (output neuron, token) pairs, ``locations`` per sample."""
-    flat = feature_first(x, nn.Linear(1, 1))  # (N, F, tokens)
+    flat = feature_first(x, linear)  # (N, F, tokens)
     n, _, tokens = flat.shape
     sample = torch.arange(n).repeat_interleave(locations).to(x.device)
     out = torch.randint(weight.shape[0], (n * locations,), generator=generator).to(x.device)
@@ -156,7 +158,7 @@ class ThiNet(PruningMethod):
             def hook(_module: nn.Module, args: tuple) -> None:
                 weight = params[f"{consumer.name}.weight"]
                 if isinstance(consumer.module, nn.Linear):
-                    part = linear_contributions(weight, args[0], self.locations_per_sample, generator)
+                    part = linear_contributions(consumer.module, weight, args[0], self.locations_per_sample, generator)
                 else:
                     part = conv_contributions(consumer.module, weight, args[0], self.locations_per_sample, generator)
                 collected[index].append(unit_contributions(part, consumer.positions).cpu())

@@ -12,10 +12,12 @@ For each group this module records which input positions each *consumer* (a Conv
 reading the channels) sees for each unit, taken from torch-pruning's index mapping (through
 concatenation, splits and flattening), so masking, recording and surgery agree by
 construction. A group is left whole, with the reason kept in ``Network.whole``, when its
-physical removal could not equal masking it: a LayerNorm/GroupNorm, attention or recurrent
-layer or a softmax among its members, an index mapping that is not one-to-one per unit
-(channel shuffles), channels that reach the model output, or the output layer and
-``ignore=``d layers among its producers.
+physical removal could not equal masking it: a GroupNorm, attention or recurrent layer, a
+LayerNorm over more than the group's channels or a softmax among its members, an index
+mapping that is not one-to-one per unit (channel shuffles), channels that reach the model
+output, or the output layer and ``ignore=``d layers among its producers. A LayerNorm over exactly a group's channels (ConvNeXt's
+channels-last norm) is allowed: masking then normalises over the kept channels only, which is
+what the pruned LayerNorm computes.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from torch import nn
 from infoprune.running import all_outputs, evaluating
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d, nn.Conv1d)
-NOT_CHANNELWISE = (nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
+NOT_CHANNELWISE = (nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
 CROSS_CHANNEL_OPS = ("Softmax", "LogSoftmax")
 
 
@@ -155,7 +157,7 @@ def _block(module: object, positions: torch.Tensor) -> int | str:
     return module.groups
 
 
-def _describe(model: nn.Module, graph: tp.DependencyGraph, group, root_channels: int, names: dict):
+def _describe(graph: tp.DependencyGraph, group, root_channels: int, names: dict):
     """(members, block) of a torch-pruning group, or a reason string if it must stay whole."""
     members: list[tuple] = []
     block = 1
@@ -174,6 +176,8 @@ def _describe(model: nn.Module, graph: tp.DependencyGraph, group, root_channels:
         positions = _positions(list(item.idxs), list(item.root_idxs), root_channels)
         if positions is None:
             return f"{names[module]} maps its channels unevenly (a channel shuffle or reshape)"
+        if isinstance(module, nn.LayerNorm) and (len(module.normalized_shape) != 1 or positions.numel() != module.normalized_shape[0]):
+            return f"{names[module]} (LayerNorm) normalises over more than this group's channels"
         need = _block(module, positions)
         if isinstance(need, str):
             return need
@@ -226,7 +230,7 @@ def find_groups(
         if ignored & set(producers):
             whole[name] = f"ignore= names {sorted(ignored & set(producers))}"
             continue
-        described = _describe(model, graph, tp_group, channels, names)
+        described = _describe(graph, tp_group, channels, names)
         if isinstance(described, str):
             whole[name] = described
             continue

@@ -30,6 +30,21 @@ MISMATCH = (
 )
 
 
+def layer_norm_over(keep: torch.Tensor) -> Callable:
+    """A forward hook making a LayerNorm normalise over the ``keep`` features only (zeros
+    elsewhere): what the LayerNorm computes once the other features are pruned."""
+
+    def hook(module: nn.LayerNorm, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        x, k = args[0], keep.to(args[0].device)
+        weight = module.weight[k] if module.weight is not None else None
+        bias = module.bias[k] if module.bias is not None else None
+        result = torch.zeros_like(output)
+        result[..., k] = torch.nn.functional.layer_norm(x[..., k], (int(k.sum()),), weight, bias, module.eps)
+        return result
+
+    return hook
+
+
 def resolve_ignore(model: nn.Module, ignore: Iterable[str | type]) -> set[str]:
     """Module names meant by ``ignore``: names of Linear/Conv modules (or of modules holding
     them) and module types, as Torch-Pruning's ``ignored_layers``."""
@@ -174,6 +189,8 @@ class Network:
         for name, vector in keep.items():
             module = model.get_submodule(name)
             handles.append(module.register_forward_pre_hook(make_hook(module, vector)))
+        for name, vector in self._layer_norm_keeps(masks).items():
+            handles.append(model.get_submodule(name).register_forward_hook(layer_norm_over(vector)))
         if input_mask is not None:
             def input_hook(_module: nn.Module, args: tuple) -> tuple:
                 x = args[0]
@@ -185,6 +202,18 @@ class Network:
         finally:
             for handle in handles:
                 handle.remove()
+
+    def _layer_norm_keeps(self, masks: Masks) -> dict[str, torch.Tensor]:
+        """For each LayerNorm in a masked group: the features the pruned LayerNorm keeps."""
+        keeps = {}
+        for group in self.groups:
+            if group.name in masks:
+                for member in group.members:
+                    if isinstance(member.module, nn.LayerNorm):
+                        keep = torch.ones(member.channels, dtype=torch.bool)
+                        keep[member.positions[surgery.removed_units(masks[group.name].cpu())].flatten()] = False
+                        keeps[member.name] = keep
+        return keeps
 
     def read(
         self, inputs: torch.Tensor, on_units: Callable[[Group, torch.Tensor], None], batch_size: int = 256,
