@@ -8,6 +8,7 @@ from pathlib import Path
 from infoprune.data.base import BatchTransform, DatasetSplits, LabelledTensors, calibration_tensors
 from infoprune.data.cifar import load_cifar, write_cifar_standin
 from infoprune.data.deformed_mnist import load_deformed_mnist
+from infoprune.data.imagefolder import ImageFolder, load_imagefolder, write_imagefolder_standin
 from infoprune.data.mnist import load_mnist
 from infoprune.data.tensor_file import load_tensor_dataset
 
@@ -16,6 +17,8 @@ DATASETS: dict[str, Callable[..., DatasetSplits]] = {
     "deformed-mnist": lambda data_dir=None, seed=0: load_deformed_mnist(seed),
     "cifar10": lambda data_dir=None, seed=0: load_cifar("cifar10", data_dir, seed),
     "cifar100": lambda data_dir=None, seed=0: load_cifar("cifar100", data_dir, seed),
+    # data_dir: ROOT with train/CLASS/*.jpg and val/CLASS/*.jpg (ImageNet's layout), decoded into memory
+    "imagefolder": lambda data_dir=None, seed=0: load_imagefolder(data_dir, seed),
     # data_dir: a torch.save'd (inputs, labels) file, or a folder with train.pt and test.pt
     "tensor-file": lambda data_dir=None, seed=0: load_tensor_dataset(data_dir, seed),
 }
@@ -32,11 +35,14 @@ __all__ = [
     "BatchTransform",
     "DATASETS",
     "DatasetSplits",
+    "ImageFolder",
     "LabelledTensors",
     "calibration_tensors",
     "load_cifar",
     "load_dataset",
+    "load_imagefolder",
     "load_deformed_mnist",
     "load_tensor_dataset",
     "write_cifar_standin",
+    "write_imagefolder_standin",
 ]
