@@ -66,6 +66,10 @@ RECIPES: dict[str, Recipe] = {
     "cifar10-retrain": _CIFAR_RETRAIN,
     "cifar100": replace(_CIFAR, **_CIFAR100_EXTRAS),
     "cifar100-retrain": replace(_CIFAR_RETRAIN, **_CIFAR100_EXTRAS),
+    # MIPP Table 2, ImageNet: SGD (0.9, 1e-4), batch 1024, lr 0.1 at [30, 60] of 90 epochs;
+    # re-training lr 1e-2 at [30, 60] of 75 epochs.
+    "imagenet": Recipe(lr=0.1, epochs=90, batch_size=1024, weight_decay=1e-4, milestones=(30 / 90, 60 / 90)),
+    "imagenet-retrain": Recipe(lr=1e-2, epochs=75, batch_size=1024, weight_decay=1e-4, milestones=(30 / 75, 60 / 75)),
 }
 
 

@@ -18,6 +18,8 @@ the MIPP paper's evaluation (§5). The file has three parts::
     train_samples = 20000                 # a seeded subset of the training split (default: all)
     device = "cpu"                        # default: CUDA when present
     data_dir = "data/cifar"               # data sets read from disk
+    weights = "resnet50.pth"              # prune this checkpoint instead of training (trained state)
+    characterise = true                   # record ECE and adversarial accuracy (MINT §IV-E)
 
     [[methods]]
     name = "mipp"                         # a registered method
@@ -106,6 +108,8 @@ class Training:
     train_samples: int | None = None
     device: str | None = None
     data_dir: str | None = None
+    weights: str | None = None
+    characterise: bool = False
 
 
 @dataclass(frozen=True)
@@ -234,9 +238,11 @@ def _training(table: dict[str, Any], where: str) -> Training:
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ConfigError(f"{where}: {key} must be an integer ≥ {minimum}, got {value!r}.")
-    for key in ("device", "data_dir"):
+    for key in ("device", "data_dir", "weights"):
         if values[key] is not None and not isinstance(values[key], str):
             raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}.")
+    if not isinstance(values["characterise"], bool):
+        raise ConfigError(f"{where}: characterise must be true or false, got {values['characterise']!r}.")
     return Training(**values)
 
 
