@@ -37,7 +37,7 @@ def test_prune_records_and_characterise_compares_runs(tmp_path):
     assert cli.main(["characterise", str(tmp_path / "l1"), str(tmp_path / "random"), "--samples", "40",
                      "--out", str(tmp_path / "char")]) == 0  # fmt: skip
     results = json.loads((tmp_path / "char" / "characterisation.json").read_text())
-    assert list(results) == ["original", "l1 (l1)", "l1 (random)"]
+    assert list(results) == ["original", "l1", "l1 (random)"]
     assert results["l1 (random)"]["run"]["pruning"]["units_removed"] == pytest.approx(0.3, abs=0.05)
     assert results["original"]["samples"] == 40
     for name in ("reliability.png", "adversarial.png", "gradcam.png", "characterisation.md"):

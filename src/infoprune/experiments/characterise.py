@@ -64,7 +64,8 @@ class LoadedRun:
 
     @property
     def label(self) -> str:
-        return f"{self.record['config']['method']} ({self.directory.name})"
+        method = self.record["config"]["method"]
+        return method if self.directory.name == method else f"{method} ({self.directory.name})"
 
 
 def load_run(directory: str | Path, data: DatasetSplits | None = None, device: str = "cpu") -> LoadedRun:
