@@ -38,3 +38,21 @@ def test_mipp_runs_end_to_end_on_imagenet_resnet50_with_a_generated_folder(tmp_p
     assert set(result.masks) == PRUNABLE and result.params_after < result.params_before
     inputs, _labels = next(iter(loader))
     assert result.model.eval()(inputs).shape == (len(inputs), 3)
+
+
+@pytest.mark.slow
+def test_cli_prunes_a_checkpoint_of_resnet18_on_an_image_folder(tmp_path):
+    """`infoprune prune --data imagefolder --weights`: the ImageNet recipe, 224×224 centre crops."""
+    import json
+
+    from infoprune import cli
+
+    root = write_imagefolder_standin(tmp_path / "images", classes=3, per_class=4)
+    torch.save(build_model("resnet18-imagenet", num_classes=3).state_dict(), tmp_path / "resnet18.pth")
+    argv = ["prune", "--model", "resnet18-imagenet", "--data", "imagefolder", "--data-dir", str(root),
+            "--weights", str(tmp_path / "resnet18.pth"), "--method", "l1", "--ratio", "0.3",
+            "--retrain-epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["pruning"]["flops_after"] < summary["pruning"]["flops_before"]
+    assert summary["config"]["weights"].endswith("resnet18.pth")
