@@ -106,6 +106,9 @@ def _digest(data: Any) -> str:
 def plan(config: SweepConfig) -> list[PlannedRun]:
     """Every run of the sweep, in the order it will run (matched runs before their matchers)."""
     training = {k: v for k, v in asdict(config.training).items() if k not in ("device", "data_dir")}
+    for key in ("weights", "characterise"):  # part of a run's identity only when set (keeps older run ids)
+        if not training[key]:
+            del training[key]
     runs: list[PlannedRun] = []
     for dataset in config.datasets:
         for seed in config.seeds:
