@@ -23,6 +23,7 @@ Every function takes a model and plain tensors, so it applies to any network, pr
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -130,7 +131,7 @@ def predict_probabilities(model: nn.Module, inputs: torch.Tensor, batch_size: in
 def attack_iterations(epsilon: float, step: float = 1 / 255) -> int:
     """Kurakin et al. §2.2: ``min(ε/α + 4, 1.25 · ε/α)`` iterations, rounded up (0 for ε = 0)."""
     ratio = epsilon / step
-    return int(torch.ceil(torch.tensor(min(ratio + 4, 1.25 * ratio))).item())
+    return math.ceil(round(min(ratio + 4, 1.25 * ratio), 6))  # round: 16/255 ÷ 1/255 is not exactly 16
 
 
 def iterative_attack(
