@@ -13,6 +13,8 @@ from infoprune.experiments.characterise import (
     sweep_characterisation_table,
 )
 from infoprune.experiments.pipeline import RunConfig, run
+from infoprune.experiments.report import build_report
+from infoprune.experiments.results import OK, ResultStore
 from infoprune.models import build_model
 
 
@@ -87,7 +89,13 @@ def test_a_run_with_characterise_records_both_networks_and_the_report_tables_the
     assert recorded["original"]["adversarial"]["ifgsm"]["0"] == pytest.approx(recorded["original"]["accuracy"])
     assert recorded["retrained"]["accuracy"] == pytest.approx(record["accuracy_retrained"]["test"])
     assert len(recorded["retrained"]["calibration"]["count"]) == 15
-    record |= {"state": "trained", "label": "l1", "level": {"index": 0}}
+    record |= {"run_id": "r1", "model": "lenet5", "dataset": "bars", "seed": 0, "state": "trained", "label": "l1",
+               "method": "l1", "level": {"index": 0, "param": "ratio", "value": 0.3, "matches": None},
+               "masks": {}, "input_mask": None}  # fmt: skip
     table = sweep_characterisation_table([record, {"state": "trained", "label": "other"}])
     assert len(table) == 3 and table[2].startswith("| trained | l1 | 1 | ")
     assert sweep_characterisation_figure([record], tmp_path / "c.png", "bars").stat().st_size > 1000
+    ResultStore(tmp_path / "sweep").put("r1", OK, record)
+    text = build_report(tmp_path / "sweep").read_text()
+    assert "### Characterisation (MINT §IV-E" in text and "| trained | l1 | 1 |" in text
+    assert "](lenet5-on-bars-characterisation.png)" in text
