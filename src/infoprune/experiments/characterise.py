@@ -29,6 +29,7 @@ from infoprune.characterisation import ATTACKS, EPSILONS, PixelScale, characteri
 from infoprune.data import NORMALISATION, DatasetSplits, LabelledTensors, load_dataset
 from infoprune.io import atomic_write_bytes, atomic_write_json, load_pruned
 from infoprune.plots import plt
+from infoprune.progress import progress_bar
 
 SAMPLES = 500  # test images characterised per model
 GRADCAM_IMAGES = 6
@@ -115,7 +116,12 @@ def characterise_runs(directories: list[str | Path], out: str | Path | None = No
     test = first.data.test.subset(samples, seed=0)
     scale = pixel_scale(first.data.name)
     models = {"original": first.original} | {run.label: run.pruned for run in runs}
-    results = {name: characterise(model, test.inputs, test.labels, scale) for name, model in models.items()}
+    results = {}
+    with progress_bar(total=len(models), desc="characterise", unit="network") as bar:
+        for name, model in models.items():
+            bar.set_postfix_str(name)
+            results[name] = characterise(model, test.inputs, test.labels, scale)
+            bar.update(1)
     for name, run in zip(list(models)[1:], runs):
         results[name]["run"] = {"directory": str(run.directory), "method": run.record["config"]["method"],
                                 "pruning": _pruning_summary(run.record)}  # fmt: skip
