@@ -52,12 +52,24 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--seed", type=count_argument(0), default=0)
     prune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     prune.add_argument("--cache-dir", type=Path, help="cache trained base models here (default: OUT/cache)")
+    prune.add_argument("--weights", type=Path,
+                       help="prune this checkpoint (.pth state dict or .safetensors) instead of training")
+    prune.add_argument("--characterise", action="store_true",
+                       help="also record ECE and adversarial accuracy, original and pruned (MINT §IV-E)")
 
     sweep = commands.add_parser("sweep", help="run a grid of prune runs from a TOML config (resumable)")
     sweep.add_argument("config", type=Path, help="sweep config, e.g. configs/lenet5-mnist.toml")
     sweep.add_argument("--out", type=Path, help="output folder (default: runs/CONFIG-NAME)")
     sweep.add_argument("--max-runs", type=count_argument(0), help="stop after this many runs (run the rest later)")
     sweep.add_argument("--threads", type=count_argument(1), help="torch CPU threads (default: torch's choice)")
+
+    characterise = commands.add_parser(
+        "characterise", help="calibration, adversarial accuracy and Grad-CAM of prune runs (MINT §IV-E)"
+    )
+    characterise.add_argument("runs", nargs="+", type=Path, help="run folders of `infoprune prune` (one base model)")
+    characterise.add_argument("--out", type=Path, help="output folder (default: FIRST_RUN/characterisation)")
+    characterise.add_argument("--samples", type=int, default=500, help="test images characterised per model")
+    characterise.add_argument("--device", default="cpu", help="cpu or cuda")
 
     report = commands.add_parser("report", help="plots and tables of a sweep's results")
     report.add_argument("dir", type=Path, help="the sweep's output folder")
@@ -108,6 +120,8 @@ def command_prune(args: argparse.Namespace) -> int:
         seed=args.seed,
         device=args.device,
         cache_dir=str(args.cache_dir or args.out / "cache"),
+        weights=None if args.weights is None else str(args.weights),
+        characterise=args.characterise,
     )
     try:
         result, record = run(config)
@@ -155,6 +169,13 @@ def command_sweep(args: argparse.Namespace) -> int:
     return 1 if outcome.failed else 0
 
 
+def command_characterise(args: argparse.Namespace) -> int:
+    from infoprune.experiments.characterise import characterise_runs
+
+    print(f"wrote {characterise_runs(args.runs, args.out, samples=args.samples, device=args.device)}")
+    return 0
+
+
 def command_report(args: argparse.Namespace) -> int:
     from infoprune.experiments.report import build_report
 
@@ -183,8 +204,10 @@ def main(argv: list[str] | None = None) -> int:
             return command_sweep(args)
         if args.command == "report":
             return command_report(args)
+        if args.command == "characterise":
+            return command_characterise(args)
         return command_list()
-    except (ValueError, TypeError, FileNotFoundError) as error:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
         print(f"infoprune: error: {error}", file=sys.stderr)
         return 2
 

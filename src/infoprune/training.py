@@ -76,6 +76,10 @@ RECIPES: dict[str, Recipe] = {
     # (the most generic one above) is the default; override any field with get_recipe.
     "tensor-file": Recipe(lr=1e-2, epochs=90, batch_size=100, weight_decay=1e-4),
     "tensor-file-retrain": Recipe(lr=1e-2, epochs=90, batch_size=100, weight_decay=1e-4),
+    # MIPP Table 2, ImageNet: SGD (0.9, 1e-4), batch 1024, lr 0.1 at [30, 60] of 90 epochs;
+    # re-training lr 1e-2 at [30, 60] of 75 epochs.
+    "imagenet": Recipe(lr=0.1, epochs=90, batch_size=1024, weight_decay=1e-4, milestones=(30 / 90, 60 / 90)),
+    "imagenet-retrain": Recipe(lr=1e-2, epochs=75, batch_size=1024, weight_decay=1e-4, milestones=(30 / 75, 60 / 75)),
 }
 
 
@@ -90,9 +94,12 @@ def get_recipe(name: str, **overrides) -> Recipe:
     return replace(RECIPES[name], **overrides)
 
 
+RECIPE_FAMILIES = {"imagefolder": "imagenet"}  # data sets whose recipe has another name
+
+
 def recipe_for(dataset: str, retrain: bool, epochs: int) -> Recipe:
     """The named recipe of ``dataset`` (MIPP Table 2), scaled to ``epochs``."""
-    family = dataset.removeprefix("deformed-")
+    family = RECIPE_FAMILIES.get(dataset, dataset.removeprefix("deformed-"))
     name = f"{family}-retrain" if retrain else family
     if name not in RECIPES:
         raise ValueError(

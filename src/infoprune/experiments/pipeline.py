@@ -18,8 +18,10 @@ from torch import nn
 import infoprune
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
 from infoprune.data.base import data_fingerprint
+from infoprune.experiments.characterise import characterise_pair
 from infoprune.io import atomic_write_bytes
 from infoprune.models import MODELS, build_model
+from infoprune.models.weights import load_weights
 from infoprune.progress import logger
 from infoprune.result import PruningResult
 from infoprune.training import evaluate, recipe_for, train
@@ -43,6 +45,8 @@ class RunConfig:
     device: str | None = None
     pretrained: bool = True  # False: prune at initialisation (no training before pruning)
     cache_dir: str | None = None  # where trained base models are cached
+    weights: str | None = None  # a checkpoint (.pth / .safetensors) to prune instead of training
+    characterise: bool = False  # also record ECE and adversarial accuracy (MINT §IV-E)
 
     def __post_init__(self) -> None:
         """Counts, device and recipes are checked here, before any work starts."""
@@ -57,8 +61,9 @@ class RunConfig:
 
 
 def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> nn.Module:
-    """The model to prune: trained with the data set's recipe (cached by model, data, recipe, seed;
-    data read from ``data_dir`` adds its :func:`data_fingerprint` to the cache key).
+    """The model to prune: ``config.weights`` loaded (trained state), or trained with the data
+    set's recipe (cached by model, data, recipe, seed; data read from ``data_dir`` adds its
+    :func:`data_fingerprint` to the cache key).
 
     With a cache folder, training also checkpoints every epoch next to the cache entry, so an
     interrupted sweep resumes a long training (CIFAR) where it stopped.
@@ -67,6 +72,8 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     in_channels = data.train.inputs.shape[1]
     kwargs = {"in_channels": in_channels} if in_channels != MODELS[config.model].input_shape[0] else {}
     model = build_model(config.model, num_classes=data.num_classes, **kwargs).to(device)
+    if config.weights is not None and config.pretrained:
+        return load_weights(model, config.weights).to(device).eval()
     if not config.pretrained or config.train_epochs == 0:
         return model
     recipe = recipe_for(config.dataset, retrain=False, epochs=config.train_epochs)
@@ -139,4 +146,7 @@ def run(
     record["pruning"] = result.summary()
     record["chance_accuracy"] = majority_class_rate(data.test)
     record["collapsed"] = result.collapsed or record["accuracy_retrained"]["test"] <= record["chance_accuracy"] + CHANCE_MARGIN
+    if config.characterise:
+        stage("characterise")
+        record["characterisation"] = characterise_pair(model, pruned, data, seed=config.seed)
     return result, record

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from infoprune.experiments import figures
+from infoprune.experiments import characterise, figures
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep import PLAN_FILE
 from infoprune.io import atomic_write_bytes
@@ -172,10 +172,17 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
             lambda rs, path, title, runs=runs: figures.map_reduction_figure(runs, path, title),
             f"{slug}-{_slug(method)}-map-reductions.png",
         ))  # fmt: skip
+    characterised = any("characterisation" in r for r in records)
+    if characterised:
+        figure_list.append(("Calibration and accuracy under attack after re-training (MINT §IV-E, Figs. 6, 8)",
+                            characterise.sweep_characterisation_figure, f"{slug}-characterisation.png"))  # fmt: skip
     for caption, draw, name in figure_list:
         draw(records, out / name, setting)
         lines += [f"**{caption}**", "", f"![{caption}]({name})", ""]
     lines += ["### Results (mean ± std over seeds)", "", *results_table(records), ""]
+    if characterised:
+        lines += ["### Characterisation (MINT §IV-E; original → re-trained, mean over seeds)", "",
+                  *characterise.sweep_characterisation_table(records), ""]  # fmt: skip
     lines += [
         "### Collapse rates",
         "",

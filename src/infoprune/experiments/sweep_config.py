@@ -18,6 +18,8 @@ the MIPP paper's evaluation (§5). The file has three parts::
     train_samples = 20000                 # a seeded subset of the training split (default: all)
     device = "cpu"                        # default: CUDA when present
     data_dir = "data/cifar"               # data sets read from disk
+    weights = "resnet50.pth"              # prune this checkpoint instead of training (trained state)
+    characterise = true                   # record ECE and adversarial accuracy (MINT §IV-E)
 
     [[methods]]
     name = "mipp"                         # a registered method
@@ -108,6 +110,8 @@ class Training:
     train_samples: int | None = None
     device: str | None = None
     data_dir: str | None = None
+    weights: str | None = None
+    characterise: bool = False
 
 
 @dataclass(frozen=True)
@@ -241,9 +245,11 @@ def _training(table: dict[str, Any], where: str) -> Training:
     minimums = {"train_epochs": 0, "retrain_epochs": 0, "calibration_samples": 1, "train_samples": 1}
     for key, minimum in minimums.items():
         _count(key, values[key], minimum, where, optional=key == "train_samples")
-    for key in ("device", "data_dir"):
+    for key in ("device", "data_dir", "weights"):
         if values[key] is not None and not isinstance(values[key], str):
             raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}.")
+    if not isinstance(values["characterise"], bool):
+        raise ConfigError(f"{where}: characterise must be true or false, got {values['characterise']!r}.")
     try:
         resolve_device(values["device"])
     except ValueError as error:

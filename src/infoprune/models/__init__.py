@@ -9,6 +9,7 @@ from torch import nn
 
 from infoprune.models.lenet import MLP, LeNet5
 from infoprune.models.resnet import ResNet, ResidualBlock, cifar_resnet, resnet18, resnet34, resnet50
+from infoprune.models.resnet_imagenet import ImageNetResNet, resnet18_imagenet, resnet34_imagenet, resnet50_imagenet
 from infoprune.models.vgg import VGG, vgg
 
 
@@ -32,6 +33,9 @@ MODELS: dict[str, ModelSpec] = {
     "resnet50": ModelSpec(resnet50, (3, 32, 32), "ResNet50, bottleneck blocks, CIFAR 3x3 stem"),
     "resnet20": ModelSpec(lambda **kw: cifar_resnet(20, **kw), (3, 32, 32), "CIFAR ResNet20 (16/32/64, He et al. 4.2)"),
     "resnet56": ModelSpec(lambda **kw: cifar_resnet(56, **kw), (3, 32, 32), "CIFAR ResNet56 (16/32/64, He et al. 4.2)"),
+    "resnet18-imagenet": ModelSpec(resnet18_imagenet, (3, 224, 224), "ResNet18, ImageNet 7x7 stem + max-pool, torchvision keys"),
+    "resnet34-imagenet": ModelSpec(resnet34_imagenet, (3, 224, 224), "ResNet34, ImageNet 7x7 stem + max-pool, torchvision keys"),
+    "resnet50-imagenet": ModelSpec(resnet50_imagenet, (3, 224, 224), "ResNet50, ImageNet 7x7 stem + max-pool, torchvision keys"),
     "mlp500": ModelSpec(
         lambda **kw: MLP((500, 300), dropout=0.2, **kw), (1, 28, 28), "MINT's MNIST MLP: 784-500-300-10, dropout 0.2"
     ),
@@ -50,6 +54,7 @@ __all__ = [
     "MODELS",
     "VGG",
     "LeNet5",
+    "ImageNetResNet",
     "ModelSpec",
     "ResNet",
     "ResidualBlock",
@@ -57,6 +62,9 @@ __all__ = [
     "cifar_resnet",
     "resnet18",
     "resnet34",
+    "resnet18_imagenet",
+    "resnet34_imagenet",
     "resnet50",
+    "resnet50_imagenet",
     "vgg",
 ]
