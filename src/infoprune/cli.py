@@ -56,7 +56,10 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("config", type=Path, help="sweep config, e.g. configs/lenet5-mnist.toml")
     sweep.add_argument("--out", type=Path, help="output folder (default: runs/CONFIG-NAME)")
     sweep.add_argument("--max-runs", type=int, help="stop after this many runs (run the rest later)")
-    sweep.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    sweep.add_argument("--threads", type=int, help="torch CPU threads (of each run with --workers; default: torch's choice)")
+    sweep.add_argument("--workers", type=int, help="runs at once, as Ray tasks (needs infoprune[ray]; default: 1, "
+                       "or as many as the --ray-address cluster fits)")
+    sweep.add_argument("--ray-address", help="run on this Ray cluster, e.g. ray://head:10001 or auto (needs infoprune[ray])")
 
     report = commands.add_parser("report", help="plots and tables of a sweep's results")
     report.add_argument("dir", type=Path, help="the sweep's output folder")
@@ -112,18 +115,36 @@ def command_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_executor(args: argparse.Namespace):
+    """One run at a time in this process, or Ray tasks with ``--workers`` > 1 / ``--ray-address``."""
+    from infoprune.experiments.sweep import run_sequentially
+
+    if args.workers is not None and args.workers < 1:
+        raise ValueError(f"--workers must be ≥ 1, got {args.workers}.")
+    if args.workers in (None, 1) and args.ray_address is None:
+        return run_sequentially
+    from infoprune.experiments.parallel import RayExecutor
+
+    return RayExecutor(workers=args.workers, address=args.ray_address, threads=args.threads)
+
+
 def command_sweep(args: argparse.Namespace) -> int:
-    from infoprune.experiments.sweep import run_sweep
+    from infoprune.experiments.sweep import run_sequentially, run_sweep
     from infoprune.experiments.sweep_config import load_config
 
     config = load_config(args.config)
-    if args.threads:
+    try:
+        executor = sweep_executor(args)
+    except ImportError as error:  # Ray is not installed
+        print(f"infoprune: error: {error}", file=sys.stderr)
+        return 2
+    if args.threads and executor is run_sequentially:
         import torch
 
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / args.config.stem
     try:
-        outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs)
+        outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs, executor=executor)
     except KeyboardInterrupt:
         print(f"interrupted: finished runs are stored in {out}/results.sqlite; run the same command to go on")
         return 130
