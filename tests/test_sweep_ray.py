@@ -182,3 +182,10 @@ def test_a_worker_that_dies_twice_fails_its_run_and_the_next_sweep_retries_it(ra
     outcome = run_sweep(config, tmp_path, executor=RayExecutor(workers=2, threads=1))
     assert (outcome.skipped, outcome.finished, outcome.failed) == (2, 2, 0)
     assert sorted(status for _, status, _ in stored_rows(tmp_path)) == [OK] * 4
+
+
+def test_the_progress_bar_lists_the_runs_in_flight(config_path):
+    from infoprune.experiments.parallel import in_flight_line
+
+    runs = plan(load_config(config_path))
+    assert in_flight_line(runs[:2]) == "2 in flight: mipp 0 (trained, seed 0); l1 0 (trained, seed 0)"

@@ -21,9 +21,9 @@ as failed and the next sweep retries it. Killing the driver loses only the runs 
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Callable
+from typing import Any
 
 import torch
 
@@ -99,6 +99,7 @@ class _Schedule:
     """The driver's side of one parallel sweep: submits runs as they become ready, collects them."""
 
     def __init__(self, ray: Any, job: SweepJob, store: ResultStore, threads: int, slots: int | None) -> None:
+        job = replace(job, cache_dir=job.cache_dir.resolve())  # workers do not share the driver's working folder
         self.ray, self.job, self.store, self.threads = ray, job, store, threads
         resources = {"num_cpus": threads, "num_gpus": 1 if uses_gpu(job) else 0, "max_retries": 1}
         self.run_task = ray.remote(_run_task).options(**resources)
@@ -169,9 +170,9 @@ class _Schedule:
 
 
 def in_flight_line(runs: Iterable[PlannedRun]) -> str:
-    """``2 running: mipp 1 (trained, seed 0); l1 0 (trained, seed 0)`` for the progress bar."""
+    """``2 in flight: mipp 1 (trained, seed 0); l1 0 (trained, seed 0)`` for the progress bar."""
     runs = list(runs)
-    return f"{len(runs)} running: " + "; ".join(f"{r.label} {r.level_index} ({r.state}, seed {r.seed})" for r in runs)
+    return f"{len(runs)} in flight: " + "; ".join(f"{r.label} {r.level_index} ({r.state}, seed {r.seed})" for r in runs)
 
 
 def _run_task(

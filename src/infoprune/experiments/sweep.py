@@ -11,7 +11,9 @@ Every finished run is written at once to ``OUT/results.sqlite`` (:class:`ResultS
 run's id includes a hash of everything that determines it, so re-running the same config
 resumes: finished runs are skipped, failed ones retried, and runs whose settings changed are
 new runs. A run that raises is stored as failed with its error and the sweep goes on (runs
-that match it fail too); Ctrl-C stops the sweep and loses only the run in progress.
+that match it fail too); Ctrl-C stops the sweep and loses only the run in progress. The
+pending runs go through an executor: one at a time in this process (the default), or several
+at once as Ray tasks (:mod:`infoprune.experiments.parallel`); this process stores them either way.
 """
 
 from __future__ import annotations
