@@ -12,6 +12,7 @@ import sys
 import time
 from collections import Counter
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -79,8 +80,11 @@ def sequential(config_path, tmp_path_factory) -> dict[str, dict]:
 
 
 def stored_rows(out: Path) -> list[tuple[str, str, float]]:
-    with sqlite3.connect(out / "results.sqlite") as db:
-        return db.execute("SELECT run_id, status, finished_at FROM runs").fetchall()
+    try:
+        with sqlite3.connect(f"file:{out / 'results.sqlite'}?mode=ro", uri=True) as db:
+            return db.execute("SELECT run_id, status, finished_at FROM runs").fetchall()
+    except sqlite3.OperationalError:  # the driver has not created the file or its table yet
+        return []
 
 
 def assert_same_results(out: Path, sequential: dict[str, dict]) -> None:
@@ -113,7 +117,7 @@ def test_a_killed_driver_loses_nothing_and_the_resumed_sweep_equals_the_sequenti
                "--ray-address", address, "--workers", "2", "--threads", "1"]  # fmt: skip
     driver = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while not ((out / "results.sqlite").exists() and stored_rows(out)):
+    while not stored_rows(out):
         assert driver.poll() is None and time.monotonic() < deadline, "the driver stored no run"
         time.sleep(0.2)
     driver.send_signal(signal.SIGKILL)
@@ -189,3 +193,27 @@ def test_the_progress_bar_lists_the_runs_in_flight(config_path):
 
     runs = plan(load_config(config_path))
     assert in_flight_line(runs[:2]) == "2 in flight: mipp 0 (trained, seed 0); l1 0 (trained, seed 0)"
+
+
+def test_a_run_task_pins_torch_to_its_cpu_share(config_path, tmp_path):
+    """The worker's side of a run, called in this process: torch gets the run's CPUs as threads."""
+    import torch
+
+    from infoprune.experiments.parallel import _run_task
+    from infoprune.experiments.sweep import SweepJob
+
+    seen = []
+
+    def fake_run(run_config, data, on_stage=None):
+        seen.append(torch.get_num_threads())
+        result = SimpleNamespace(masks={"fc": torch.ones(2, dtype=torch.bool)}, input_mask=None)
+        return result, {"pruning": {"units_removed_fraction": 0.0}}
+
+    planned = plan(load_config(config_path))[0]
+    data = SimpleNamespace(train=SimpleNamespace(inputs=torch.zeros(2, 1, 28, 28)))
+    job = SweepJob(load_config(config_path), tmp_path, runner=fake_run)
+    try:
+        status, record = _run_task(planned, job, ({"confidence": 0.5}, 0.5), data, 3, None)
+    finally:
+        torch.set_num_threads(1)
+    assert (status, seen, record["masks"]) == (OK, [3], {"fc": "11"})
