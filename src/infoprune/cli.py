@@ -61,14 +61,17 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("config", type=Path, help="sweep config, e.g. configs/lenet5-mnist.toml")
     sweep.add_argument("--out", type=Path, help="output folder (default: runs/CONFIG-NAME)")
     sweep.add_argument("--max-runs", type=count_argument(0), help="stop after this many runs (run the rest later)")
-    sweep.add_argument("--threads", type=count_argument(1), help="torch CPU threads (default: torch's choice)")
+    sweep.add_argument("--threads", type=count_argument(1), help="torch CPU threads (of each run with --workers; default: torch's choice)")
+    sweep.add_argument("--workers", type=count_argument(1), help="runs at once, as Ray tasks (needs infoprune[ray]; default: 1, "
+                       "or as many as the --ray-address cluster fits)")
+    sweep.add_argument("--ray-address", help="run on this Ray cluster, e.g. ray://head:10001 or auto (needs infoprune[ray])")
 
     characterise = commands.add_parser(
         "characterise", help="calibration, adversarial accuracy and Grad-CAM of prune runs (MINT §IV-E)"
     )
     characterise.add_argument("runs", nargs="+", type=Path, help="run folders of `infoprune prune` (one base model)")
     characterise.add_argument("--out", type=Path, help="output folder (default: FIRST_RUN/characterisation)")
-    characterise.add_argument("--samples", type=int, default=500, help="test images characterised per model")
+    characterise.add_argument("--samples", type=count_argument(1), default=500, help="test images characterised per model")
     characterise.add_argument("--device", default="cpu", help="cpu or cuda")
 
     report = commands.add_parser("report", help="plots and tables of a sweep's results")
@@ -145,19 +148,35 @@ def command_prune(args: argparse.Namespace) -> int:
     return 0
 
 
+def sweep_executor(args: argparse.Namespace):
+    """One run at a time in this process, or Ray tasks with ``--workers`` > 1 / ``--ray-address``."""
+    from infoprune.experiments.sweep import run_sequentially
+
+    if args.workers in (None, 1) and args.ray_address is None:
+        return run_sequentially
+    from infoprune.experiments.parallel import RayExecutor
+
+    return RayExecutor(workers=args.workers, address=args.ray_address, threads=args.threads)
+
+
 def command_sweep(args: argparse.Namespace) -> int:
-    from infoprune.experiments.sweep import run_sweep
+    from infoprune.experiments.sweep import run_sequentially, run_sweep
     from infoprune.experiments.sweep_config import load_config
 
     config = load_config(args.config)
-    if args.threads:
+    try:
+        executor = sweep_executor(args)
+    except ImportError as error:  # Ray is not installed
+        print(f"infoprune: error: {error}", file=sys.stderr)
+        return 2
+    if args.threads and executor is run_sequentially:
         import torch
 
         torch.set_num_threads(args.threads)
     out = args.out or Path("runs") / args.config.stem
     prepare_out(out)
     try:
-        outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs)
+        outcome = run_sweep(config, out, config_text=args.config.read_text(), max_runs=args.max_runs, executor=executor)
     except KeyboardInterrupt:
         print(f"interrupted: finished runs are stored in {out}/results.sqlite; run the same command to go on")
         return 130

@@ -99,6 +99,16 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     return model.eval()
 
 
+def run_device(config: RunConfig) -> torch.device:
+    """The device a run uses (CUDA when present unless the config names one)."""
+    return resolve_device(config.device)
+
+
+def training_split(config: RunConfig, data: DatasetSplits) -> LabelledTensors:
+    """The training split a run uses: all of it, or the seeded subset of ``config.train_samples``."""
+    return data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
+
+
 CHANCE_MARGIN = 0.01
 """Re-trained accuracy within this of the majority-class rate counts as collapse (at chance)."""
 
@@ -120,9 +130,9 @@ def run(
     or re-trained no better than chance (MIPP Fig. 3 counts both as collapse).
     """
     stage = on_stage or (lambda name: None)
-    device = resolve_device(config.device)
+    device = run_device(config)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed)
-    train_split = data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
+    train_split = training_split(config, data)
     train_eval = train_split.subset(10_000, seed=config.seed)
     stage("train" if config.pretrained else "initialise")
     model = base_model(config, replace(data, train=train_split), device)

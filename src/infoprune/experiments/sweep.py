@@ -13,7 +13,9 @@ resumes: finished runs are skipped, failed ones retried, and runs whose settings
 new runs. A run that raises is stored as failed with its error and the sweep goes on (runs
 that match it fail too); Ctrl-C stops the sweep and loses only the run in progress. Data read
 from ``data_dir`` enters the ids through its fingerprint, so changed data never reuses old
-results; a second sweep on the same folder waits for the first (``OUT/.sweep.lock``).
+results; a second sweep on the same folder waits for the first (``OUT/.sweep.lock``). The
+pending runs go through an executor: one at a time in this process (the default), or several
+at once as Ray tasks (:mod:`infoprune.experiments.parallel`); this process stores them either way.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import socket
 import subprocess
 import time
 import traceback
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -203,16 +205,9 @@ def run_config(planned: PlannedRun, config: SweepConfig, params: dict[str, Any],
     )
 
 
-def execute(
-    planned: PlannedRun,
-    config: SweepConfig,
-    store: ResultStore,
-    data: DatasetSplits,
-    cache_dir: Path,
-    runner: Runner = run,
-    on_stage: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
-    """Run ``planned`` and return its record (with the sweep's identifying fields)."""
+def run_arguments(planned: PlannedRun, store: ResultStore) -> tuple[dict[str, Any], Any]:
+    """The method parameters of ``planned`` and its level value; a matched run's come from the
+    stored record of the run it matches (so that run must be stored first)."""
     params = dict(planned.params)
     level_value = planned.level_value
     if planned.matches is not None:
@@ -223,8 +218,31 @@ def execute(
         params[planned.level_param] = masks if planned.match_take == "masks" else level_value
     elif planned.level_param is not None:
         params[planned.level_param] = level_value
+    return params, level_value
+
+
+@dataclass(frozen=True)
+class SweepJob:
+    """What every run of one sweep shares: the config, the base-model cache and the code to run."""
+
+    config: SweepConfig
+    cache_dir: Path
+    runner: Runner = run
+    load: DatasetLoader = load_dataset
+
+
+def execute(
+    planned: PlannedRun,
+    job: SweepJob,
+    arguments: tuple[dict[str, Any], Any],
+    data: DatasetSplits,
+    on_stage: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``planned`` with its :func:`run_arguments` and return its record (with the sweep's
+    identifying fields)."""
+    params, level_value = arguments
     start = time.perf_counter()
-    result, record = runner(run_config(planned, config, params, cache_dir), data, on_stage=on_stage)
+    result, record = job.runner(run_config(planned, job.config, params, job.cache_dir), data, on_stage=on_stage)
     record.update(
         run_id=planned.run_id,
         model=planned.model,
@@ -274,6 +292,40 @@ def sweep_lock(out_dir: Path) -> Iterator[None]:
             fcntl.flock(file, fcntl.LOCK_UN)
 
 
+def failure(planned: PlannedRun, error: BaseException) -> dict[str, Any]:
+    """The record stored for a run that raised ``error``."""
+    return {**asdict(planned), "error": f"{type(error).__name__}: {error}",
+            "traceback": "".join(traceback.format_exception(error, limit=8))}  # fmt: skip
+
+
+Outcome = tuple[PlannedRun, str, dict[str, Any]]
+"""A finished run: the run, its status (``OK`` or ``FAILED``) and its record."""
+
+Executor = Callable[[Sequence[PlannedRun], SweepJob, ResultStore, Callable[[str], None]], Iterator[Outcome]]
+"""Runs the given runs (in plan order, matched runs after their targets) and yields each as it
+ends; the sweep stores it before asking for the next. The last argument shows a status line.
+:func:`run_sequentially` here, or :class:`infoprune.experiments.parallel.RayExecutor`."""
+
+
+def run_sequentially(
+    runs: Sequence[PlannedRun], job: SweepJob, store: ResultStore, show: Callable[[str], None]
+) -> Iterator[Outcome]:
+    """The default :data:`Executor`: one run at a time in this process, one data set in memory."""
+    loaded: tuple[tuple[str, int], DatasetSplits] | None = None
+    for planned in runs:
+        if loaded is None or loaded[0] != (planned.dataset, planned.seed):
+            loaded = None  # free the previous data set first
+            show(f"loading {planned.dataset}")
+            loaded = ((planned.dataset, planned.seed), job.load(planned.dataset, job.config.training.data_dir, planned.seed))
+        label = planned.describe()
+        try:
+            record = execute(planned, job, run_arguments(planned, store), loaded[1], lambda stage: show(f"{label} · {stage}"))
+        except Exception as error:
+            yield planned, FAILED, failure(planned, error)
+        else:
+            yield planned, OK, record
+
+
 def run_sweep(
     config: SweepConfig,
     out_dir: str | Path,
@@ -282,20 +334,23 @@ def run_sweep(
     max_runs: int | None = None,
     runner: Runner = run,
     load: DatasetLoader = load_dataset,
+    executor: Executor = run_sequentially,
 ) -> SweepOutcome:
     """Run every planned run not yet stored in ``out_dir``; at most ``max_runs`` of them.
 
     ``config_text`` (the TOML source) is kept as ``OUT/sweep.toml``; ``OUT/plan.json`` lists
     the current plan's run ids, which the report uses. ``runner`` and ``load`` default to the
-    pipeline and :func:`load_dataset` (tests substitute them). A second sweep started on the
-    same ``out_dir`` waits (and says so) until this one ends, then skips what it stored.
+    pipeline and :func:`load_dataset` (tests substitute them). ``executor`` runs the pending
+    runs: one at a time here (the default) or in parallel (:mod:`infoprune.experiments.parallel`);
+    either way this process alone writes the results, one transaction per run. A second sweep
+    started on the same ``out_dir`` waits (and says so) until this one ends, then skips what it stored.
     """
     out_dir = Path(out_dir)
     data_fingerprint(config.training.data_dir)  # a missing data_dir fails here, not in every run
     store = ResultStore(out_dir)
     runs = plan(config)
     with sweep_lock(out_dir):
-        return _run_plan(runs, config, out_dir, store, config_text, max_runs, runner, load)
+        return _run_plan(runs, config, out_dir, store, config_text, max_runs, runner, load, executor)
 
 
 def _run_plan(
@@ -307,6 +362,7 @@ def _run_plan(
     max_runs: int | None,
     runner: Runner,
     load: DatasetLoader,
+    executor: Executor,
 ) -> SweepOutcome:
     """The body of :func:`run_sweep`, run while holding the output folder's lock."""
     atomic_write_json(out_dir / PLAN_FILE, {"description": config.description, "runs": [r.run_id for r in runs]})
@@ -318,37 +374,24 @@ def _run_plan(
     if skipped:
         logger.info("resuming: %d of %d runs already stored in %s", skipped, len(runs), store.path)
     finished = failed = 0
-    loaded: tuple[tuple[str, int], DatasetSplits] | None = None
     code = code_version()
     bar = progress_bar(total=len(runs), initial=skipped, desc="sweep", leave=True, unit="run")
+    job = SweepJob(config, out_dir / "cache", runner, load)
     try:
-        for planned in pending:
-            if max_runs is not None and finished + failed >= max_runs:
-                break
-            if loaded is None or loaded[0] != (planned.dataset, planned.seed):
-                loaded = None  # free the previous data set first
-                bar.set_postfix_str(f"loading {planned.dataset}")
-                loaded = ((planned.dataset, planned.seed), load(planned.dataset, config.training.data_dir, planned.seed))
+        for planned, status, record in executor(pending[:max_runs], job, store, bar.set_postfix_str):
             label = planned.describe()
-
-            def show(stage: str, label: str = label) -> None:
-                bar.set_postfix_str(f"{label} · {stage}")
-
-            try:
-                record = {**execute(planned, config, store, loaded[1], out_dir / "cache", runner, show), "code": code}
-            except Exception as error:
+            if status == FAILED:
                 failed += 1
-                logger.warning("run failed: %s: %s: %s", label, type(error).__name__, error)
-                store.put(planned.run_id, FAILED, {**asdict(planned), "error": f"{type(error).__name__}: {error}",
-                                                   "traceback": traceback.format_exc(limit=8)})  # fmt: skip
+                logger.warning("run failed: %s: %s", label, record["error"])
             else:
                 finished += 1
-                store.put(planned.run_id, OK, record)
+                record["code"] = code
                 logger.info(
                     "%s: %.1f%% of units removed, test accuracy %.4f after re-training%s",
                     label, 100 * record["pruning"]["units_removed_fraction"],
                     record["accuracy_retrained"]["test"], " (collapsed)" if record["collapsed"] else "",
                 )  # fmt: skip
+            store.put(planned.run_id, status, record)
             bar.update(1)
     finally:
         bar.close()
