@@ -208,3 +208,13 @@ def test_a_layernorm_over_exactly_the_groups_channels_normalises_over_the_kept_o
     pruned = infoprune.prune(chain, inputs, method="l1", ratio=0.5, device="cpu", progress=None)
     assert pruned.layers["a"].kept == 4
     assert_physical_model_is_the_masked_one(chain, inputs, pruned)
+
+
+def test_conv1d_networks_are_pruned_like_conv2d_ones():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv1d(3, 8, 3, padding=1), nn.BatchNorm1d(8), nn.ReLU(), nn.Conv1d(8, 6, 3, padding=1),
+                          nn.ReLU(), nn.Flatten(), nn.Linear(6 * 10, 4)).eval()
+    inputs = torch.randn(40, 3, 10)
+    result = infoprune.prune(model, inputs, method="l1", ratio=0.5, device="cpu", progress=None)
+    assert result.flops_after < result.flops_before and set(result.masks) == {"0", "3"}
+    assert_physical_model_is_the_masked_one(model, inputs, result)

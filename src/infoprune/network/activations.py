@@ -9,14 +9,17 @@ features, or its channels in every conv group. A map becomes one number per samp
 *map reduction* (MIPP App. E.2, Table 3).
 
 Masking uses the same hooks: a pruned unit's positions are set to exactly zero at every
-consumer's input, which is what physically removing the unit does to the rest of the net.
+consumer's input, which is what physically removing the unit does to the rest of the net; a
+LayerNorm inside a group normalises over the kept channels only, as the pruned one does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 MapReduction = Literal["l1", "l2", "mean", "signed_mean", "std"]
@@ -65,6 +68,21 @@ def mask_features(x: torch.Tensor, module: nn.Module, keep: torch.Tensor) -> tor
     if isinstance(module, nn.Linear):
         return x * keep
     return x * keep.reshape(1, -1, *([1] * (x.dim() - 2)))
+
+
+def layer_norm_over(keep: torch.Tensor) -> Callable:
+    """A forward hook making a LayerNorm normalise over the ``keep`` features only (zeros
+    elsewhere): what the LayerNorm computes once the other features are pruned."""
+
+    def hook(module: nn.LayerNorm, args: tuple, output: torch.Tensor) -> torch.Tensor:
+        x, k = args[0], keep.to(args[0].device)
+        weight = module.weight[k] if module.weight is not None else None
+        bias = module.bias[k] if module.bias is not None else None
+        result = torch.zeros_like(output)
+        result[..., k] = F.layer_norm(x[..., k], (int(k.sum()),), weight, bias, module.eps)
+        return result
+
+    return hook
 
 
 def check_finite(values: torch.Tensor, where: str) -> None:

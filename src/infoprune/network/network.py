@@ -17,7 +17,9 @@ from torch import nn
 from torch.func import functional_call
 
 from infoprune.network import costs, surgery
-from infoprune.network.activations import MapReduction, check_finite, feature_first, gather_units, mask_features, reduce_maps
+from infoprune.network.activations import (
+    MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_maps,
+)
 from infoprune.network.connectivity import linearised_state
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
 from infoprune.running import all_outputs, evaluating
@@ -28,21 +30,6 @@ MISMATCH = (
     "pruning its channels would change more than masking them does (an operation across channels "
     "between its producers and consumers, e.g. mean-centring or a softmax over features)"
 )
-
-
-def layer_norm_over(keep: torch.Tensor) -> Callable:
-    """A forward hook making a LayerNorm normalise over the ``keep`` features only (zeros
-    elsewhere): what the LayerNorm computes once the other features are pruned."""
-
-    def hook(module: nn.LayerNorm, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        x, k = args[0], keep.to(args[0].device)
-        weight = module.weight[k] if module.weight is not None else None
-        bias = module.bias[k] if module.bias is not None else None
-        result = torch.zeros_like(output)
-        result[..., k] = torch.nn.functional.layer_norm(x[..., k], (int(k.sum()),), weight, bias, module.eps)
-        return result
-
-    return hook
 
 
 def resolve_ignore(model: nn.Module, ignore: Iterable[str | type]) -> set[str]:
