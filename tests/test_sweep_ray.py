@@ -194,6 +194,7 @@ def test_the_progress_bar_lists_the_runs_in_flight(config_path):
 
     runs = plan(load_config(config_path))
     assert in_flight_line(runs[:2]) == "2 in flight: mipp 0 (trained, seed 0); l1 0 (trained, seed 0)"
+    assert in_flight_line([]) == "0 in flight"
 
 
 def test_a_run_task_pins_torch_to_its_cpu_share(config_path, tmp_path):

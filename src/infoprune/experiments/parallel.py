@@ -138,6 +138,7 @@ class _Schedule:
             [ref], _ = self.ray.wait(list(in_flight), num_returns=1)
             planned = in_flight.pop(ref)
             unfinished.discard(planned.run_id)
+            show(in_flight_line(in_flight.values()))
             yield (planned, *self._result(ref, planned))
             self._release(waiting + list(in_flight.values()))
 
@@ -171,8 +172,8 @@ class _Schedule:
 
 def in_flight_line(runs: Iterable[PlannedRun]) -> str:
     """``2 in flight: mipp 1 (trained, seed 0); l1 0 (trained, seed 0)`` for the progress bar."""
-    runs = list(runs)
-    return f"{len(runs)} in flight: " + "; ".join(f"{r.label} {r.level_index} ({r.state}, seed {r.seed})" for r in runs)
+    names = [f"{r.label} {r.level_index} ({r.state}, seed {r.seed})" for r in runs]
+    return f"{len(names)} in flight" + (": " + "; ".join(names) if names else "")
 
 
 def _run_task(
