@@ -406,7 +406,7 @@ def test_sweep_validator_catches_device_and_missing_recipes_before_any_run(monke
     monkeypatch.setitem(DATASETS, "my-data", DATASETS["tensor-file"])
     raw = sweep_raw(datasets=["my-data"])
     raw["training"]["train_epochs"] = 2
-    message = "config [training]: No training recipe for data set 'my-data' (recipes: cifar10, cifar10-retrain, cifar100, cifar100-retrain, mnist, mnist-retrain, tensor-file, tensor-file-retrain); add one to infoprune.training.RECIPES, or set the training epochs to 0."
+    message = "config [training]: No training recipe for data set 'my-data' (recipes: cifar10, cifar10-retrain, cifar100, cifar100-retrain, imagenet, imagenet-retrain, mnist, mnist-retrain, tensor-file, tensor-file-retrain); add one to infoprune.training.RECIPES, or set the training epochs to 0."
     with pytest.raises(ConfigError, match=exactly(message)):
         parse_config(raw)
     raw["grid"]["datasets"] = ["tensor-file"]
