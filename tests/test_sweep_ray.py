@@ -3,7 +3,6 @@ retried, every run is stored once and equals the sequential sweep's."""
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import signal
 import sqlite3
@@ -22,7 +21,12 @@ from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep import plan, run_sweep
 from infoprune.experiments.sweep_config import load_config
 
-HAVE_RAY = importlib.util.find_spec("ray") is not None
+try:
+    import ray  # noqa: F401
+except ImportError:
+    HAVE_RAY = False
+else:
+    HAVE_RAY = True
 needs_ray = pytest.mark.skipif(not HAVE_RAY, reason="Ray is not installed (pip install 'infoprune[ray]'; scripts/setup.sh does)")
 TESTS = Path(__file__).parent
 SRC = TESTS.parent / "src"

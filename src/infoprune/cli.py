@@ -8,10 +8,13 @@ import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from infoprune.methods import available_methods
 from infoprune.validation import count_argument
+
+if TYPE_CHECKING:
+    from infoprune.experiments.sweep import Executor
 
 
 def parse_assignment(text: str) -> tuple[str, Any]:
@@ -148,7 +151,7 @@ def command_prune(args: argparse.Namespace) -> int:
     return 0
 
 
-def sweep_executor(args: argparse.Namespace):
+def sweep_executor(args: argparse.Namespace) -> Executor:
     """One run at a time in this process, or Ray tasks with ``--workers`` > 1 / ``--ray-address``."""
     from infoprune.experiments.sweep import run_sequentially
 
