@@ -7,11 +7,11 @@ import infoprune
 from infoprune.data.imagefolder import ImageFolder, Preprocessing, write_imagefolder_standin
 from infoprune.models import build_model
 
-# the units a method may prune in ResNet50: the first two convs of every bottleneck, and the stem
-# (it feeds layer1.0's convs and projection, not an add); the third convs and the projections
-# feed residual adds ("skip connections remain unaffected", MIPP App. D.3.2)
+# the groups a method may prune in ResNet50: the first two convs of every bottleneck, the stem
+# (it feeds layer1.0's convs and projection, not an add), and each stage's residual stream (the
+# third convs and the projection of the stage, named after the first of them, layerN.0.conv3)
 BOTTLENECKS = [(stage, i) for stage, count in zip(range(1, 5), (3, 4, 6, 3)) for i in range(count)]
-PRUNABLE = {"conv1"} | {f"layer{s}.{i}.conv{j}" for s, i in BOTTLENECKS for j in (1, 2)}
+PRUNABLE = {"conv1"} | {f"layer{s}.{i}.conv{j}" for s, i in BOTTLENECKS for j in (1, 2)} | {f"layer{s}.0.conv3" for s in range(1, 5)}
 
 
 def test_a_ratio_method_prunes_the_branch_convs_of_resnet50_from_a_folder_loader(tmp_path):
@@ -22,7 +22,8 @@ def test_a_ratio_method_prunes_the_branch_convs_of_resnet50_from_a_folder_loader
     assert set(result.masks) == PRUNABLE
     assert result.params_after < result.params_before
     assert result.model.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 3)
-    assert result.model.layer1[0].conv3.out_channels == 256  # tied to the skip path: whole
+    stage = result.model.layer1  # a residual stream shrinks as one group: every producer alike
+    assert stage[0].conv3.out_channels == stage[0].downsample[0].out_channels == stage[2].conv3.out_channels
 
 
 @pytest.mark.slow

@@ -105,7 +105,8 @@ def test_without_ray_workers_say_how_to_install_it(config_path, tmp_path, monkey
     assert main(["sweep", str(config_path), "--out", str(tmp_path), "--workers", "2"]) == 2
     assert "needs Ray, an optional extra: pip install 'infoprune[ray]'" in capsys.readouterr().err
     assert not (tmp_path / "results.sqlite").exists()
-    assert main(["sweep", str(config_path), "--out", str(tmp_path), "--workers", "0"]) == 2
+    with pytest.raises(SystemExit, match="2"):
+        main(["sweep", str(config_path), "--out", str(tmp_path), "--workers", "0"])
     assert "argument --workers: must be an integer ≥ 1, got 0" in capsys.readouterr().err
 
 
