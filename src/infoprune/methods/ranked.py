@@ -85,13 +85,18 @@ class RankedPruningMethod(PruningMethod):
         ``masks`` (empty in the first round; only iterative methods need to look at them)."""
 
     def budget_cost(self, context: PruningContext) -> tuple[Callable[[dict[str, int]], float], float] | None:
-        """The cost of kept widths (layers not given stay whole) and the absolute target of the
-        ``flops=``/``params=`` budget; None for a ratio."""
+        """The cost of kept widths (layers not given stay whole), as the physically pruned model
+        will have it, and the absolute target of the ``flops=``/``params=`` budget; None for a ratio."""
         for what, form in (("flops", flops_cost), ("params", params_cost)):
             if getattr(self, what) is not None:
                 cost = form(context.model, context.structure, context.inputs[:2].to(context.device))
                 whole = {layer.name: layer.units for layer in context.structure.layers}
-                return (lambda kept: cost.at_widths({**whole, **kept})), resolve_target(cost, getattr(self, what), what)
+
+                def physical(kept: dict[str, int]) -> float:
+                    # an emptied layer keeps one physical unit (infoprune.surgery), which still costs
+                    return cost.at_widths({**whole, **{name: max(width, 1) for name, width in kept.items()}})
+
+                return physical, resolve_target(cost, getattr(self, what), what)
         return None
 
     def decide(self, context: PruningContext) -> MaskDecision:
