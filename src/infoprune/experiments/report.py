@@ -200,7 +200,8 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
     lines = [f"## {setting}", ""]
     for state in figures.states_of(records):
         lines += [
-            f"**{state}: test accuracy after re-training (%, mean over seeds) and units removed, by level**",
+            f"**{state}: test accuracy after re-training (%, mean over seeds), units removed and FLOPs and "
+            "parameters kept, by level**",
             "",
             *headline_table(records, state),
             "",
