@@ -314,7 +314,22 @@ METHOD_OPTIONS: dict[str, dict] = {
     "mipp": {"hidden_size": 16, "fit_iterations": 20, "refit_iterations": 2, "ordering_iterations": 2, "repeats": 2},
     "mint": {"samples_per_class": 20, "groups": 6, "quantile": 0.5},
     "itpruner": {"flops": 0.5},
+    "tp-magnitude": {"flops": 0.5, "p": 1},
+    "tp-taylor": {"ratio": 0.5},
+    "tp-lamp": {"params": 0.5},
+    "tp-bn-scale": {"ratio": 0.5, "scope": "layer"},
+    "tp-hessian": {"ratio": 0.5},
 }
+# Methods that need something LeNet-5 lacks get another model of the same input and output.
+METHOD_MODELS: dict[str, str] = {"tp-bn-scale": "lenet5-bn"}
+
+
+def lenet5_bn() -> nn.Module:
+    """LeNet-5 with a BatchNorm after each convolution (network slimming scores its scales)."""
+    model = build_model("lenet5")
+    model.conv1 = nn.Sequential(model.conv1, nn.BatchNorm2d(6))
+    model.conv2 = nn.Sequential(model.conv2, nn.BatchNorm2d(16))
+    return model
 
 
 def module_missing(name: str) -> bool:
@@ -329,7 +344,7 @@ def test_every_method_prunes_lenet5_into_a_working_physical_model(name):
         pytest.skip(f"{name!r} is registered but its module is not on this branch yet")
     assert name in METHOD_OPTIONS, f"add small test settings for the new method {name!r} to METHOD_OPTIONS"
     torch.manual_seed(0)
-    model = build_model("lenet5").eval()
+    model = (lenet5_bn() if METHOD_MODELS.get(name) == "lenet5-bn" else build_model("lenet5")).eval()
     data = LabelledTensors(torch.randn(240, 1, 28, 28), torch.arange(240) % 10)  # MIPP: 2 × widest layer
     result = infoprune.prune(model, data, method=name, device="cpu", **METHOD_OPTIONS[name])
 

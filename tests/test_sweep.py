@@ -288,7 +288,12 @@ def test_report_has_plots_and_a_table_with_every_method(finished_sweep):
     assert "| method | level 1 | level 2 | collapsed |" in headline
     mipp_runs = {r["level"]["index"]: r for r in ResultStore(finished_sweep.out).records() if r["label"] == "mipp"}
     first = mipp_runs[0]
-    cell = f"{100 * first['accuracy_retrained']['test']:.1f} ({100 * first['pruning']['units_removed_fraction']:.0f} % removed)"
+    pruning = first["pruning"]
+    cell = (
+        f"{100 * first['accuracy_retrained']['test']:.1f} ({100 * pruning['units_removed_fraction']:.0f} % removed; "
+        f"FLOPs {100 * pruning['flops_after'] / pruning['flops_before']:.0f} %, "
+        f"params {100 * pruning['params_after'] / pruning['params_before']:.0f} % kept)"
+    )
     assert re.search(rf"\| mipp \| {re.escape(cell)} \| .+ \| \d/2 \|", headline)
     assert re.search(r"\| test-drop-first \| .+ \| .+ \| \d/2 \|", headline)
     assert "4 of 4 planned runs finished, 0 failed" in text

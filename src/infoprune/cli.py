@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("dir", type=Path, help="the sweep's output folder")
     report.add_argument("--out", type=Path, help="where to write report.md and the PNGs (default: DIR/report)")
 
+    export = commands.add_parser("export", help="write a pruned model (a `prune` output folder) as ONNX")
+    export.add_argument("dir", type=Path, help="the folder `infoprune prune --out` wrote")
+    export.add_argument("--onnx", required=True, type=Path, help="the ONNX file to write, e.g. model.onnx")
+
     commands.add_parser("list", help="list models, data sets and methods")
     return parser
 
@@ -205,6 +209,29 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def command_export(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from infoprune.experiments.pipeline import architecture
+    from infoprune.io import export_onnx, load_pruned
+
+    summary, weights = args.dir / "summary.json", args.dir / "pruned_model.pt"
+    if not (summary.is_file() and weights.is_file()):
+        raise FileNotFoundError(f"{args.dir} has no summary.json and pruned_model.pt: pass a folder `infoprune prune --out` wrote.")
+    record = json.loads(summary.read_text())
+    shape = record["input_shape"]
+    unpruned = architecture(record["config"]["model"], record["num_classes"], shape[0])
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
+    exported = export_onnx(load_pruned(weights, unpruned, example), example, args.onnx)
+    print(
+        f"wrote {exported.path} (ONNX opset {exported.opset}); ONNX Runtime matches torch on the example input "
+        f"to {exported.max_abs_error:.2g}"
+    )
+    return 0
+
+
 def command_list() -> int:
     from infoprune.data import DATASETS
     from infoprune.models import MODELS
@@ -228,6 +255,8 @@ def main(argv: list[str] | None = None) -> int:
             return command_report(args)
         if args.command == "characterise":
             return command_characterise(args)
+        if args.command == "export":
+            return command_export(args)
         return command_list()
     except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
         print(f"infoprune: error: {error}", file=sys.stderr)

@@ -9,7 +9,7 @@ while a global ranking may (that is the layer collapse the MIPP paper measures, 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Literal
 
 import torch
@@ -86,3 +86,40 @@ def keep_highest(
         )
     keep = _remove_lowest(all_scores, eligible, count)
     return dict(zip(names, torch.split(keep, [flat[n].numel() for n in names])))
+
+
+def ratio_within_budget(
+    scores: Mapping[str, torch.Tensor],
+    cost_of: Callable[[dict[str, int]], float],
+    target: float,
+    scope: Scope = "global",
+    min_units: int = 0,
+) -> float:
+    """The smallest ratio ``k / total`` whose :func:`keep_highest` masks cost at most ``target``.
+
+    ``cost_of`` maps kept widths (by layer) to a cost (FLOPs, parameters); it must not grow
+    when units are removed, so a bisection over ``k`` finds the least removal that meets the
+    budget: one unit fewer would exceed it. Raises ``ValueError`` when removing every removable
+    unit still costs more than ``target``.
+    """
+    total = sum(s.numel() for s in scores.values())
+
+    def cost(k: int) -> float:
+        masks = keep_highest(scores, k / total, scope, min_units)
+        return cost_of({name: int(mask.sum()) for name, mask in masks.items()})
+
+    low = 0
+    # the most that can go: all unprotected units (global), or a ratio just below 1 (per layer)
+    high = total - 1 if scope == "layer" else total - sum(min(min_units, s.numel()) for s in scores.values())
+    if cost(high) > target:
+        raise ValueError(
+            f"The budget {target:.6g} cannot be met: removing every removable unit still costs {cost(high):.6g}. "
+            "Raise the budget (or lower min_units)."
+        )
+    while low < high:
+        middle = (low + high) // 2
+        if cost(middle) <= target:
+            high = middle
+        else:
+            low = middle + 1
+    return low / total

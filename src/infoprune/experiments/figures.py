@@ -30,6 +30,19 @@ def units_removed(record: Record) -> float:
     return 100 * record["pruning"]["units_removed_fraction"]
 
 
+def kept_percent(record: Record, what: str) -> float:
+    """Percent of the unpruned model's ``flops`` or ``params`` the physically pruned model keeps."""
+    return 100 * record["pruning"][f"{what}_after"] / record["pruning"][f"{what}_before"]
+
+
+AXES: dict[str, tuple[Callable[[Record], float], str]] = {
+    "units": (units_removed, "units removed (%)"),
+    "flops": (lambda r: kept_percent(r, "flops"), "FLOPs kept (%)"),
+    "params": (lambda r: kept_percent(r, "params"), "parameters kept (%)"),
+}
+"""The x-axes of the accuracy figure: a value per record and its label."""
+
+
 def states_of(records: list[Record]) -> list[str]:
     return sorted({r["state"] for r in records}, key=["trained", "untrained"].index)
 
@@ -48,24 +61,30 @@ def series_by(records: list[Record], key: Callable[[Record], str]) -> Series:
     return dict(groups)
 
 
-def level_points(records: list[Record], value: Callable[[Record], float]) -> np.ndarray:
-    """Rows (mean % removed, mean value, std value) per level, over seeds, sorted by % removed."""
+def level_points(
+    records: list[Record], value: Callable[[Record], float], x: Callable[[Record], float] = units_removed
+) -> np.ndarray:
+    """Rows (mean x, mean value, std value) per level, over seeds, sorted by x (% removed by default)."""
     levels = series_by(records, lambda r: f"{r['label']}#{r['level']['index']}")
     rows = []
     for runs in levels.values():
-        xs = np.array([units_removed(r) for r in runs])
+        xs = np.array([x(r) for r in runs])
         ys = np.array([value(r) for r in runs])
         rows.append((xs.mean(), ys.mean(), ys.std(ddof=1) if len(ys) > 1 else 0.0))
     return np.array(sorted(rows))
 
 
-def draw_accuracy(ax, series: Series, split: str, colours: dict[str, Any]) -> None:
-    """Re-trained accuracy (%) against units removed (%), one line and band per series."""
+def draw_accuracy(ax, series: Series, split: str, colours: dict[str, Any], axis: str = "units") -> None:
+    """Re-trained accuracy (%) against ``axis`` (see :data:`AXES`), one line and band per series;
+    a "kept" axis runs from 100 % down, so that more pruning is to the right on every axis."""
+    x, label = AXES[axis]
     for name, records in series.items():
-        points = level_points(records, lambda r: 100 * r["accuracy_retrained"][split])
+        points = level_points(records, lambda r: 100 * r["accuracy_retrained"][split], x)
         ax.plot(points[:, 0], points[:, 1], marker="o", markersize=3, label=name, color=colours[name])
         ax.fill_between(points[:, 0], points[:, 1] - points[:, 2], points[:, 1] + points[:, 2], color=colours[name], alpha=0.2)
-    ax.set_xlabel("units removed (%)")
+    if axis != "units" and not ax.xaxis_inverted():
+        ax.invert_xaxis()
+    ax.set_xlabel(label)
     ax.set_ylabel(f"{split} accuracy after re-training (%)")
     ax.grid(alpha=0.3)
 
@@ -107,8 +126,9 @@ def _save(fig, path: Path) -> Path:
     return path
 
 
-def accuracy_figure(records: list[Record], path: Path, title: str) -> Path:
-    """MIPP Fig. 2: train and test accuracy after re-training against units removed, per method."""
+def accuracy_figure(records: list[Record], path: Path, title: str, axis: str = "units") -> Path:
+    """MIPP Fig. 2: train and test accuracy after re-training against units removed (or FLOPs
+    or parameters kept, ``axis``), per method."""
     states = states_of(records)
     colours = palette(r["label"] for r in records)
     fig, axes = _state_grid(states, 2, title)
@@ -116,7 +136,7 @@ def accuracy_figure(records: list[Record], path: Path, title: str) -> Path:
         runs = [r for r in records if r["state"] == state]
         for row, split in enumerate(("train", "test")):
             ax = axes[row, column]
-            draw_accuracy(ax, series_by(runs, lambda r: r["label"]), split, colours)
+            draw_accuracy(ax, series_by(runs, lambda r: r["label"]), split, colours, axis)
             if state == "trained":
                 unpruned = 100 * np.mean([r["accuracy_original"][split] for r in runs])
                 ax.axhline(unpruned, color="grey", linestyle="--", linewidth=0.8, label="unpruned (trained)")
@@ -231,4 +251,37 @@ def map_reduction_figure(records: list[Record], path: Path, title: str) -> Path:
         draw_accuracy(axes[0, column], series, "test", colours)
         draw_collapse_rate(axes[1, column], series, colours)
         axes[0, column].set_title(state)
+    return _save(fig, path)
+
+
+LATENCY_PANELS = (("cpu", "1"), ("cpu", "64"), ("onnxruntime", "1"), ("onnxruntime", "64"), ("cuda", "1"), ("cuda", "64"))
+
+
+def latency_ratio(record: Record, backend: str, batch: str) -> float | None:
+    """Pruned over original forward time (the minimum over repeats), or None when not measured."""
+    latency = record.get("latency") or {}
+    try:
+        return latency["pruned"][backend][batch]["min"] / latency["original"][backend][batch]["min"]
+    except KeyError:
+        return None
+
+
+def latency_figure(records: list[Record], path: Path, title: str) -> Path:
+    """Latency ratio (pruned / original) against FLOPs ratio, one panel per measured backend and
+    batch size, one point per run: on the diagonal, FLOPs savings are time savings one for one."""
+    panels = [p for p in LATENCY_PANELS if any(latency_ratio(r, *p) is not None for r in records)]
+    colours = palette(r["label"] for r in records)
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, layout="constrained")
+    fig.suptitle(title)
+    for ax, (backend, batch) in zip(axes[0], panels):
+        for label, runs in series_by(records, lambda r: r["label"]).items():
+            points = [(kept_percent(r, "flops") / 100, latency_ratio(r, backend, batch)) for r in runs]
+            points = np.array([p for p in points if p[1] is not None])
+            if len(points):
+                ax.scatter(points[:, 0], points[:, 1], s=14, label=label, color=colours[label])
+        ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=0.8, label="latency ratio = FLOPs ratio")
+        ax.set_xlabel("FLOPs ratio (pruned / original)")
+        ax.set_ylabel("latency ratio (pruned / original)")
+        ax.set_title(f"{backend}, batch {batch}")
+        ax.grid(alpha=0.3)
     return _save(fig, path)

@@ -6,6 +6,7 @@ same training, calibration, surgery and evaluation.
 
 from __future__ import annotations
 
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -19,7 +20,8 @@ import infoprune
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
 from infoprune.data.base import data_fingerprint
 from infoprune.experiments.characterise import characterise_pair
-from infoprune.io import atomic_write_bytes
+from infoprune.io import atomic_write_bytes, export_onnx, require_onnx
+from infoprune.metrics import latency_profiles
 from infoprune.models import MODELS, build_model
 from infoprune.models.weights import load_weights
 from infoprune.progress import logger
@@ -60,6 +62,12 @@ class RunConfig:
             recipe_for(self.dataset, retrain=True, epochs=self.retrain_epochs)
 
 
+def architecture(name: str, num_classes: int, in_channels: int) -> nn.Module:
+    """A fresh registered model ``name`` for data of ``in_channels`` channels and ``num_classes`` classes."""
+    kwargs = {"in_channels": in_channels} if in_channels != MODELS[name].input_shape[0] else {}
+    return build_model(name, num_classes=num_classes, **kwargs)
+
+
 def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> nn.Module:
     """The model to prune: ``config.weights`` loaded (trained state), or trained with the data
     set's recipe (cached by model, data, recipe, seed; data read from ``data_dir`` adds its
@@ -69,9 +77,7 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
     interrupted sweep resumes a long training (CIFAR) where it stopped.
     """
     torch.manual_seed(config.seed)
-    in_channels = data.train.inputs.shape[1]
-    kwargs = {"in_channels": in_channels} if in_channels != MODELS[config.model].input_shape[0] else {}
-    model = build_model(config.model, num_classes=data.num_classes, **kwargs).to(device)
+    model = architecture(config.model, data.num_classes, data.train.inputs.shape[1]).to(device)
     if config.weights is not None and config.pretrained:
         return load_weights(model, config.weights).to(device).eval()
     if not config.pretrained or config.train_epochs == 0:
@@ -118,6 +124,19 @@ def majority_class_rate(data: LabelledTensors) -> float:
     return torch.bincount(data.labels).max().item() / len(data)
 
 
+def measured_latency(models: dict[str, nn.Module], example_input: torch.Tensor) -> dict[str, Any]:
+    """:func:`infoprune.metrics.latency_profiles` of the models (e.g. original and pruned, timed
+    in turn so that their ratio holds on a busy machine), with ONNX Runtime when the ``onnx``
+    extra is installed."""
+    try:
+        require_onnx()
+    except ImportError:
+        return latency_profiles(models, example_input)
+    with tempfile.TemporaryDirectory() as folder:
+        paths = {name: export_onnx(model, example_input, Path(folder) / f"{name}.onnx").path for name, model in models.items()}
+        return latency_profiles(models, example_input, onnx_paths=paths)
+
+
 def run(
     config: RunConfig,
     data: DatasetSplits | None = None,
@@ -126,6 +145,8 @@ def run(
     """Train, prune, re-train and evaluate; returns the result and a JSON-ready record.
 
     ``on_stage(name)`` is told when each stage starts (for progress displays). The record's
+    ``latency`` holds the measured latency of the original and the pruned model
+    (:func:`measured_latency`). The record's
     ``collapsed`` is True when the network lost its input-output path (``result.collapsed``)
     or re-trained no better than chance (MIPP Fig. 3 counts both as collapse).
     """
@@ -136,7 +157,8 @@ def run(
     train_eval = train_split.subset(10_000, seed=config.seed)
     stage("train" if config.pretrained else "initialise")
     model = base_model(config, replace(data, train=train_split), device)
-    record: dict[str, Any] = {"config": asdict(config), "device": str(device), "input_shape": list(data.test.inputs.shape[1:])}
+    record: dict[str, Any] = {"config": asdict(config), "device": str(device), "num_classes": data.num_classes}
+    record["input_shape"] = list(data.train.inputs.shape[1:])
     record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, data.test)}
 
     stage("prune")
@@ -153,6 +175,8 @@ def run(
         recipe = recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
         train(pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
     record["accuracy_retrained"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
+    stage("latency")
+    record["latency"] = measured_latency({"original": model, "pruned": pruned}, calibration.inputs[:2])
     record["pruning"] = result.summary()
     record["chance_accuracy"] = majority_class_rate(data.test)
     record["collapsed"] = result.collapsed or record["accuracy_retrained"]["test"] <= record["chance_accuracy"] + CHANCE_MARGIN

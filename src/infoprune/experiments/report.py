@@ -86,7 +86,8 @@ def results_table(records: list[Record]) -> list[str]:
 
 def headline_table(records: list[Record], state: str) -> list[str]:
     """Markdown rows for one state: per method, each level's test accuracy after re-training
-    (mean over seeds) and the units removed there, level by level — the table to read first."""
+    (mean over seeds), the units removed and the FLOPs and parameters kept there, level by
+    level — the table to read first."""
     runs = [r for r in records if r["state"] == state]
     levels = sorted({r["level"]["index"] for r in runs})
     rows = [
@@ -103,9 +104,57 @@ def headline_table(records: list[Record], state: str) -> list[str]:
                 continue
             accuracy = 100 * np.mean([r["accuracy_retrained"]["test"] for r in at_level])
             removed = np.mean([figures.units_removed(r) for r in at_level])
-            cells.append(f"{accuracy:.1f} ({removed:.0f} % removed)")
+            flops, params = (np.mean([figures.kept_percent(r, what) for r in at_level]) for what in ("flops", "params"))
+            cells.append(f"{accuracy:.1f} ({removed:.0f} % removed; FLOPs {flops:.0f} %, params {params:.0f} % kept)")
         rows.append(f"| {label} | " + " | ".join(cells) + f" | {sum(r['collapsed'] for r in mine)}/{len(mine)} |")
     return rows
+
+
+FLOPS_LEVELS = (50.0, 25.0, 10.0)
+"""Percent of the unpruned FLOPs at which the fixed-FLOPs table reads each method's accuracy."""
+
+
+def accuracy_at_flops(records: list[Record], flops: float) -> float | None:
+    """Test accuracy after re-training (%) at ``flops`` % kept, linearly interpolated between the
+    two levels of the runs (means over seeds) that bracket it; None outside their range."""
+    points = figures.level_points(records, lambda r: 100 * r["accuracy_retrained"]["test"], lambda r: figures.kept_percent(r, "flops"))
+    if len(points) == 0 or not points[0, 0] <= flops <= points[-1, 0]:
+        return None
+    return float(np.interp(flops, points[:, 0], points[:, 1]))
+
+
+def fixed_flops_table(records: list[Record], state: str, levels: tuple[float, ...] = FLOPS_LEVELS) -> list[str]:
+    """Markdown rows for one state: each method's test accuracy at fixed FLOPs kept, *interpolated*
+    between its runs (no extrapolation: "–" outside the FLOPs its runs reached)."""
+    runs = [r for r in records if r["state"] == state]
+    rows = ["| method | " + " | ".join(f"{level:g} % FLOPs (interpolated)" for level in levels) + " |", "|" + "---|" * (len(levels) + 1)]
+    for label in dict.fromkeys(r["label"] for r in runs):
+        values = [accuracy_at_flops([r for r in runs if r["label"] == label], level) for level in levels]
+        rows.append(f"| {label} | " + " | ".join("–" if v is None else f"{v:.2f}" for v in values) + " |")
+    return rows
+
+
+def latency_table(records: list[Record], state: str) -> list[str]:
+    """Markdown rows for one state: per method and level, the FLOPs ratio and the measured
+    latency ratios (pruned / original, the minimum over repeats; mean over seeds)."""
+    runs = [r for r in records if r["state"] == state and r.get("latency")]
+    panels = [p for p in figures.LATENCY_PANELS if any(figures.latency_ratio(r, *p) is not None for r in runs)]
+    if not runs:
+        return []
+    rows = [
+        "| method | level | FLOPs ratio | " + " | ".join(f"latency ratio, {b} batch {n}" for b, n in panels) + " |",
+        "|" + "---|" * (len(panels) + 3),
+    ]
+    groups: dict[tuple[str, int], list[Record]] = defaultdict(list)
+    for r in runs:
+        groups[(r["label"], r["level"]["index"])].append(r)
+    for (label, index), group in groups.items():
+        ratios = [np.mean([figures.latency_ratio(r, *p) for r in group]) for p in panels]
+        flops = np.mean([figures.kept_percent(r, "flops") for r in group]) / 100
+        rows.append(f"| {label} | {index + 1} | {flops:.3f} | " + " | ".join(f"{v:.3f}" for v in ratios) + " |")
+    first = runs[0]["latency"]["original"]
+    threads, repeats = first["threads"], first["repeats"]
+    return rows + ["", f"Timed with {threads} thread(s), {repeats} repeats per model, original and pruned in turn."]
 
 
 def collapse_table(records: list[Record]) -> list[str]:
@@ -151,19 +200,35 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
     lines = [f"## {setting}", ""]
     for state in figures.states_of(records):
         lines += [
-            f"**{state}: test accuracy after re-training (%, mean over seeds) and units removed, by level**",
+            f"**{state}: test accuracy after re-training (%, mean over seeds), units removed and FLOPs and "
+            "parameters kept, by level**",
             "",
             *headline_table(records, state),
             "",
+            f"**{state}: test accuracy after re-training (%, mean over seeds) at fixed FLOPs kept, linearly "
+            "interpolated between each method's levels (– outside the FLOPs its runs reached)**",
+            "",
+            *fixed_flops_table(records, state),
+            "",
         ]
+        latency = latency_table(records, state)
+        if latency:
+            lines += [f"**{state}: measured latency, pruned over original (mean over seeds)**", "", *latency, ""]
     figure_list = [
         ("Accuracy after re-training against units removed (MIPP Fig. 2; band: ± 1 std over seeds)",
          figures.accuracy_figure, f"{slug}-accuracy.png"),
+        ("Accuracy after re-training against FLOPs kept (band: ± 1 std over seeds)",
+         lambda rs, path, title: figures.accuracy_figure(rs, path, title, "flops"), f"{slug}-accuracy-flops.png"),
+        ("Accuracy after re-training against parameters kept (band: ± 1 std over seeds)",
+         lambda rs, path, title: figures.accuracy_figure(rs, path, title, "params"), f"{slug}-accuracy-params.png"),
         ("Runs that collapse (a layer emptied, no input-output path, or re-trained at chance), per 5 % bin "
          "of units removed (MIPP Fig. 3)", figures.collapse_figure, f"{slug}-collapse.png"),
         ("Layer-wise pruning ratios divided by the run's mean ratio, per method and state, mean ± std over "
          "levels and seeds (MIPP Figs. 4, 11)", figures.layer_ratio_figure, f"{slug}-layer-ratios.png"),
     ]  # fmt: skip
+    if any(r.get("latency") for r in records):
+        figure_list.append(("Measured latency ratio against FLOPs ratio, pruned over original, one point per run "
+                            "(minimum over repeats)", figures.latency_figure, f"{slug}-latency.png"))  # fmt: skip
     if any(r.get("input_mask") for r in records):
         figure_list.append(("Selected input pixels (blue) at several sparsities (MIPP Fig. 7)", figures.input_maps_figure, f"{slug}-inputs.png"))
     for method, runs in _map_reduction_comparisons(records).items():

@@ -184,6 +184,13 @@ def decode_mask(text: str) -> list[bool]:
     return [c == "1" for c in text]
 
 
+def matched_level(pruning: dict[str, Any], param: str) -> float:
+    """What a matching run takes as ``param`` from the matched run's pruning summary."""
+    if param in ("flops", "params"):
+        return pruning[f"{param}_after"] / pruning[f"{param}_before"]
+    return pruning["units_removed_fraction"]
+
+
 def matched_record(planned: PlannedRun, store: ResultStore) -> dict[str, Any]:
     """The stored record of the run ``planned`` matches; an error if that run did not succeed."""
     stored = store.get(planned.matches)
@@ -211,9 +218,10 @@ def run_arguments(planned: PlannedRun, store: ResultStore) -> tuple[dict[str, An
     params = dict(planned.params)
     level_value = planned.level_value
     if planned.matches is not None:
-        # the matched run's global fraction of units removed, passed as ratio= or its masks as masks=
+        # the matched run's global fraction of units removed (ratio=), of FLOPs or parameters kept
+        # (flops=, params=), or its masks (masks=)
         matched = matched_record(planned, store)
-        level_value = matched["pruning"]["units_removed_fraction"]
+        level_value = matched_level(matched["pruning"], planned.level_param)
         masks = {name: decode_mask(text) for name, text in matched["masks"].items()}
         params[planned.level_param] = masks if planned.match_take == "masks" else level_value
     elif planned.level_param is not None:

@@ -35,7 +35,9 @@ listed ``values`` or the ``geometric`` schedule of MIPP App. D.1, x₀ = ``start
 x_n = x_{n−1} + (1 − x_{n−1})·``rate`` (0.5). Or the entry ``match``-es an earlier entry (by
 ``label``, which defaults to ``name``): each of its runs takes, from the matched entry's run in
 the same (model, dataset, seed, state, level), either the global fraction of units removed,
-passed as ``ratio=`` (``match = "mipp"``; the paper's protocol for the baselines, §5), or its
+passed as ``ratio=`` (``match = "mipp"``; the paper's protocol for the baselines, §5), the
+fraction of FLOPs or parameters kept, passed as ``flops=`` / ``params=`` budgets
+(``match = { entry = "mipp", by = "flops" }``, for methods that take a budget), or its
 keep-masks, passed as ``masks=`` (``match = { entry = "mipp", take = "masks" }``, for an
 architecture re-initialised). An entry with neither runs once per setting. ``states`` limits an
 entry to some of the grid's states. The sweep never special-cases a method: what an entry
@@ -56,7 +58,8 @@ from infoprune.training import recipe_for
 from infoprune.validation import check_count, resolve_device
 
 STATES = ("trained", "untrained")
-MATCH_TAKES = {"ratio": "ratio", "masks": "masks"}  # what is taken from the matched run -> the parameter it fills
+MATCH_TAKES = ("ratio", "masks")  # what is taken from the matched run
+MATCH_BY = {"units": "ratio", "flops": "flops", "params": "params"}  # what a ratio match equals -> the parameter it fills
 SCHEDULES = ("geometric",)
 
 
@@ -77,14 +80,17 @@ def geometric_schedule(count: int, start: float = 0.5, rate: float = 0.5) -> lis
 
 @dataclass(frozen=True)
 class Match:
-    """Take ``take`` (``ratio`` or ``masks``) from the run of entry ``entry`` in the same setting."""
+    """Take ``take`` (``ratio`` or ``masks``) from the run of entry ``entry`` in the same setting;
+    a ratio match equals the matched run's fraction of ``by``: units removed (passed as
+    ``ratio=``), FLOPs kept (``flops=``) or parameters kept (``params=``)."""
 
     entry: str
     take: str = "ratio"
+    by: str = "units"
 
     @property
     def param(self) -> str:
-        return MATCH_TAKES[self.take]
+        return "masks" if self.take == "masks" else MATCH_BY[self.by]
 
 
 @dataclass(frozen=True)
@@ -337,14 +343,18 @@ def _match(raw: Any, where: str) -> Match:
     if isinstance(raw, str):
         raw = {"entry": raw}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: match must be an entry label or {{ entry = \"mipp\", take = \"ratio\" }}.")
-    _only_keys(raw, {"entry", "take"}, f"{where} match")
-    entry, take = raw.get("entry"), raw.get("take", "ratio")
+        raise ConfigError(f"{where}: match must be an entry label or {{ entry = \"mipp\", by = \"flops\" }}.")
+    _only_keys(raw, {"entry", "take", "by"}, f"{where} match")
+    entry, take, by = raw.get("entry"), raw.get("take", "ratio"), raw.get("by", "units")
     if not isinstance(entry, str) or not entry:
         raise ConfigError(f"{where}: match needs the label of another method entry.")
     if take not in MATCH_TAKES:
         raise ConfigError(f"{where}: match take must be one of {sorted(MATCH_TAKES)}, got {take!r}.")
-    return Match(entry, take)
+    if by not in MATCH_BY:
+        raise ConfigError(f"{where}: match by must be one of {sorted(MATCH_BY)}, got {by!r}.")
+    if take == "masks" and by != "units":
+        raise ConfigError(f"{where}: match by = {by!r} applies to ratio matches; take = \"masks\" copies the masks.")
+    return Match(entry, take, by)
 
 
 def _check_method_arguments(entry: MethodEntry, where: str) -> None:

@@ -23,6 +23,7 @@ _METHOD_MODULES: dict[str, str] = {
     "thinet": "infoprune.methods.thinet",
     "sosp": "infoprune.methods.sosp",
     "reinit": "infoprune.methods.reinit",
+    **{name: "infoprune.methods.torch_pruning_criteria" for name in ("tp-magnitude", "tp-taylor", "tp-lamp", "tp-bn-scale", "tp-hessian")},
 }
 _REGISTRY: dict[str, type[PruningMethod]] = {}
 
