@@ -116,7 +116,7 @@ def test_the_methods_leave_the_model_and_its_gradients_untouched(trained_looking
 def test_bn_scale_without_batchnorm_and_taylor_without_labels_are_clear_errors():
     model = build_model("lenet5").eval()
     x = torch.randn(16, 1, 28, 28)
-    with pytest.raises(ValueError, match=r"BNScaleImportance finds nothing to score in any prunable layer"):
+    with pytest.raises(ValueError, match=r"BNScaleImportance finds nothing to score in any prunable group"):
         infoprune.prune(model, LabelledTensors(x, torch.arange(16) % 10), method="tp-bn-scale", ratio=0.5, device="cpu")
     with pytest.raises(ValueError, match="'tp-taylor' needs labels"):
         infoprune.prune(model, x, method="tp-taylor", ratio=0.5, device="cpu")
