@@ -41,7 +41,7 @@ from torch.func import functional_call, grad, vmap
 from infoprune.methods import register
 from infoprune.methods.base import PruningContext, check_positive_int
 from infoprune.methods.ranked import Masks, RankedPruningMethod, labelled_batches, require_labels
-from infoprune.network import Network
+from infoprune.network import Network, primary_output
 from infoprune.network.groups import dependency_graph
 
 NORMALIZERS = (None, "mean", "sum", "max", "standarization", "gaussian", "lamp")
@@ -107,10 +107,10 @@ class TorchPruningCriterion(RankedPruningMethod):
         labels = require_labels(context, self.name)
         model.zero_grad()
         for x, y, share in labelled_batches(context.inputs, labels, self.batch_size, context.device):
-            (share * F.cross_entropy(model(x), y)).backward()
+            (share * F.cross_entropy(primary_output(model(x)), y)).backward()
 
     def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
-        model = copy.deepcopy(context.model).eval()  # gradients land on the copy
+        model = copy.deepcopy(context.model).eval().requires_grad_(True)  # gradients land on the copy, frozen layers too
         if self.needs_gradients:
             self.fill_gradients(model, context)
         return group_scores(model, context.network, self.importance())
@@ -191,7 +191,7 @@ class TPHessian(TorchPruningCriterion):
         buffers = dict(model.named_buffers())
 
         def sample_loss(weights: dict[str, torch.Tensor], x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-            logits = functional_call(model, (weights, buffers), (x.unsqueeze(0),))
+            logits = primary_output(functional_call(model, (weights, buffers), (x.unsqueeze(0),)))
             return F.cross_entropy(logits, y.unsqueeze(0))
 
         per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
