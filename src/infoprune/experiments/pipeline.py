@@ -146,9 +146,9 @@ def run(
 
     ``on_stage(name)`` is told when each stage starts (for progress displays). The record's
     ``latency`` holds the measured latency of the original and the pruned model
-    (:func:`measured_latency`). The record's
-    ``collapsed`` is True when the network lost its input-output path (``result.collapsed``)
-    or re-trained no better than chance (MIPP Fig. 3 counts both as collapse).
+    (:func:`measured_latency`); its ``collapsed`` is True when the network lost its
+    input-output path (``result.collapsed``) or re-trained no better than chance (MIPP Fig. 3
+    counts both as collapse).
     """
     stage = on_stage or (lambda name: None)
     device = run_device(config)
