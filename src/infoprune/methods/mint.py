@@ -42,6 +42,7 @@ from infoprune.graph import NetworkStructure
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 from infoprune.metrics import csr_bytes
+from infoprune.progress import logger
 
 GroupCount = int | tuple[int, int]
 """G for a layer pair: one int for parent and child, or ``(parent G, child G)``."""
@@ -62,7 +63,11 @@ def contiguous_groups(width: int, groups: int) -> list[slice]:
 
 
 def draw_per_class(labels: torch.Tensor | None, samples_per_class: int, seed: int) -> torch.Tensor:
-    """Indices of ``samples_per_class`` distinct samples of every class present (App. B, m)."""
+    """Indices of up to ``samples_per_class`` distinct samples of every class present (App. B, m).
+
+    A class with fewer samples gives all it has, with a warning on the ``infoprune`` logger
+    (the paper's m is per class; on imbalanced data the small classes are simply smaller).
+    """
     if labels is None:
         raise ValueError(
             "MINT draws its samples per class and needs labels: pass LabelledTensors or a DataLoader "
@@ -71,17 +76,81 @@ def draw_per_class(labels: torch.Tensor | None, samples_per_class: int, seed: in
     if labels.dim() != 1 or labels.dtype.is_floating_point:
         raise ValueError(f"Labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}.")
     generator = torch.Generator().manual_seed(seed)
-    chosen = []
+    chosen, short = [], {}
     for label in labels.unique(sorted=True):
         members = (labels == label).nonzero().flatten()
         if members.numel() < samples_per_class:
-            raise ValueError(
-                f"MINT draws samples_per_class={samples_per_class} samples of every class without "
-                f"repeats, but class {int(label)} has only {members.numel()} in the calibration data: "
-                "pass more calibration samples or lower samples_per_class."
-            )
+            short[int(label)] = members.numel()
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:samples_per_class]])
+    if short:
+        logger.warning(
+            "MINT: samples_per_class=%d, but %d class(es) have fewer calibration samples and give all they have: %s",
+            samples_per_class, len(short), ", ".join(f"class {label}: {count}" for label, count in short.items()),
+        )
     return torch.cat(chosen)
+
+
+Conditioning = typing.Literal["contribution", "others"]
+"""What MINT conditions each pair's score on: see :class:`MINT`."""
+
+
+def _module_inputs(model: nn.Module, names: list[str], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """What each named module reads (its first input), for ``inputs``, in eval mode, on the CPU."""
+    modules = dict(model.named_modules())
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    hooks = [modules[name].register_forward_pre_hook(lambda _m, args, name=name: collected[name].append(args[0].detach().cpu())) for name in names]
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        with torch.no_grad():
+            for start in range(0, inputs.shape[0], batch_size):
+                model(inputs[start : start + batch_size].to(device))
+    finally:
+        for handle in hooks:
+            handle.remove()
+        model.train(was_training)
+    return {name: torch.cat(parts) for name, parts in collected.items()}
+
+
+def other_parents_contribution(
+    module: nn.Module, module_input: torch.Tensor, parent_groups: list[slice]
+) -> typing.Callable[[int], torch.Tensor]:
+    """``given(j)``: the child's pre-activation without parent group j, W_z z + b (our extension).
+
+    ``module`` is the child (Linear, or Conv2d with groups = 1), ``module_input`` what it read.
+    Parent unit c is the child's input channel c (a Linear behind a flatten reads it as a
+    block of features, as in :func:`connection_masks`). Conv outputs are averaged over H×W,
+    so this is the other parents' part of the child's mean pre-activation, per child unit.
+    """
+    weight = module.weight.detach().cpu().float()
+    bias = module.bias.detach().cpu().float() if module.bias is not None else 0.0
+    units = parent_groups[-1].stop
+    if isinstance(module, nn.Linear):
+        blocks = _connection_view(weight, units, "child")
+        features = module_input.float().reshape(module_input.shape[0], units, -1)
+        total = features.flatten(1) @ weight.T + bias
+
+        def part(group: slice) -> torch.Tensor:
+            return features[:, group].flatten(1) @ blocks[:, group].flatten(1).T
+
+    elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
+        maps = module_input.float()
+
+        def convolve(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return nn.functional.conv2d(x, w, None, module.stride, module.padding, module.dilation).mean((2, 3))
+
+        total = convolve(maps, weight) + bias
+
+        def part(group: slice) -> torch.Tensor:
+            return convolve(maps[:, group], weight[:, group])
+
+    else:
+        raise ValueError(
+            f"conditioning='contribution' needs the child to be a Linear or an ungrouped, zero-padded Conv2d, "
+            f"got {type(module).__name__}: use conditioning='others' (the paper's estimator) for this network."
+        )
+    return lambda j: total - part(parent_groups[j])
 
 
 def keep_connections(
@@ -288,7 +357,8 @@ class MINT(PruningMethod):
     """Mutual Information-based Neuron Trimming (MINT §III, Alg. 1, App. A–B).
 
     ``samples_per_class``: m, distinct samples drawn per class for the estimates (App. B uses
-    650 on MNIST; cost grows as m²). ``groups``: G, the number of contiguous groups of a
+    650 on MNIST; cost grows as m²); a class with fewer gives all it has (logged, and counted
+    in ``details["samples_per_class"]``). ``groups``: G, the number of contiguous groups of a
     layer, as one int for every layer, or a dict naming every prunable (parent) layer with an
     int or ``(parent G, child G)`` for its pairs (App. B, MNIST MLP:
     ``{"net.1": (250, 100), "net.4": (300, 10)}``); a G above a layer's width means one unit
@@ -296,7 +366,13 @@ class MINT(PruningMethod):
     pooled scores (0.5 when neither is given). ``gamma``: γ, the most a layer pair may lose,
     as a fraction of its weights: one value for all pairs, or a dict of caps per parent layer
     (App. B caps only some layers; 0 leaves a layer's connections whole), None for no cap.
-    ``collapse``: how conv maps become one value per sample (``"signed_mean"`` is the
+    ``conditioning``: ``"others"`` is the paper's ρ(i, j) = Î(child i; parent j | all other
+    parent units); ``"contribution"`` (our extension, the default, chosen by
+    ``bench/mint_power.py``) conditions instead on the other parents' contribution to child
+    group i's pre-activation, W_z z + b per child unit (:func:`other_parents_contribution`):
+    a parent whose weights into the child are zero then scores ≈ 0, which the paper's
+    estimator, whose distances are dominated by the many other units, does not see.
+    ``map_reduction``: how conv maps become one value per sample (``"signed_mean"`` is the
     paper's). ``batch_elements``: distance entries held per batch of spanning trees (memory
     versus speed).
     """
@@ -310,16 +386,20 @@ class MINT(PruningMethod):
         delta: float | None = None,
         quantile: float | None = None,
         gamma: Cap = None,
-        collapse: CollapseName = "signed_mean",
+        conditioning: Conditioning = "contribution",
+        map_reduction: CollapseName = "signed_mean",
         batch_elements: int = DEFAULT_BATCH_ELEMENTS,
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
         self.delta, self.quantile = check_threshold(delta, quantile)
         self.gamma = check_gamma(gamma)
-        if collapse not in typing.get_args(CollapseName):
-            raise ValueError(f"collapse must be one of {typing.get_args(CollapseName)}, got {collapse!r}.")
-        self.collapse = collapse
+        if conditioning not in typing.get_args(Conditioning):
+            raise ValueError(f"conditioning must be one of {typing.get_args(Conditioning)}, got {conditioning!r}.")
+        self.conditioning = conditioning
+        if map_reduction not in typing.get_args(CollapseName):
+            raise ValueError(f"map_reduction must be one of {typing.get_args(CollapseName)}, got {map_reduction!r}.")
+        self.map_reduction = map_reduction
         self.batch_elements = check_positive_int("batch_elements", batch_elements)
 
     @staticmethod
@@ -355,7 +435,7 @@ class MINT(PruningMethod):
         counts = self._group_counts(structure)
         check_gamma(self.gamma, structure.names)
         for layer in structure.layers:
-            if min(counts[layer.name][0], layer.units) < 2:
+            if self.conditioning == "others" and min(counts[layer.name][0], layer.units) < 2:
                 raise ValueError(
                     f"Parent layer {layer.name!r} would have a single group ({layer.units} units, "
                     f"G = {counts[layer.name][0]}): MINT conditions on the other groups, so use G ≥ 2."
@@ -364,14 +444,19 @@ class MINT(PruningMethod):
         prunable = set(structure.names)
         pairs = [(layer, consumer.name) for layer in structure.layers for consumer in layer.consumers]
         other_children = tuple(sorted({child for _, child in pairs if child not in prunable}))
-        activations = record(
-            context.model, structure, context.inputs[rows], collapse=self.collapse, extra_outputs=other_children
-        )
+        inputs = context.inputs[rows]
+        activations = record(context.model, structure, inputs, collapse=self.map_reduction, extra_outputs=other_children)
+        if self.conditioning == "contribution":
+            child_inputs = _module_inputs(context.model, sorted({child for _, child in pairs}), inputs)
+        modules = dict(context.model.named_modules())
 
         scored = []
         for layer, child in pairs:
             parent_groups = contiguous_groups(layer.units, counts[layer.name][0])
             child_groups = contiguous_groups(activations[child].shape[1], counts[layer.name][1])
+            given = None
+            if self.conditioning == "contribution":
+                given = other_parents_contribution(modules[child], child_inputs[child], parent_groups)
             bar = context.progress(total=len(parent_groups) * len(child_groups), desc=f"MINT {layer.name}→{child}")
             try:
                 scores = grouped_conditional_gmi(
@@ -379,6 +464,7 @@ class MINT(PruningMethod):
                     activations[child],
                     parent_groups,
                     child_groups,
+                    given=given,
                     seed=context.seed,
                     device=context.device,
                     batch_elements=self.batch_elements,
@@ -397,6 +483,13 @@ class MINT(PruningMethod):
                 if pair.parent == layer.name:
                     used |= pair.unit_mask().any(dim=0)
             masks[layer.name] = used
-        details = {"delta": delta, "samples": int(rows.numel()), "pairs": [pair.as_dict() for pair in decided]}
+        classes, per_class = context.labels[rows].unique(return_counts=True)
+        details = {
+            "delta": delta,
+            "samples": int(rows.numel()),
+            "samples_per_class": dict(zip(classes.tolist(), per_class.tolist())),
+            "conditioning": self.conditioning,
+            "pairs": [pair.as_dict() for pair in decided],
+        }
         details["connections"] = connection_summary(context.model, details)
         return MaskDecision(masks=masks, details=details)
