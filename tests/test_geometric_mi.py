@@ -164,3 +164,19 @@ def test_bad_groups_raise() -> None:
         grouped_conditional_gmi(parent, child, [slice(0, 2), slice(3, 3)], [slice(0, 2)])
     with pytest.raises(ValueError, match="conditioning feature"):
         conditional_gmi(torch.randn(10), torch.randn(10), torch.randn(10, 0))
+
+
+def test_scores_equal_those_of_the_tensor_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The paper's estimator end to end: compiled trees against the batched tensor Prim.
+    from infoprune.estimators import geometric_mi
+
+    parent, child = gaussian(120, 6, 0).relu(), gaussian(120, 4, 1)
+    parent_groups = [slice(0, 2), slice(2, 4), slice(4, 6)]
+    child_groups = [slice(0, 1), slice(1, 3), slice(3, 4)]
+    compiled = grouped_conditional_gmi(parent, child, parent_groups, child_groups, seed=2)
+
+    def by_definition(first, first_index, second, second_index, n_first):
+        return friedman_rafsky_cross_edges(first[first_index] + second[second_index], n_first)
+
+    monkeypatch.setattr(geometric_mi, "summed_cross_edges", by_definition)
+    assert torch.equal(compiled, grouped_conditional_gmi(parent, child, parent_groups, child_groups, seed=2))

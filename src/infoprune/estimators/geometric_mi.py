@@ -179,9 +179,13 @@ def _trees_cross_edges(first, first_index, second, second_index, points, n, n_fi
 
 
 def _compiled_cross_edges(first, first_index, second, second_index, points, n: int, n_first: int) -> torch.Tensor:
-    numba.set_num_threads(max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS)))
+    threads = torch.get_num_threads()  # numba's OpenMP layer may reset torch's count: restored below
+    numba.set_num_threads(max(1, min(threads, numba.config.NUMBA_NUM_THREADS)))
     out = np.zeros(len(first_index), dtype=np.int64)
-    _trees_cross_edges(first, first_index, second, second_index, points, n, n_first, out)
+    try:
+        _trees_cross_edges(first, first_index, second, second_index, points, n, n_first, out)
+    finally:
+        torch.set_num_threads(threads)
     return torch.from_numpy(out)
 
 
@@ -334,26 +338,81 @@ def _score_given_other_parents(parent, child, parent_groups, child_groups, _give
             yield rows, cols, cross
 
 
+RESIDUAL_NEIGHBOURS = 10
+"""k of the k-nearest-neighbour regression E[x | z] in our extension."""
+
+
+@numba.njit(cache=True, nogil=True)
+def _matched_sources_and_regression(z, x, n_joint, k, source, fitted):  # pragma: no cover - compiled
+    """For each merged point a (rows ``[0, 2 n_joint)``): ``fitted[a]``, the mean x of its k
+    nearest references in z; and for each query, ``source[a]``, the nearest reference not
+    yet taken by an earlier query (a bootstrap without replacement). Ties to the lowest index."""
+    merged, n = 2 * n_joint, z.shape[0]
+    taken = np.zeros(n, dtype=np.bool_)
+    nearest = np.empty(k, dtype=np.int64)
+    nearest_d = np.empty(k)
+    for a in range(merged):
+        nearest_d[:] = np.inf
+        best, best_r = np.inf, -1
+        for r in range(merged, n):
+            d = 0.0
+            for c in range(z.shape[1]):
+                d += (z[a, c] - z[r, c]) ** 2
+            if d < nearest_d[k - 1]:
+                at = k - 1
+                while at > 0 and nearest_d[at - 1] > d:
+                    nearest_d[at], nearest[at] = nearest_d[at - 1], nearest[at - 1]
+                    at -= 1
+                nearest_d[at], nearest[at] = d, r
+            if a >= n_joint and not taken[r] and d < best:
+                best, best_r = d, r
+        for c in range(x.shape[1]):
+            total = 0.0
+            for q in range(k):
+                total += x[nearest[q], c]
+            fitted[a, c] = total / k
+        if a >= n_joint:
+            taken[best_r] = True
+            source[a] = best_r
+        else:
+            source[a] = a
+
+
+def _standardised(values: torch.Tensor) -> torch.Tensor:
+    """Each column to unit standard deviation (a constant column is left as it is)."""
+    spread = values.std(dim=0)
+    return values / torch.where(spread > 0, spread, torch.ones_like(spread))
+
+
 def _score_given(parent, child, parent_groups, child_groups, given, order, batch_elements) -> PairBatches:
-    """Our extension: Z_ij = given(j)[:, group i]. Each pair's merged points (x, z, y of the
-    source, zero-padded to one width) go to the tree whole; distances are made inside it."""
-    n_joint = n_query = parent.shape[0] // 3
-    merged = n_joint + n_query
+    """Our extension: Z_ij = given(j)[:, group i]. Three changes to §III-A, for power: x is
+    replaced by its residual x − Ê[x | z] (k-nearest-neighbour regression on the references),
+    each block (residual, z, y) is scaled to unit variance — Î(X; Y | Z) is unchanged in
+    theory by either, as both are invertible given Z — and the bootstrap draws each
+    reference once (the nearest one not yet taken), which removes the positive bias of
+    queries that share a reference's y. Each pair's merged points go to the tree whole."""
+    n_joint = parent.shape[0] // 3
+    merged = 2 * n_joint
+    k = min(RESIDUAL_NEIGHBOURS, parent.shape[0] - merged)
     width = max(2 * (g.stop - g.start) for g in child_groups) + max(g.stop - g.start for g in parent_groups)
     for j, group in enumerate(parent_groups):
         statistic = given(j)
         if statistic.shape != child.shape:
             raise ValueError(f"given({j}) must be one value per child feature and sample, {tuple(child.shape)}; got {tuple(statistic.shape)}.")
-        statistic = statistic[order].to(parent.device, torch.float64)
-        y = parent[:, group]
-        points = torch.zeros(len(child_groups), merged, width, dtype=torch.float32, device=parent.device)
+        statistic = _standardised(statistic[order].to(torch.float64)).numpy()
+        y = _standardised(parent[:, group].cpu())
+        points = torch.zeros(len(child_groups), merged, width, dtype=torch.float32)
         for i, child_group in enumerate(child_groups):
-            z = statistic[:, child_group]
-            source = nearest_neighbour_sources(squared_distances(z[n_joint:merged], z[merged:]), n_joint)
-            features = torch.cat([child[:merged, child_group], z[:merged], y[source]], dim=1)
+            z = np.ascontiguousarray(statistic[:, child_group])
+            x = child[:, child_group].cpu()
+            source = np.empty(merged, dtype=np.int64)
+            fitted = np.empty((merged, x.shape[1]))
+            _matched_sources_and_regression(z, x.numpy(), n_joint, k, source, fitted)
+            residual = _standardised(x[:merged] - torch.from_numpy(fitted))
+            features = torch.cat([residual, torch.from_numpy(z[:merged]), y[torch.from_numpy(source)]], dim=1)
             points[i, :, : features.shape[1]] = features
         rows = torch.arange(len(child_groups))
-        yield rows, torch.full_like(rows, j), point_cross_edges(points, n_joint)
+        yield rows, torch.full_like(rows, j), point_cross_edges(points.to(parent.device), n_joint)
 
 
 def conditional_gmi(

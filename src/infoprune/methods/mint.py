@@ -176,12 +176,23 @@ def keep_connections(
     return scores >= local_delta, local_delta
 
 
-def check_threshold(delta: float | None, quantile: float | None) -> tuple[float | None, float | None]:
-    """Validate δ given directly or as a quantile (at most one; quantile 0.5 when neither)."""
+def independence_delta(samples: int) -> float:
+    """δ = 2 / √n1 (n1 = samples // 3, the joint set): about three standard deviations of Î
+    above 0 when child and parent are conditionally independent (Î's null spread is
+    ≈ 0.7 / √n1 for the Friedman–Rafsky count, measured in ``bench/mint_power.py``)."""
+    return 2.0 / (samples // 3) ** 0.5
+
+
+def check_threshold(
+    delta: float | None, quantile: float | None, default_quantile: float | None = 0.5
+) -> tuple[float | None, float | None]:
+    """Validate δ given directly or as a quantile (at most one; ``default_quantile`` when neither)."""
     if delta is not None and quantile is not None:
         raise ValueError(f"Give either delta ({delta}) or quantile ({quantile}), not both.")
     if delta is None:
-        return None, check_fraction("quantile", 0.5 if quantile is None else quantile, low_open=False, high_open=False)
+        if quantile is None and default_quantile is None:
+            return None, None
+        return None, check_fraction("quantile", default_quantile if quantile is None else quantile, low_open=False, high_open=False)
     try:
         return float(delta), None
     except (TypeError, ValueError):
@@ -392,7 +403,7 @@ class MINT(PruningMethod):
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
-        self.delta, self.quantile = check_threshold(delta, quantile)
+        self.delta, self.quantile = check_threshold(delta, quantile, default_quantile=None)
         self.gamma = check_gamma(gamma)
         if conditioning not in typing.get_args(Conditioning):
             raise ValueError(f"conditioning must be one of {typing.get_args(Conditioning)}, got {conditioning!r}.")
@@ -474,7 +485,13 @@ class MINT(PruningMethod):
                 bar.close()
             sizes = [[g.stop - g.start for g in groups] for groups in (parent_groups, child_groups)]
             scored.append(LayerPair(layer.name, child, *sizes, scores))
-        delta, decided = threshold_pairs(scored, self.delta, self.quantile, self.gamma)
+        delta, quantile = self.delta, self.quantile
+        if delta is None and quantile is None:
+            if self.conditioning == "contribution":
+                delta = independence_delta(int(rows.numel()))
+            else:
+                quantile = 0.5
+        delta, decided = threshold_pairs(scored, delta, quantile, self.gamma)
 
         masks = {}
         for layer in structure.layers:
