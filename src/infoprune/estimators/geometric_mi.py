@@ -148,12 +148,12 @@ def _tree_cross_edges(first, second, points, n, n_first):  # pragma: no cover - 
     vertex, crossings = 0, 0
     for count in range(n - 1, 0, -1):
         if points.shape[0]:
-            for v in range(n):
-                total = np.float32(0.0)
-                for c in range(points.shape[0]):
-                    diff = points[c, v] - points[c, vertex]
-                    total += diff * diff
-                row[v] = total
+            row[:] = 0
+            for c in range(points.shape[0]):  # coordinate by coordinate, so that v vectorises
+                here = points[c, vertex]
+                for v in range(n):
+                    diff = points[c, v] - here
+                    row[v] += diff * diff
         else:
             for v in range(n):
                 row[v] = first[vertex, v] + second[vertex, v]
@@ -348,16 +348,21 @@ def _matched_sources_and_regression(z, x, n_joint, k, source, fitted):  # pragma
     nearest references in z; and for each query, ``source[a]``, the nearest reference not
     yet taken by an earlier query (a bootstrap without replacement). Ties to the lowest index."""
     merged, n = 2 * n_joint, z.shape[0]
+    references = np.ascontiguousarray(z[merged:].T)  # (features, references), so that r vectorises
     taken = np.zeros(n, dtype=np.bool_)
     nearest = np.empty(k, dtype=np.int64)
     nearest_d = np.empty(k)
+    distance = np.empty(n - merged)
     for a in range(merged):
         nearest_d[:] = np.inf
         best, best_r = np.inf, -1
+        distance[:] = 0
+        for c in range(z.shape[1]):
+            here = z[a, c]
+            for r in range(n - merged):
+                distance[r] += (here - references[c, r]) ** 2
         for r in range(merged, n):
-            d = 0.0
-            for c in range(z.shape[1]):
-                d += (z[a, c] - z[r, c]) ** 2
+            d = distance[r - merged]
             if d < nearest_d[k - 1]:
                 at = k - 1
                 while at > 0 and nearest_d[at - 1] > d:

@@ -19,6 +19,15 @@ Two outputs:
   survive (to any child group of any child) is removed, by the shared surgery. A surviving
   unit keeps all its connections there, so this model is the coarser of the two.
 
+Our extension, the default (``conditioning="contribution"``): each pair is conditioned on the
+other parents' contribution W_z z + b to child group i's pre-activation instead of on all
+other parent units (:func:`other_parents_contribution`; the estimator's changes for it are in
+:mod:`infoprune.estimators.geometric_mi`), and δ defaults to 2/√n1 (:func:`independence_delta`).
+Reason: with hundreds of other units in Z the paper's statistic sees mostly Z — on a net with
+20 dead units it keeps as many dead as live ones, and on the MNIST MLP random blocks re-train
+better (``bench/mint_power.py``, ``docs/results/mint-*``). ``conditioning="others"`` is the
+paper's estimator.
+
 Activations are those of :func:`infoprune.activations.record`: a parent as its child reads it,
 a prunable child as *its* consumer reads it (σ(wx + b) of Eq. 5), a child that is the output
 (or a layer that cannot be pruned) as its raw output; conv maps are averaged over H×W
