@@ -19,7 +19,7 @@ than the fc2 unit, would drop every connection of some classes. The script also 
 drives the scores (variance explained by child and by parent group, rank correlation with the
 weight blocks' L1 norms). The trained baseline and the scores are cached under ``runs/``.
 
-    PYTHONPATH=src python bench/mint_mlp_mnist.py --samples-per-class 250 --random-control
+    PYTHONPATH=src python bench/mint_mlp_mnist.py --samples-per-class 250 --random-control [--conditioning others]
 """
 
 from __future__ import annotations
@@ -76,6 +76,7 @@ def mint_scores(model: nn.Module, splits, args: argparse.Namespace, path: Path) 
         seed=args.seed,
         samples_per_class=args.samples_per_class,
         groups=PAPER_GROUPS,
+        conditioning=args.conditioning,
         batch_elements=args.batch_elements,
     )
     scored = {"details": result.details, "seconds": result.seconds, "device": args.device, "threads": torch.get_num_threads()}
@@ -182,6 +183,10 @@ def main() -> None:
         help="γ, the cap of App. A: one value for both pairs, or PARENT=VALUE per pair. Default net.4=0 leaves "
         "fc3 whole: the paper reports layer 2 only and gives no γ, and fc3's scores drop whole classes",
     )
+    parser.add_argument(
+        "--conditioning", default="contribution", choices=("contribution", "others"),
+        help="MINT's conditioning: our extension (contribution, the default) or the paper's (others)",
+    )
     parser.add_argument("--random-control", action="store_true", help="also re-train with random blocks dropped")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
@@ -194,7 +199,7 @@ def main() -> None:
     splits = load_dataset("mnist")
     model = trained_baseline(splits, args.epochs, args.seed, args.device)
     baseline_accuracy = evaluate(model, splits.test)
-    scores_path = RUNS / f"mint_mlp500_e{args.epochs}_s{args.seed}_m{args.samples_per_class}_scores.json"
+    scores_path = RUNS / f"mint_mlp500_e{args.epochs}_s{args.seed}_m{args.samples_per_class}_{args.conditioning}_scores.json"
     scored = mint_scores(model, splits, args, scores_path)
     if args.delta is not None:
         choice = {"delta": args.delta}
@@ -210,7 +215,7 @@ def main() -> None:
     summary = connection_summary(model, details)
 
     print(f"MINT on MLP 784-500-300-10 / MNIST, seed {args.seed}, {args.epochs} epochs (train and re-train)")
-    print(f"  groups {PAPER_GROUPS}, {args.samples_per_class} samples per class ({details['samples']} in all)")
+    print(f"  groups {PAPER_GROUPS}, {args.samples_per_class} samples per class ({details['samples']} in all), conditioning {args.conditioning!r}")
     print(f"  threshold {choice}, gamma {gamma} -> delta = {details['delta']:.4f}")
     print(f"  MINT scoring wall time: {scored['seconds']:.1f} s on {scored.get('device', 'cpu')} ({scored['threads']} CPU thread(s))")
     print(f"  baseline test accuracy:        {100 * baseline_accuracy:.2f} %   (paper 98.59 %)")

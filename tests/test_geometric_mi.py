@@ -13,7 +13,9 @@ from infoprune.estimators.geometric_mi import (
     gmi_from_cross_edges,
     grouped_conditional_gmi,
     nearest_neighbour_sources,
+    point_cross_edges,
     squared_distances,
+    summed_cross_edges,
 )
 
 
@@ -36,6 +38,26 @@ def test_prim_matches_scipy_minimum_spanning_tree() -> None:
     distances = torch.stack([squared_distances(p.double()).float() for p in points])
     ours = friedman_rafsky_cross_edges(distances, 50).tolist()
     assert ours == [scipy_cross_edges(p.numpy().astype(float), 50) for p in points]
+
+
+def test_compiled_trees_equal_the_tensor_definition() -> None:
+    # The CPU path (compiled Prim, matrices summed inside the tree) against the batched tensor
+    # Prim on the stacked sums: the same count for every pair, also with duplicated points
+    # (ties at zero distance) and low-dimensional data (many near-ties).
+    generator = torch.Generator().manual_seed(3)
+    n = 150
+    points = [torch.randn(n, d, generator=generator, dtype=torch.float64) for d in (1, 2, 3, 40)]
+    points[1][n // 2 :] = points[1][: n // 2]  # every point duplicated across the two halves
+    first = torch.stack([squared_distances(p).float() for p in points[:2]])
+    second = torch.stack([squared_distances(p).float() for p in points[2:]] + [torch.zeros(n, n)])
+    first_index = torch.tensor([0, 0, 0, 1, 1, 1])
+    second_index = torch.tensor([0, 1, 2, 0, 1, 2])
+    expected = friedman_rafsky_cross_edges(first[first_index] + second[second_index], n // 2)
+    assert torch.equal(summed_cross_edges(first, first_index, second, second_index, n // 2), expected)
+    cloud = torch.randn(5, n, 4, generator=generator)
+    cloud[0, :, 2:] = 0  # zero-padded coordinates change no distance
+    expected = friedman_rafsky_cross_edges(torch.stack([squared_distances(c.double()).float() for c in cloud]), 60)
+    assert torch.equal(point_cross_edges(cloud, 60), expected)
 
 
 def test_duplicated_points_are_edges_not_gaps() -> None:
@@ -142,3 +164,19 @@ def test_bad_groups_raise() -> None:
         grouped_conditional_gmi(parent, child, [slice(0, 2), slice(3, 3)], [slice(0, 2)])
     with pytest.raises(ValueError, match="conditioning feature"):
         conditional_gmi(torch.randn(10), torch.randn(10), torch.randn(10, 0))
+
+
+def test_scores_equal_those_of_the_tensor_definition(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The paper's estimator end to end: compiled trees against the batched tensor Prim.
+    from infoprune.estimators import geometric_mi
+
+    parent, child = gaussian(120, 6, 0).relu(), gaussian(120, 4, 1)
+    parent_groups = [slice(0, 2), slice(2, 4), slice(4, 6)]
+    child_groups = [slice(0, 1), slice(1, 3), slice(3, 4)]
+    compiled = grouped_conditional_gmi(parent, child, parent_groups, child_groups, seed=2)
+
+    def by_definition(first, first_index, second, second_index, n_first):
+        return friedman_rafsky_cross_edges(first[first_index] + second[second_index], n_first)
+
+    monkeypatch.setattr(geometric_mi, "summed_cross_edges", by_definition)
+    assert torch.equal(compiled, grouped_conditional_gmi(parent, child, parent_groups, child_groups, seed=2))

@@ -16,7 +16,9 @@ from infoprune.methods.mint import (
     connection_summary,
     contiguous_groups,
     draw_per_class,
+    independence_delta,
     keep_connections,
+    other_parents_contribution,
     rethreshold,
 )
 from infoprune.models import build_model
@@ -40,8 +42,16 @@ def test_draw_per_class_is_distinct_balanced_and_seeded() -> None:
     assert len(set(rows.tolist())) == 35
     assert torch.bincount(labels[rows]).tolist() == [7] * 5
     assert torch.equal(rows, draw_per_class(labels, 7, seed=3))
-    with pytest.raises(ValueError, match="class 0 has only 20"):
-        draw_per_class(labels, 21, seed=0)
+    with pytest.raises(ValueError, match="needs labels"):
+        draw_per_class(None, 5, seed=0)
+
+
+def test_draw_per_class_takes_what_a_small_class_has(caplog: pytest.LogCaptureFixture) -> None:
+    labels = torch.cat([torch.zeros(15, dtype=torch.long), torch.ones(300, dtype=torch.long)])
+    with caplog.at_level("WARNING", logger="infoprune"):
+        rows = draw_per_class(labels, 250, seed=0)
+    assert torch.bincount(labels[rows]).tolist() == [15, 250]
+    assert "class 0: 15" in caplog.text
     with pytest.raises(ValueError, match="needs labels"):
         draw_per_class(None, 5, seed=0)
 
@@ -161,6 +171,7 @@ def test_mlp500_is_registered() -> None:
         ({"gamma": 0.0}, "gamma"),
         ({"gamma": {"fc1": 1.5}}, "gamma"),
         ({"map_reduction": "max"}, "map_reduction"),
+        ({"conditioning": "all"}, "conditioning"),
         ({"groups": 0}, "groups"),
         ({"groups": {"net.1": (2, 3, 4)}}, "parent G, child G"),
         ({"samples_per_class": 1}, "samples_per_class"),
@@ -176,11 +187,53 @@ def test_bad_data_and_layer_names_raise() -> None:
     data = calibration()
     with pytest.raises(ValueError, match="needs labels"):
         infoprune.prune(model, data.inputs, method="mint", samples_per_class=10, device="cpu")
-    with pytest.raises(ValueError, match="has only 60"):
-        infoprune.prune(model, data, method="mint", samples_per_class=61, device="cpu")
     with pytest.raises(ValueError, match="missing: \\['net.3'\\]"):
         infoprune.prune(model, data, method="mint", samples_per_class=10, groups={"net.1": 4}, device="cpu")
     with pytest.raises(ValueError, match="G ≥ 2"):
-        infoprune.prune(model, data, method="mint", samples_per_class=10, groups={"net.1": 1, "net.3": 4}, device="cpu")
+        infoprune.prune(
+            model, data, method="mint", samples_per_class=10, groups={"net.1": 1, "net.3": 4}, conditioning="others", device="cpu"
+        )
     with pytest.raises(ValueError, match="method='mint'"):
         connection_masks(model, {})
+
+
+def dead_unit_mlp(seed: int) -> nn.Module:
+    """20-40-20-4 MLP whose second layer reads only the first 20 of the 40 first-layer units."""
+    torch.manual_seed(seed)
+    model = MLP((40, 20), num_classes=4, in_features=20).eval()
+    with torch.no_grad():
+        model.net[3].weight[:, 20:] = 0
+    return model
+
+
+def test_dead_units_are_removed_with_the_defaults() -> None:
+    # Balanced classes, 100 samples per class, every MINT default: the issue's known answer.
+    generator = torch.Generator().manual_seed(0)
+    data = LabelledTensors(torch.randn(400, 20, generator=generator), torch.arange(400) % 4)
+    result = infoprune.prune(dead_unit_mlp(0), data, method="mint", device="cpu")
+    kept = result.masks["net.1"]
+    assert int(kept[20:].sum()) <= 4 and int(kept[:20].sum()) >= 16
+    assert result.details["samples_per_class"] == {0: 100, 1: 100, 2: 100, 3: 100}
+    assert result.details["conditioning"] == "contribution"
+    assert result.details["delta"] == pytest.approx(independence_delta(400))
+    dead_scores = torch.tensor(result.details["pairs"][0]["scores"])[:, 8:]  # parent groups of dead units only
+    assert float(dead_scores.mean()) < 0.05
+
+
+def test_contribution_is_the_pre_activation_without_the_group() -> None:
+    conv = nn.Conv2d(4, 3, kernel_size=3, padding=1)
+    maps = torch.randn(5, 4, 6, 6)
+    groups = [slice(0, 1), slice(1, 3), slice(3, 4)]
+    channels = torch.arange(4)[:, None]  # parent unit c is input channel c
+    given = other_parents_contribution(conv, maps, channels, groups)
+    without = maps.clone()
+    without[:, 1:3] = 0
+    torch.testing.assert_close(given(1), conv(without).mean((2, 3)).detach())
+    linear = nn.Linear(8, 2)  # behind a flatten of 4 channels × 2 features
+    features = torch.randn(5, 8)
+    without = features.clone()
+    without[:, 2:6] = 0
+    blocks = torch.arange(8).reshape(4, 2)  # parent unit c is the features 2c, 2c + 1
+    torch.testing.assert_close(other_parents_contribution(linear, features, blocks, groups)(1), linear(without).detach())
+    with pytest.raises(ValueError, match="conditioning='others'"):
+        other_parents_contribution(nn.Conv2d(4, 4, 3, groups=2), maps, channels, groups)

@@ -19,6 +19,15 @@ Two outputs:
   survive (to any child group of any child) is removed, by the shared surgery. A surviving
   unit keeps all its connections there, so this model is the coarser of the two.
 
+Our extension, the default (``conditioning="contribution"``): each pair is conditioned on the
+other parents' contribution W_z z + b to child group i's pre-activation instead of on all
+other parent units (:func:`other_parents_contribution`; the estimator's changes for it are in
+:mod:`infoprune.estimators.geometric_mi`), and δ defaults to 2/√n1 (:func:`independence_delta`).
+Reason: with hundreds of other units in Z the paper's statistic sees mostly Z — on a net with
+20 dead units it keeps as many dead as live ones, and on the MNIST MLP random blocks re-train
+better (``bench/mint_power.py``, ``docs/results/mint-*``). ``conditioning="others"`` is the
+paper's estimator.
+
 Activations are those of :meth:`infoprune.network.Network.record`: a parent as its child reads it,
 a prunable child as *its* consumer reads it (σ(wx + b) of Eq. 5), a child that is the output
 (or a layer that cannot be pruned) as its raw output; conv maps are averaged over H×W
@@ -41,6 +50,8 @@ from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 from infoprune.metrics import csr_bytes
 from infoprune.network import MapReduction, Network
+from infoprune.progress import logger
+from infoprune.running import evaluating
 
 GroupCount = int | tuple[int, int]
 """G for a layer pair: one int for parent and child, or ``(parent G, child G)``."""
@@ -61,7 +72,11 @@ def contiguous_groups(width: int, groups: int) -> list[slice]:
 
 
 def draw_per_class(labels: torch.Tensor | None, samples_per_class: int, seed: int) -> torch.Tensor:
-    """Indices of ``samples_per_class`` distinct samples of every class present (App. B, m)."""
+    """Indices of up to ``samples_per_class`` distinct samples of every class present (App. B, m).
+
+    A class with fewer samples gives all it has, with a warning on the ``infoprune`` logger
+    (the paper's m is per class; on imbalanced data the small classes are simply smaller).
+    """
     if labels is None:
         raise ValueError(
             "MINT draws its samples per class and needs labels: pass LabelledTensors or a DataLoader "
@@ -70,17 +85,76 @@ def draw_per_class(labels: torch.Tensor | None, samples_per_class: int, seed: in
     if labels.dim() != 1 or labels.dtype.is_floating_point:
         raise ValueError(f"Labels must be a 1-D integer tensor, got {labels.dtype} of shape {tuple(labels.shape)}.")
     generator = torch.Generator().manual_seed(seed)
-    chosen = []
+    chosen, short = [], {}
     for label in labels.unique(sorted=True):
         members = (labels == label).nonzero().flatten()
         if members.numel() < samples_per_class:
-            raise ValueError(
-                f"MINT draws samples_per_class={samples_per_class} samples of every class without "
-                f"repeats, but class {int(label)} has only {members.numel()} in the calibration data: "
-                "pass more calibration samples or lower samples_per_class."
-            )
+            short[int(label)] = members.numel()
         chosen.append(members[torch.randperm(members.numel(), generator=generator)[:samples_per_class]])
+    if short:
+        logger.warning(
+            "MINT: samples_per_class=%d, but %d class(es) have fewer calibration samples and give all they have: %s",
+            samples_per_class, len(short), ", ".join(f"class {label}: {count}" for label, count in short.items()),
+        )
     return torch.cat(chosen)
+
+
+Conditioning = typing.Literal["contribution", "others"]
+"""What MINT conditions each pair's score on: see :class:`MINT`."""
+
+
+def _module_inputs(model: nn.Module, names: list[str], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
+    """What each named module reads (its first input), for ``inputs``, in eval mode, on the CPU."""
+    modules = dict(model.named_modules())
+    collected: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    device = next(model.parameters()).device
+    with evaluating(model) as hooks:
+        for name in names:
+            hooks.append(modules[name].register_forward_pre_hook(
+                lambda _m, args, name=name: collected[name].append(args[0].detach().cpu())))
+        for start in range(0, inputs.shape[0], batch_size):
+            model(inputs[start : start + batch_size].to(device))
+    return {name: torch.cat(parts) for name, parts in collected.items()}
+
+
+def other_parents_contribution(
+    module: nn.Module, module_input: torch.Tensor, positions: torch.Tensor, parent_groups: list[slice]
+) -> typing.Callable[[int], torch.Tensor]:
+    """``given(j)``: the child's pre-activation without parent group j, W_z z + b (our extension).
+
+    ``module`` is the child (Linear, or Conv2d with groups = 1), ``module_input`` what it read,
+    and ``positions[c]`` its input indices that carry parent unit c (a channel; a Linear behind
+    a flatten reads a block of features; :class:`infoprune.network.Consumer`). Conv outputs are
+    averaged over H×W, so this is the other parents' part of the child's mean pre-activation,
+    per child unit. Everything else the child reads (other groups of a concatenation) is in Z.
+    """
+    weight = module.weight.detach().cpu().float()
+    bias = module.bias.detach().cpu().float() if module.bias is not None else 0.0
+    if isinstance(module, nn.Linear):
+        features = module_input.float().flatten(1)
+        total = features @ weight.T + bias
+
+        def part(index: torch.Tensor) -> torch.Tensor:
+            return features[:, index] @ weight[:, index].T
+
+    elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
+        maps = module_input.float()
+
+        def convolve(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+            return nn.functional.conv2d(x, w, None, module.stride, module.padding, module.dilation).mean((2, 3))
+
+        total = convolve(maps, weight) + bias
+
+        def part(index: torch.Tensor) -> torch.Tensor:
+            return convolve(maps[:, index], weight[:, index])
+
+    else:
+        raise ValueError(
+            f"conditioning='contribution' needs the child to be a Linear or an ungrouped, zero-padded Conv2d, "
+            f"got {type(module).__name__}: use conditioning='others' (the paper's estimator) for this network."
+        )
+    positions = positions.cpu()
+    return lambda j: total - part(positions[parent_groups[j]].flatten())
 
 
 def keep_connections(
@@ -106,12 +180,23 @@ def keep_connections(
     return scores >= local_delta, local_delta
 
 
-def check_threshold(delta: float | None, quantile: float | None) -> tuple[float | None, float | None]:
-    """Validate δ given directly or as a quantile (at most one; quantile 0.5 when neither)."""
+def independence_delta(samples: int) -> float:
+    """δ = 2 / √n1 (n1 = samples // 3, the joint set): about three standard deviations of Î
+    above 0 when child and parent are conditionally independent (Î's null spread is
+    ≈ 0.7 / √n1 for the Friedman–Rafsky count, measured in ``bench/mint_power.py``)."""
+    return 2.0 / (samples // 3) ** 0.5
+
+
+def check_threshold(
+    delta: float | None, quantile: float | None, default_quantile: float | None = 0.5
+) -> tuple[float | None, float | None]:
+    """Validate δ given directly or as a quantile (at most one; ``default_quantile`` when neither)."""
     if delta is not None and quantile is not None:
         raise ValueError(f"Give either delta ({delta}) or quantile ({quantile}), not both.")
     if delta is None:
-        return None, check_fraction("quantile", 0.5 if quantile is None else quantile, low_open=False, high_open=False)
+        if quantile is None and default_quantile is None:
+            return None, None
+        return None, check_fraction("quantile", default_quantile if quantile is None else quantile, low_open=False, high_open=False)
     try:
         return float(delta), None
     except (TypeError, ValueError):
@@ -287,7 +372,8 @@ class MINT(PruningMethod):
     """Mutual Information-based Neuron Trimming (MINT §III, Alg. 1, App. A–B).
 
     ``samples_per_class``: m, distinct samples drawn per class for the estimates (App. B uses
-    650 on MNIST; cost grows as m²). ``groups``: G, the number of contiguous groups of a
+    650 on MNIST; cost grows as m²); a class with fewer gives all it has (logged, and counted
+    in ``details["samples_per_class"]``). ``groups``: G, the number of contiguous groups of a
     layer, as one int for every layer, or a dict naming every prunable (parent) layer with an
     int or ``(parent G, child G)`` for its pairs (App. B, MNIST MLP:
     ``{"net.1": (250, 100), "net.4": (300, 10)}``); a G above a layer's width means one unit
@@ -295,6 +381,12 @@ class MINT(PruningMethod):
     pooled scores (0.5 when neither is given). ``gamma``: γ, the most a layer pair may lose,
     as a fraction of its weights: one value for all pairs, or a dict of caps per parent layer
     (App. B caps only some layers; 0 leaves a layer's connections whole), None for no cap.
+    ``conditioning``: ``"others"`` is the paper's ρ(i, j) = Î(child i; parent j | all other
+    parent units); ``"contribution"`` (our extension, the default, chosen by
+    ``bench/mint_power.py``) conditions instead on the other parents' contribution to child
+    group i's pre-activation, W_z z + b per child unit (:func:`other_parents_contribution`):
+    a parent whose weights into the child are zero then scores ≈ 0, which the paper's
+    estimator, whose distances are dominated by the many other units, does not see.
     ``map_reduction``: how conv maps become one value per sample (``"signed_mean"`` is the
     paper's). ``batch_elements``: distance entries held per batch of spanning trees (memory
     versus speed).
@@ -309,13 +401,17 @@ class MINT(PruningMethod):
         delta: float | None = None,
         quantile: float | None = None,
         gamma: Cap = None,
+        conditioning: Conditioning = "contribution",
         map_reduction: MapReduction = "signed_mean",
         batch_elements: int = DEFAULT_BATCH_ELEMENTS,
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
-        self.delta, self.quantile = check_threshold(delta, quantile)
+        self.delta, self.quantile = check_threshold(delta, quantile, default_quantile=None)
         self.gamma = check_gamma(gamma)
+        if conditioning not in typing.get_args(Conditioning):
+            raise ValueError(f"conditioning must be one of {typing.get_args(Conditioning)}, got {conditioning!r}.")
+        self.conditioning = conditioning
         if map_reduction not in typing.get_args(MapReduction):
             raise ValueError(f"map_reduction must be one of {typing.get_args(MapReduction)}, got {map_reduction!r}.")
         self.map_reduction = map_reduction
@@ -336,47 +432,54 @@ class MINT(PruningMethod):
             )
         return checked
 
-    def _group_counts(self, structure: Network) -> dict[str, tuple[int, int]]:
+    def _group_counts(self, network: Network) -> dict[str, tuple[int, int]]:
         """(parent G, child G) for every prunable layer; unknown or missing names are errors."""
         if isinstance(self.groups, int):
-            return {name: (self.groups, self.groups) for name in structure.names}
-        unknown = sorted(set(self.groups) - set(structure.names))
-        missing = [name for name in structure.names if name not in self.groups]
+            return {name: (self.groups, self.groups) for name in network.names}
+        unknown = sorted(set(self.groups) - set(network.names))
+        missing = [name for name in network.names if name not in self.groups]
         if unknown or missing:
             raise ValueError(
-                f"groups must name every prunable layer and only those ({structure.names}); "
+                f"groups must name every prunable layer and only those ({network.names}); "
                 f"unknown: {unknown}, missing: {missing}. Or pass one int for all layers."
             )
         return dict(self.groups)
 
     def decide(self, context: PruningContext) -> MaskDecision:
-        structure = context.structure
-        counts = self._group_counts(structure)
-        check_gamma(self.gamma, structure.names)
-        for layer in structure.layers:
-            if min(counts[layer.name][0], layer.units) < 2:
+        network = context.network
+        counts = self._group_counts(network)
+        check_gamma(self.gamma, network.names)
+        for layer in network.groups:
+            if self.conditioning == "others" and min(counts[layer.name][0], layer.units) < 2:
                 raise ValueError(
                     f"Parent layer {layer.name!r} would have a single group ({layer.units} units, "
                     f"G = {counts[layer.name][0]}): MINT conditions on the other groups, so use G ≥ 2."
                 )
         rows = draw_per_class(context.labels, self.samples_per_class, context.seed)
-        pairs = [(layer, consumer.name) for layer in structure.layers for consumer in layer.consumers]
+        pairs = [(layer, consumer) for layer in network.groups for consumer in layer.consumers]
         # a child that produces a prunable group is read as that group's units, else by its raw output
-        child_key = {child: getattr(structure.group_of_producer(child), "name", child) for _, child in pairs}
-        other_children = tuple(sorted({key for key in child_key.values() if key not in structure.names}))
-        activations = structure.record(context.inputs[rows], self.map_reduction, extra_outputs=other_children)
+        child_key = {c.name: getattr(network.group_of_producer(c.name), "name", c.name) for _, c in pairs}
+        other_children = tuple(sorted({key for key in child_key.values() if key not in network.names}))
+        inputs = context.inputs[rows]
+        activations = network.record(inputs, self.map_reduction, extra_outputs=other_children)
+        if self.conditioning == "contribution":
+            child_inputs = _module_inputs(context.model, sorted({c.name for _, c in pairs}), inputs)
 
         scored = []
         for layer, child in pairs:
             parent_groups = contiguous_groups(layer.units, counts[layer.name][0])
-            child_groups = contiguous_groups(activations[child_key[child]].shape[1], counts[layer.name][1])
-            bar = context.progress(total=len(parent_groups) * len(child_groups), desc=f"MINT {layer.name}→{child}")
+            child_groups = contiguous_groups(activations[child_key[child.name]].shape[1], counts[layer.name][1])
+            given = None
+            if self.conditioning == "contribution":
+                given = other_parents_contribution(child.module, child_inputs[child.name], child.positions, parent_groups)
+            bar = context.progress(total=len(parent_groups) * len(child_groups), desc=f"MINT {layer.name}→{child.name}")
             try:
                 scores = grouped_conditional_gmi(
                     activations[layer.name],
-                    activations[child_key[child]],
+                    activations[child_key[child.name]],
                     parent_groups,
                     child_groups,
+                    given=given,
                     seed=context.seed,
                     device=context.device,
                     batch_elements=self.batch_elements,
@@ -385,17 +488,30 @@ class MINT(PruningMethod):
             finally:
                 bar.close()
             sizes = [[g.stop - g.start for g in groups] for groups in (parent_groups, child_groups)]
-            scored.append(LayerPair(layer.name, child, *sizes, scores))
-        delta, decided = threshold_pairs(scored, self.delta, self.quantile, self.gamma)
+            scored.append(LayerPair(layer.name, child.name, *sizes, scores))
+        delta, quantile = self.delta, self.quantile
+        if delta is None and quantile is None:
+            if self.conditioning == "contribution":
+                delta = independence_delta(int(rows.numel()))
+            else:
+                quantile = 0.5
+        delta, decided = threshold_pairs(scored, delta, quantile, self.gamma)
 
         masks = {}
-        for layer in structure.layers:
+        for layer in network.groups:
             used = torch.zeros(layer.units, dtype=torch.bool)
             for pair in decided:
                 if pair.parent == layer.name:
                     used |= pair.unit_mask().any(dim=0)
             masks[layer.name] = used
-        details = {"delta": delta, "samples": int(rows.numel()), "pairs": [pair.as_dict() for pair in decided]}
+        classes, per_class = context.labels[rows].unique(return_counts=True)
+        details = {
+            "delta": delta,
+            "samples": int(rows.numel()),
+            "samples_per_class": dict(zip(classes.tolist(), per_class.tolist())),
+            "conditioning": self.conditioning,
+            "pairs": [pair.as_dict() for pair in decided],
+        }
         try:
             details["connections"] = connection_summary(context.model, details)
         except ValueError as error:  # connection masks need one parent per child
