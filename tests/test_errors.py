@@ -52,9 +52,9 @@ def test_unknown_method_and_parameter():
         infoprune.prune(build_model("lenet5"), torch.randn(60, 1, 28, 28), "mipp", confidance=0.9)
 
 
-def test_bad_collapse_function():
-    with pytest.raises(ValueError, match="collapse must be one of"):
-        infoprune.prune(build_model("lenet5"), torch.randn(60, 1, 28, 28), "mipp", collapse="max")
+def test_bad_map_reduction():
+    with pytest.raises(ValueError, match="map_reduction must be one of"):
+        infoprune.prune(build_model("lenet5"), torch.randn(60, 1, 28, 28), "mipp", map_reduction="max")
 
 
 def test_constant_unit_is_removed_not_crashing():

@@ -7,27 +7,47 @@ decided by TERC with MI ordering (Alg. 2, :mod:`infoprune.estimators.terc`):
 * the last hidden layer is tested against the logits (the output layer is never pruned);
 * an earlier layer against the kept units of its prunable consumer(s); a consumer that is
   not prunable (e.g. the last conv of a residual branch, whose channels are tied to the
-  skip path) is used through its raw output, collapsed per channel;
+  skip path) is used through its raw output, reduced per channel;
 * with ``select_inputs=True`` the input features are tested the same way against the pruned
   first layer (App. E.1).
 
 Per-layer pruning ratios emerge from the test; every layer keeps at least one unit.
-Activations are recorded once on the unpruned network (conv maps collapsed over H×W by
-``collapse``, App. E.2; L1 by default).
+Activations are recorded once on the unpruned network (conv maps reduced over H×W by
+``map_reduction``, App. E.2; L1 by default).
+
+Beyond the paper: a FLOPs / params / units budget instead of a confidence (the confidence
+is searched, :func:`search_confidence`), and a state file that makes a long run resumable
+(:class:`WalkState`). Each layer's test draws from its own generator seeded by (seed,
+layer), so a layer's decisions depend only on its inputs and settings, not on what ran
+before it in the process.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
 
 import torch
 
 from infoprune import activations
-from infoprune.estimators.terc import TercConfig, TercResult, terc_select
+from infoprune.budget import check_target, flops_cost, params_cost, resolve_target
+from infoprune.estimators.terc import ENGINES, TercConfig, TercResult, TercStart, terc_prepare, terc_test
+from infoprune.io import atomic_write_bytes
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 
-COLLAPSE_FUNCTIONS = ("l1", "l2", "mean", "std")
+MAP_REDUCTIONS = ("l1", "l2", "mean", "std")
+DEFAULT_CONFIDENCE = 0.9
+BUDGET_TOLERANCE = 0.02
+"""A budget is met when the cost is at most the target and at least target − 2 % of the full cost."""
+SEARCH_RANGE = (0.5, 1 - 1e-6)
+"""The confidences a budget search may use (the lowest is App. D.1's x₀)."""
 
 
 @register
@@ -37,14 +57,32 @@ class MIPP(PruningMethod):
     A unit is kept only if we are at least x sure that removing it makes the downstream
     layer harder to predict; higher x prunes more (§4.2.2, App. D.1). Iteration counts
     default to App. D.3.2 (1500 / 150 / 35; the paper uses 20 re-fit iterations for VGG).
+
+    ``engine``: ``"fast"`` (default) stops re-fits and the initial fit once decided or
+    converged (:mod:`infoprune.estimators.terc` names both approximations); ``"reference"``
+    runs every fit to its full length, as the paper.
+
+    Budgets (instead of ``confidence``): ``flops=`` / ``params=`` (a fraction ≤ 1 of the
+    full model's or an absolute count, as ITPruner's) or ``ratio=`` (the fraction of
+    prunable units to remove, in (0, 1)). MIPP then searches the confidence that lands the
+    pruned model at most at the budget and within 2 points of it (:func:`search_confidence`);
+    ``max_passes`` bounds the number of MIPP walks.
+
+    ``checkpoint``: a state file written after every layer; a run with the same settings,
+    model, data and seed continues from it and gives exactly the masks of an uninterrupted
+    run. A state file from other settings is refused.
     """
 
     name = "mipp"
 
     def __init__(
         self,
-        confidence: float = 0.9,
-        collapse: str = "l1",
+        confidence: float | None = None,
+        flops: float | None = None,
+        params: float | None = None,
+        ratio: float | None = None,
+        engine: str = "fast",
+        map_reduction: str = "l1",
         select_inputs: bool = False,
         hidden_size: int = 256,
         fit_iterations: int = 1500,
@@ -53,11 +91,27 @@ class MIPP(PruningMethod):
         repeats: int = 5,
         batch_size: int = 64,
         learning_rate: float = 1e-3,
+        max_passes: int = 8,
+        checkpoint: str | Path | None = None,
     ) -> None:
-        self.confidence = check_fraction("confidence", confidence)
-        if collapse not in COLLAPSE_FUNCTIONS:
-            raise ValueError(f"collapse must be one of {COLLAPSE_FUNCTIONS}, got {collapse!r}.")
-        self.collapse = collapse
+        budgets = {k: v for k, v in (("flops", flops), ("params", params), ("ratio", ratio)) if v is not None}
+        if len(budgets) > 1:
+            raise ValueError(f"Give MIPP one budget, got {sorted(budgets)}; pass only one of flops=, params=, ratio=.")
+        if budgets and confidence is not None:
+            raise ValueError(
+                f"Give MIPP either confidence= or a budget ({next(iter(budgets))}=), not both: with a budget "
+                "MIPP searches the confidence itself."
+            )
+        self.confidence = None if budgets else check_fraction("confidence", DEFAULT_CONFIDENCE if confidence is None else confidence)
+        self.flops = None if flops is None else check_target("FLOPs", flops)
+        self.params = None if params is None else check_target("params", params)
+        self.ratio = None if ratio is None else check_fraction("ratio", ratio)
+        if engine not in ENGINES:
+            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
+        self.engine = engine
+        if map_reduction not in MAP_REDUCTIONS:
+            raise ValueError(f"map_reduction must be one of {MAP_REDUCTIONS}, got {map_reduction!r}.")
+        self.map_reduction = map_reduction
         self.select_inputs = bool(select_inputs)
         self.hidden_size = check_positive_int("hidden_size", hidden_size)
         self.fit_iterations = check_positive_int("fit_iterations", fit_iterations)
@@ -68,6 +122,8 @@ class MIPP(PruningMethod):
         if not learning_rate > 0:
             raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
         self.learning_rate = float(learning_rate)
+        self.max_passes = check_positive_int("max_passes", max_passes)
+        self.checkpoint = None if checkpoint is None else str(checkpoint)
 
     def minimum_samples(self, widest: int) -> int:
         """Samples needed: ≥ 10 per held-out fold, and twice the widest tested layer.
@@ -77,9 +133,36 @@ class MIPP(PruningMethod):
         """
         return max(10 * self.repeats, 2 * widest)
 
+    def terc_config(self, confidence: float) -> TercConfig:
+        return TercConfig(
+            confidence=confidence,
+            repeats=self.repeats,
+            hidden_size=self.hidden_size,
+            fit_iterations=self.fit_iterations,
+            refit_iterations=self.refit_iterations,
+            ordering_iterations=self.ordering_iterations,
+            batch_size=self.batch_size,
+            learning_rate=self.learning_rate,
+            engine=self.engine,
+        )
+
     def decide(self, context: PruningContext) -> MaskDecision:
-        structure = context.structure
-        widths = {layer.name: layer.units for layer in structure.layers}
+        self._check_samples(context)
+        start = time.perf_counter()
+        walk = Walk(self, context)
+        walk.seconds["recording"] = time.perf_counter() - start
+        if self.confidence is not None:
+            outcome = walk.run(self.confidence)
+            details: dict[str, Any] = {}
+        else:
+            outcome, details = search_confidence(walk, self._budget(context))
+        details.update(
+            confidence=outcome.confidence, seconds=walk.seconds, iterations=walk.iterations, layers=outcome.details
+        )
+        return MaskDecision(masks=outcome.masks, input_mask=outcome.input_mask, details=details)
+
+    def _check_samples(self, context: PruningContext) -> None:
+        widths = {layer.name: layer.units for layer in context.structure.layers}
         if self.select_inputs:
             widths["the input"] = context.inputs[0].numel()
         widest = max(widths, key=widths.get)
@@ -90,57 +173,134 @@ class MIPP(PruningMethod):
                 f"folds of ≥ 10, and twice the widest tested layer, {widest!r} with {widths[widest]} "
                 f"units); got {samples}. Pass more calibration data."
             )
+
+    def _budget(self, context: PruningContext) -> CostBudget:
+        """The budget as a cost of per-layer widths (the forms of :mod:`infoprune.budget`)."""
+        structure = context.structure
+        names = [layer.name for layer in structure.layers]
+        units = {layer.name: layer.units for layer in structure.layers}
+        if self.ratio is not None:
+            total = sum(units.values())
+            return CostBudget("units", lambda w: float(sum(w.values())), float(total), (1 - self.ratio) * total, units)
+        what, target, build = ("FLOPs", self.flops, flops_cost) if self.flops is not None else ("params", self.params, params_cost)
+        cost = build(context.model, structure, context.inputs[:2].to(context.device))
+        return CostBudget(what, lambda w: cost.at_widths([w[n] for n in names]), cost.full, resolve_target(cost, target, what), units)
+
+    def settings(self) -> dict[str, Any]:
+        """Everything that changes the decisions (for the state file's check)."""
+        return {k: v for k, v in self.config().items() if k not in ("checkpoint", "max_passes")}
+
+
+# ---------------------------------------------------------------------------------------------
+# One walk from the output to the input (Alg. 1), with results memoised per layer
+
+
+@dataclass
+class WalkOutcome:
+    """The masks of one MIPP pass at ``confidence`` and the per-layer records."""
+
+    confidence: float
+    masks: dict[str, torch.Tensor]
+    input_mask: torch.Tensor | None
+    details: dict[str, dict]
+
+
+class Walk:
+    """MIPP's walk over the layers; runs it at any confidence, re-using what it can.
+
+    A layer's result depends only on (layer, kept downstream units, confidence), because
+    each layer seeds its own generator; results are memoised on that key (and written to the
+    state file when there is one). The ordering and initial fit (:class:`TercStart`) depend
+    only on (layer, kept downstream units) and are shared across confidences.
+    """
+
+    def __init__(self, method: MIPP, context: PruningContext) -> None:
+        self.method, self.context = method, context
+        structure = context.structure
         prunable = {layer.name for layer in structure.layers}
         target_only = tuple(
             dict.fromkeys(c.name for layer in structure.layers for c in layer.consumers if c.name not in prunable)
         )
-        start = time.perf_counter()
-        recorded = activations.record(context.model, structure, context.inputs, self.collapse, extra_outputs=target_only)
-        recorded = {name: values.to(context.device) for name, values in recorded.items()}
-        seconds = {"recording": time.perf_counter() - start, "ordering": 0.0, "terc": 0.0}
-
-        config = TercConfig(
-            confidence=self.confidence,
-            repeats=self.repeats,
-            hidden_size=self.hidden_size,
-            fit_iterations=self.fit_iterations,
-            refit_iterations=self.refit_iterations,
-            ordering_iterations=self.ordering_iterations,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
+        recorded = activations.record(
+            context.model, structure, context.inputs, method.map_reduction, extra_outputs=target_only
         )
-        generator = torch.Generator().manual_seed(context.seed)
+        self.recorded = {name: values.to(context.device) for name, values in recorded.items()}
+        self.starts: dict[str, TercStart] = {}
+        self.seconds = {"recording": 0.0, "ordering": 0.0, "terc": 0.0}
+        self.iterations = 0
+        self.passes = 0
+        self.state = WalkState.open(method.checkpoint, method.settings(), context) if method.checkpoint else WalkState()
+
+    def run(self, confidence: float) -> WalkOutcome:
+        context, structure = self.context, self.context.structure
+        self.passes += 1
         total = sum(layer.units for layer in structure.layers)
-        if self.select_inputs:
-            total += recorded["__input__"].shape[1]
-        bar = context.progress(total=total, desc="MIPP")
-        masks: dict[str, torch.Tensor] = {}
-        layer_details: dict[str, dict] = {}
-
-        def select(name: str, features: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            bar.set_description(f"MIPP {name}")
-            result = terc_select(features, target, config, generator, on_feature=lambda *_: bar.update(1))
-            bar.update(features.shape[1] - len(result.confidence_worse))  # untested features
-            seconds["ordering"] += result.seconds_ordering
-            seconds["terc"] += result.seconds_testing
-            layer_details[name] = _describe(result)
-            return result.keep
-
+        if self.method.select_inputs:
+            total += self.recorded["__input__"].shape[1]
+        bar = context.progress(total=total, desc=f"MIPP x={confidence:.6g}")
+        outcome = WalkOutcome(confidence, {}, None, {})
         try:
-            for layer in reversed(structure.layers):
+            for index in reversed(range(len(structure.layers))):
+                layer = structure.layers[index]
                 targets = [
-                    recorded[c.name][:, masks[c.name].to(context.device)] if c.name in masks else recorded[c.name]
+                    self.recorded[c.name][:, outcome.masks[c.name].to(context.device)] if c.name in outcome.masks
+                    else self.recorded[c.name]
                     for c in layer.consumers
                 ]
-                masks[layer.name] = select(layer.name, recorded[layer.name], torch.cat(targets, dim=1))
-            input_mask = None
-            if self.select_inputs:
+                keep = self._layer(index, layer.name, torch.cat(targets, dim=1), confidence, outcome, bar)
+                outcome.masks[layer.name] = keep
+            if self.method.select_inputs:
                 first = structure.layers[0].name
-                target = recorded[first][:, masks[first].to(context.device)]
-                input_mask = select("__input__", recorded["__input__"], target)
+                target = self.recorded[first][:, outcome.masks[first].to(context.device)]
+                outcome.input_mask = self._layer(len(structure.layers), "__input__", target, confidence, outcome, bar)
         finally:
             bar.close()
-        return MaskDecision(masks=masks, input_mask=input_mask, details={"seconds": seconds, "layers": layer_details})
+        return outcome
+
+    def _test(
+        self, index: int, features: torch.Tensor, target: torch.Tensor, target_key: str, confidence: float, bar: Any
+    ) -> tuple[torch.Tensor, dict]:
+        """Run TERC on one layer, re-using its ordering and initial fit when they exist."""
+        config = self.method.terc_config(confidence)
+        if target_key not in self.starts:
+            generator = torch.Generator().manual_seed(_layer_seed(self.context.seed, index))
+            self.starts[target_key] = terc_prepare(features, target, config, generator)
+            self.iterations += self.starts[target_key].iterations
+            self.seconds["ordering"] += self.starts[target_key].seconds
+        start = self.starts[target_key]
+        result = terc_test(start, config, on_feature=lambda *_: bar.update(1))
+        self.iterations += result.iterations - start.iterations
+        self.seconds["terc"] += result.seconds_testing
+        return result.keep, _describe(result)
+
+    def _layer(
+        self, index: int, name: str, target: torch.Tensor, confidence: float, outcome: WalkOutcome, bar: Any
+    ) -> torch.Tensor:
+        """One layer's TERC (memoised); records its details in ``outcome``."""
+        features = self.recorded[name]
+        target_key = f"{name}|{_digest(target)}"
+        key = f"{target_key}|x={confidence!r}"
+        bar.set_description(f"MIPP {name}")
+        stored = self.state.get(key)
+        if stored is None:
+            stored = self._test(index, features, target, target_key, confidence, bar)
+            self.state.put(key, *stored)
+            bar.update(features.shape[1] - len(stored[1]["confidence_worse"]))  # the untested units
+        else:
+            bar.update(features.shape[1])
+        outcome.details[name] = stored[1]
+        return stored[0]
+
+
+def _layer_seed(seed: int, index: int) -> int:
+    """Each layer's own generator seed (stable across processes, unlike ``hash``)."""
+    return (seed * 1_000_003 + index) % (2**63)
+
+
+def _digest(values: torch.Tensor) -> str:
+    """A short content hash of a tensor (which downstream units a layer is tested against)."""
+    array = values.detach().cpu().contiguous()
+    return hashlib.sha256(array.numpy().tobytes() + str(tuple(array.shape)).encode()).hexdigest()[:16]
 
 
 def _describe(result: TercResult) -> dict:
@@ -150,5 +310,189 @@ def _describe(result: TercResult) -> dict:
         "test_order": result.order,
         "single_information": [round(v, 6) for v in result.single_information],
         "confidence_worse": {str(k): round(v, 6) for k, v in result.confidence_worse.items()},
+        "refit_iterations_run": {str(k): v for k, v in result.stopped_at.items()},
         "constant_units": result.constant,
+        "iterations": result.iterations,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# Resumable runs
+
+
+class WalkState:
+    """Finished layers of a MIPP run: ``{key: (mask, details)}``, and with a ``path`` on disk.
+
+    Written atomically after every layer, with what made it. Opening it checks that the method's settings, the
+    seed, the model's weights and the calibration data are those it was written with, and
+    refuses it with a message naming what differs otherwise.
+    """
+
+    VERSION = 1
+
+    def __init__(self, path: Path | None = None, identity: dict[str, Any] | None = None, layers: dict | None = None) -> None:
+        self.path, self.identity, self.layers = path, identity or {}, layers or {}
+
+    @classmethod
+    def open(cls, path: str | Path, settings: dict[str, Any], context: PruningContext) -> WalkState:
+        path = Path(path)
+        identity = {
+            "version": cls.VERSION,
+            "settings": json.loads(json.dumps(settings)),
+            "seed": context.seed,
+            "model": _digest_module(context.model),
+            "data": _digest(context.inputs),
+        }
+        if not path.exists():
+            return cls(path, identity, {})
+        try:
+            stored = torch.load(path, weights_only=True)
+            old = json.loads(stored["identity"])
+        except Exception as error:  # unreadable or foreign file: never reuse it silently
+            raise ValueError(
+                f"The MIPP state file {path} cannot be read ({type(error).__name__}): it is not one, or it is "
+                "damaged; delete it to start afresh."
+            ) from None
+        if old != identity:
+            differ = sorted(k for k in identity if old.get(k) != identity[k])
+            if "settings" in differ:
+                a, b = old.get("settings", {}), identity["settings"]
+                differ += [f"settings.{k}: {a.get(k)!r} there, {b.get(k)!r} here" for k in sorted(b) if a.get(k) != b.get(k)]
+            raise ValueError(
+                f"The MIPP state file {path} was written by a run with other settings ({'; '.join(differ)}); "
+                "delete it, or pass another checkpoint=, to start afresh."
+            )
+        return cls(path, identity, stored["layers"])
+
+    def get(self, key: str) -> tuple[torch.Tensor, dict] | None:
+        entry = self.layers.get(key)
+        return None if entry is None else (entry["mask"], json.loads(entry["details"]))
+
+    def put(self, key: str, mask: torch.Tensor, details: dict) -> None:
+        self.layers[key] = {"mask": mask.cpu(), "details": json.dumps(details)}
+        if self.path is None:
+            return
+        state = {"identity": json.dumps(self.identity), "layers": self.layers}
+        atomic_write_bytes(self.path, lambda f: torch.save(state, f))
+
+
+def _digest_module(model: torch.nn.Module) -> str:
+    digest = hashlib.sha256()
+    for name, value in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+# ---------------------------------------------------------------------------------------------
+# Budgets: search the confidence, then trim or fill to land on the budget
+
+
+@dataclass(frozen=True)
+class CostBudget:
+    """``cost(widths) ≤ target``, with ``full`` the unpruned model's cost (``units``: full widths)."""
+
+    what: str
+    cost: Callable[[dict[str, int]], float]
+    full: float
+    target: float
+    units: dict[str, int]
+
+    def of(self, masks: dict[str, torch.Tensor]) -> float:
+        return self.cost({name: int(masks[name].sum()) if name in masks else u for name, u in self.units.items()})
+
+    def met(self, cost: float) -> bool:
+        return self.target - BUDGET_TOLERANCE * self.full <= cost <= self.target
+
+    def check_reachable(self) -> None:
+        least = self.cost({name: 1 for name in self.units})
+        if self.target < least:
+            raise ValueError(
+                f"The {self.what} budget {self.target:,.0f} ({self.target / self.full:.1%} of the full model's "
+                f"{self.full:,.0f}) cannot be met: the smallest reachable is {least:,.0f} {self.what} "
+                f"({least / self.full:.1%}), with every prunable layer at one unit (MIPP never empties a layer; "
+                "residual-coupled layers stay whole). Raise the budget."
+            )
+
+
+def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict[str, Any]]:
+    """The MIPP pass whose cost lands within 2 points under ``budget``, and how it was found.
+
+    Bisection on u = −log₁₀(1 − x) (x = 0.9, 0.99, 0.999 are u = 1, 2, 3: the scale on which
+    the pruning ratio moves evenly), starting at x = 0.9 and stepping u by 1 until the budget
+    is bracketed. Higher x prunes more; where that does not hold exactly (the test is noisy)
+    the bisection still narrows on the bracket. After ``max_passes`` walks without landing,
+    the closest pass is trimmed or filled by MIPP's own confidences (:func:`trim_or_fill`).
+    """
+    budget.check_reachable()
+    low, high = (-math.log10(1 - x) for x in SEARCH_RANGE)
+    under: tuple[float, WalkOutcome] | None = None  # the last pass at or under the target
+    over: tuple[float, WalkOutcome] | None = None  # the last pass over it
+    u, trace = 1.0, []
+    for _ in range(walk.method.max_passes):
+        outcome = walk.run(1 - 10.0**-u)
+        cost = budget.of(outcome.masks)
+        trace.append({"confidence": outcome.confidence, budget.what: cost})
+        if budget.met(cost):
+            return outcome, _search_details(budget, walk, trace, "search")
+        if cost > budget.target:
+            over, low = (cost, outcome), u
+        else:
+            under, high = (cost, outcome), u
+        if under is not None and over is not None:
+            u = (low + high) / 2
+        elif under is None and u < high:
+            u = min(u + 1, high)
+        elif over is None and u > low:
+            u = max(u - 1, low)
+        else:
+            break  # the end of the search range: only trimming or filling can land it
+    closest = min((p for p in (under, over) if p is not None), key=lambda p: abs(p[0] - budget.target))
+    masks = trim_or_fill(closest[1], budget)
+    finish = "trim" if closest is over else "fill"
+    return replace(closest[1], masks=masks), _search_details(budget, walk, trace, finish)
+
+
+def _search_details(budget: CostBudget, walk: Walk, trace: list[dict], finish: str) -> dict[str, Any]:
+    return {
+        "budget": {"what": budget.what, "target": budget.target, "full": budget.full},
+        "passes": walk.passes,
+        "search": trace,
+        "finish": finish,
+    }
+
+
+def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Tensor]:
+    """Land ``outcome``'s masks within the budget by MIPP's confidences.
+
+    Over budget: remove kept units, least sure first (lowest ``confidence_worse``; a unit
+    kept untested, a layer's last, counts as sure), never a layer's last unit. Under by
+    more than 2 points: add back removed units, most sure first, while the cost stays at
+    or under the target. Approximation: layers upstream of a changed layer were tested
+    against its pass's masks, not the trimmed ones.
+    """
+    masks = {name: mask.clone() for name, mask in outcome.masks.items()}
+    scores = []
+    for name, record in outcome.details.items():
+        if name not in masks:
+            continue
+        tested = {int(k): v for k, v in record["confidence_worse"].items()}
+        scores += [(tested.get(unit, math.inf if masks[name][unit] else -math.inf), name, unit) for unit in range(len(masks[name]))]
+    cost = budget.of(masks)
+    if cost > budget.target:
+        for _score, name, unit in sorted(s for s in scores if masks[s[1]][s[2]]):
+            if cost <= budget.target:
+                break
+            if masks[name].sum() > 1:
+                masks[name][unit] = False
+                cost = budget.of(masks)
+    for _score, name, unit in sorted((s for s in scores if not masks[s[1]][s[2]]), reverse=True):
+        if budget.met(cost):
+            break
+        masks[name][unit] = True
+        trial = budget.of(masks)
+        if trial > budget.target:
+            masks[name][unit] = False
+        else:
+            cost = trial
+    return masks
