@@ -40,8 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--out", required=True, type=Path, help="output folder")
     prune.add_argument("--confidence", type=float, help="MIPP: confidence x needed to keep a unit")
     prune.add_argument("--select-inputs", action="store_true", help="MIPP: also select input features")
-    prune.add_argument("--ratio", type=float, help="fraction of units to remove (ratio-driven methods)")
-    prune.add_argument("--flops", type=float, help="FLOPs budget: fraction ≤ 1 or absolute (budgeted methods)")
+    prune.add_argument("--ratio", type=float, help="fraction of units to remove (ratio-driven methods; MIPP: a budget)")
+    prune.add_argument("--flops", type=float, help="FLOPs budget: fraction ≤ 1 or absolute (ITPruner, MIPP)")
     prune.add_argument("--params", type=float, help="parameter budget: fraction ≤ 1 or absolute")
     prune.add_argument("--set", dest="settings", action="append", default=[], type=parse_assignment,
                        metavar="KEY=VALUE", help="any other method parameter (repeatable)")
@@ -77,16 +77,30 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
+def state_file(args: argparse.Namespace, params: dict[str, Any]) -> Path | None:
+    """A state file under --out for methods that can resume (a ``checkpoint`` parameter)."""
+    import inspect
+
+    from infoprune.methods import get_method
+
+    if "checkpoint" not in inspect.signature(get_method(args.method).__init__).parameters:
+        return None
+    params.setdefault("checkpoint", str(args.out / f"{args.method}-state.pt"))
+    return Path(params["checkpoint"])
+
+
 def command_prune(args: argparse.Namespace) -> int:
     from infoprune.experiments.pipeline import RunConfig, run
     from infoprune.io import atomic_write_json, save_pruned
     from infoprune.plots import plot_layer_ratios
 
+    params = method_params(args)
+    state = state_file(args, params)
     config = RunConfig(
         model=args.model,
         dataset=args.data,
         method=args.method,
-        method_params=method_params(args),
+        method_params=params,
         data_dir=args.data_dir,
         train_epochs=args.train_epochs,
         retrain_epochs=args.retrain_epochs,
@@ -100,6 +114,8 @@ def command_prune(args: argparse.Namespace) -> int:
     save_pruned(args.out / "pruned_model.pt", result.model, result.masks, result.input_mask)
     atomic_write_json(args.out / "summary.json", record)
     plot_layer_ratios(result.layers, args.out / "layer_ratios.png", f"{args.method} on {args.model} / {args.data}")
+    if state is not None:
+        state.unlink(missing_ok=True)  # done: an interrupted run would have continued from it
     acc = {k: record[k]["test"] for k in ("accuracy_original", "accuracy_pruned", "accuracy_retrained")}
     print(
         f"{args.method}: removed {100 * result.units_removed_fraction:.1f}% of units "
