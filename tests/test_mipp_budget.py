@@ -7,7 +7,7 @@ import infoprune
 from infoprune.experiments.sweep_config import parse_config
 from infoprune.models import build_model
 
-TINY = dict(hidden_size=32, fit_iterations=30, refit_iterations=3, ordering_iterations=3, device="cpu")
+TINY = dict(hidden_size=32, fit_iterations=30, refit_iterations=3, ordering_iterations=3, max_passes=3, device="cpu")
 
 
 @pytest.fixture(scope="module")

@@ -418,11 +418,14 @@ class CostBudget:
 def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict[str, Any]]:
     """The MIPP pass whose cost lands within 2 points under ``budget``, and how it was found.
 
-    Bisection on u = −log₁₀(1 − x) (x = 0.9, 0.99, 0.999 are u = 1, 2, 3: the scale on which
-    the pruning ratio moves evenly), starting at x = 0.9 and stepping u by 1 until the budget
-    is bracketed. Higher x prunes more; where that does not hold exactly (the test is noisy)
-    the bisection still narrows on the bracket. After ``max_passes`` walks without landing,
-    the closest pass is trimmed or filled by MIPP's own confidences (:func:`trim_or_fill`).
+    The search runs on u = −log₁₀(1 − x) (x = 0.9, 0.99, 0.999 are u = 1, 2, 3) from x = 0.9.
+    After each walk, the confidence it *implies* is tried next: a unit stays iff its TERC
+    confidence is ≥ x, so the x at which trimming (or filling) the walk's masks by their
+    confidences lands on the budget predicts the walk that will (a secant step that ignores
+    how removals change later tests). The prediction is kept inside the bracket of walks over
+    and under the budget, and replaced by bisection when it falls outside. After
+    ``max_passes`` walks without landing, the closest one is trimmed or filled
+    (:func:`trim_or_fill`).
     """
     budget.check_reachable()
     low, high = (-math.log10(1 - x) for x in SEARCH_RANGE)
@@ -439,16 +442,17 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
             over, low = (cost, outcome), u
         else:
             under, high = (cost, outcome), u
-        if under is not None and over is not None:
+        _masks, boundary = trim_or_fill(outcome, budget)
+        step = 0.01 if cost > budget.target else -0.01  # just past the boundary unit's confidence
+        guess = -math.log10(1 - min(boundary, SEARCH_RANGE[1])) + step if 0 < boundary < 1 else math.nan
+        if low < guess < high and abs(guess - u) > 1e-3:
+            u = guess
+        elif under is not None and over is not None and high - low > 1e-3:
             u = (low + high) / 2
-        elif under is None and u < high:
-            u = min(u + 1, high)
-        elif over is None and u > low:
-            u = max(u - 1, low)
         else:
-            break  # the end of the search range: only trimming or filling can land it
+            break  # nothing left to try: trimming or filling lands it
     closest = min((p for p in (under, over) if p is not None), key=lambda p: abs(p[0] - budget.target))
-    masks = trim_or_fill(closest[1], budget)
+    masks, _boundary = trim_or_fill(closest[1], budget)
     finish = "trim" if closest is over else "fill"
     return replace(closest[1], masks=masks), _search_details(budget, walk, trace, finish)
 
@@ -462,8 +466,9 @@ def _search_details(budget: CostBudget, walk: Walk, trace: list[dict], finish: s
     }
 
 
-def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Tensor]:
-    """Land ``outcome``'s masks within the budget by MIPP's confidences.
+def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> tuple[dict[str, torch.Tensor], float]:
+    """Land ``outcome``'s masks within the budget by MIPP's confidences; returns the masks and
+    the confidence of the last unit changed (nan when none was).
 
     Over budget: remove kept units, least sure first (lowest ``confidence_worse``; a unit
     kept untested, a layer's last, counts as sure), never a layer's last unit. Under by
@@ -478,15 +483,15 @@ def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Te
             continue
         tested = {int(k): v for k, v in record["confidence_worse"].items()}
         scores += [(tested.get(unit, math.inf if masks[name][unit] else -math.inf), name, unit) for unit in range(len(masks[name]))]
-    cost = budget.of(masks)
+    cost, boundary = budget.of(masks), math.nan
     if cost > budget.target:
-        for _score, name, unit in sorted(s for s in scores if masks[s[1]][s[2]]):
+        for score, name, unit in sorted(s for s in scores if masks[s[1]][s[2]]):
             if cost <= budget.target:
                 break
             if masks[name].sum() > 1:
                 masks[name][unit] = False
-                cost = budget.of(masks)
-    for _score, name, unit in sorted((s for s in scores if not masks[s[1]][s[2]]), reverse=True):
+                cost, boundary = budget.of(masks), score
+    for score, name, unit in sorted((s for s in scores if not masks[s[1]][s[2]]), reverse=True):
         if budget.met(cost):
             break
         masks[name][unit] = True
@@ -494,5 +499,5 @@ def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Te
         if trial > budget.target:
             masks[name][unit] = False
         else:
-            cost = trial
-    return masks
+            cost, boundary = trial, score
+    return masks, boundary
