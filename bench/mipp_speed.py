@@ -97,7 +97,7 @@ def summarise(records: list[dict], engine: str, confidence: float) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--engines", nargs="+", default=["fast", "reference"], choices=["fast", "reference"])
-    parser.add_argument("--confidences", type=float, nargs="+", default=[0.9, 0.999, 0.9999])
+    parser.add_argument("--confidences", type=float, nargs="*", default=[0.9, 0.999, 0.9999])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--budgets", type=float, nargs="*", default=[0.5, 0.25, 0.1], help="FLOPs budgets (fast engine)")
     parser.add_argument("--retrain-epochs", type=int, default=2)

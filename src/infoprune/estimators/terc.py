@@ -272,10 +272,33 @@ def terc_select(
     return terc_test(terc_prepare(x, y, config, generator), config, on_feature)
 
 
+@dataclass
+class TercProgress:
+    """Where :func:`terc_test` stands after its first ``tested`` features: enough to continue
+    it exactly (the predictors' weights, the kept set, the generator, the decisions so far)."""
+
+    tested: int
+    keep: Tensor
+    weights: list[Tensor]
+    generator_state: Tensor
+    confidence_worse: dict[int, float]
+    stopped_at: dict[int, int]
+    iterations: int
+
+
 def terc_test(
-    start: TercStart, config: TercConfig, on_feature: Callable[[int, bool, float], None] | None = None
+    start: TercStart,
+    config: TercConfig,
+    on_feature: Callable[[int, bool, float], None] | None = None,
+    resume: TercProgress | None = None,
+    snapshot: Callable[[TercProgress], None] | None = None,
+    snapshot_seconds: float = 180.0,
 ) -> TercResult:
-    """Test the features of ``start`` one by one in MI order (Alg. 2, lines 2–5)."""
+    """Test the features of ``start`` one by one in MI order (Alg. 2, lines 2–5).
+
+    ``snapshot(progress)`` is called at most every ``snapshot_seconds`` (after a decision);
+    ``resume=progress`` continues from such a snapshot to the same result.
+    """
     x, y, keep = start.x, start.y, start.keep.to(start.x.device)
     result = TercResult(
         keep.cpu(), start.order, [] if start.single is None else start.single.cpu().tolist(),
@@ -284,12 +307,19 @@ def terc_test(
     if start.members is None:
         result.single_information = [0.0] * x.shape[1]
         return result
-    clock = time.perf_counter()
+    clock = last_snapshot = time.perf_counter()
     generator = torch.Generator().set_state(start.generator_state)
     repeats = config.repeats
     members = start.members.clone()
+    if resume is not None:
+        keep, members = resume.keep.to(x.device), PredictorEnsemble([w.to(x.device) for w in resume.weights])
+        generator.set_state(resume.generator_state)
+        result.confidence_worse, result.stopped_at = dict(resume.confidence_worse), dict(resume.stopped_at)
+        result.iterations = resume.iterations
     masks = keep.float().expand(repeats, -1).clone()
-    for feature in start.order:
+    for position, feature in enumerate(start.order):
+        if resume is not None and position < resume.tested:
+            continue
         if keep.sum() == 1:
             break
         kept_without = keep.clone()
@@ -317,6 +347,12 @@ def terc_test(
         result.iterations += 2 * repeats * steps
         if on_feature is not None:
             on_feature(feature, informative, confidence)
+        if snapshot is not None and time.perf_counter() - last_snapshot >= snapshot_seconds:
+            snapshot(TercProgress(
+                position + 1, keep.cpu(), [w.cpu() for w in members.weights], generator.get_state(),
+                dict(result.confidence_worse), dict(result.stopped_at), result.iterations,
+            ))
+            last_snapshot = time.perf_counter()
     result.keep = keep.cpu()
     result.seconds_testing = time.perf_counter() - clock
     return result

@@ -37,7 +37,7 @@ import torch
 
 from infoprune import activations
 from infoprune.budget import check_target, flops_cost, params_cost, resolve_target
-from infoprune.estimators.terc import ENGINES, TercConfig, TercResult, TercStart, terc_prepare, terc_test
+from infoprune.estimators.terc import ENGINES, TercConfig, TercProgress, TercResult, TercStart, terc_prepare, terc_test
 from infoprune.io import atomic_write_bytes
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
@@ -46,6 +46,8 @@ MAP_REDUCTIONS = ("l1", "l2", "mean", "std")
 DEFAULT_CONFIDENCE = 0.9
 BUDGET_TOLERANCE = 0.02
 """A budget is met when the cost is at most the target and at least target − 2 % of the full cost."""
+SNAPSHOT_SECONDS = 180.0
+"""Inside a layer, the state file is also written at most this often (after a unit's decision)."""
 SEARCH_RANGE = (0.5, 1 - 1e-6)
 """The confidences a budget search may use (the lowest is App. D.1's x₀)."""
 
@@ -268,8 +270,14 @@ class Walk:
             self.iterations += self.starts[target_key].iterations
             self.seconds["ordering"] += self.starts[target_key].seconds
         start = self.starts[target_key]
-        result = terc_test(start, config, on_feature=lambda *_: bar.update(1))
-        self.iterations += result.iterations - start.iterations
+        key = f"{target_key}|x={confidence!r}"
+        resume = self.state.get_progress(key)
+        bar.update(0 if resume is None else resume.tested)
+        result = terc_test(
+            start, config, on_feature=lambda *_: bar.update(1), resume=resume,
+            snapshot=lambda progress: self.state.put_progress(key, progress), snapshot_seconds=SNAPSHOT_SECONDS,
+        )
+        self.iterations += result.iterations - (start.iterations if resume is None else resume.iterations)
         self.seconds["terc"] += result.seconds_testing
         return result.keep, _describe(result)
 
@@ -323,7 +331,8 @@ def _describe(result: TercResult) -> dict:
 class WalkState:
     """Finished layers of a MIPP run: ``{key: (mask, details)}``, and with a ``path`` on disk.
 
-    Written atomically after every layer, with what made it. Opening it checks that the method's settings, the
+    Written atomically after every layer (and inside a layer every ``SNAPSHOT_SECONDS``, the
+    unfinished TERC as ``key|partial``), with what made it. Opening it checks that the method's settings, the
     seed, the model's weights and the calibration data are those it was written with, and
     refuses it with a message naming what differs otherwise.
     """
@@ -370,6 +379,31 @@ class WalkState:
 
     def put(self, key: str, mask: torch.Tensor, details: dict) -> None:
         self.layers[key] = {"mask": mask.cpu(), "details": json.dumps(details)}
+        self.layers.pop(f"{key}|partial", None)
+        self._write()
+
+    def get_progress(self, key: str) -> TercProgress | None:
+        """A layer's unfinished TERC, snapshotted by :meth:`put_progress`."""
+        entry = self.layers.get(f"{key}|partial")
+        if entry is None:
+            return None
+        decisions = json.loads(entry["decisions"])
+        return TercProgress(
+            int(entry["tested"]), entry["keep"], list(entry["weights"]), entry["generator"],
+            {int(k): v for k, v in decisions["confidence_worse"].items()},
+            {int(k): v for k, v in decisions["stopped_at"].items()}, decisions["iterations"],
+        )
+
+    def put_progress(self, key: str, progress: TercProgress) -> None:
+        decisions = {"confidence_worse": progress.confidence_worse, "stopped_at": progress.stopped_at,
+                     "iterations": progress.iterations}
+        self.layers[f"{key}|partial"] = {
+            "tested": torch.tensor(progress.tested), "keep": progress.keep, "weights": progress.weights,
+            "generator": progress.generator_state, "decisions": json.dumps(decisions),
+        }
+        self._write()
+
+    def _write(self) -> None:
         if self.path is None:
             return
         state = {"identity": json.dumps(self.identity), "layers": self.layers}
