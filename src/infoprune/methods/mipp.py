@@ -463,8 +463,8 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
     """
     budget.check_reachable()
     low, high = (-math.log10(1 - x) for x in SEARCH_RANGE)
-    under: tuple[float, WalkOutcome] | None = None  # the last pass at or under the target
-    over: tuple[float, WalkOutcome] | None = None  # the last pass over it
+    under: tuple[float, WalkOutcome] | None = None  # the costliest pass at or under the target
+    over: tuple[float, WalkOutcome] | None = None  # the cheapest pass over it
     u, trace = 1.0, []
     for _ in range(walk.method.max_passes):
         outcome = walk.run(1 - 10.0**-u)
@@ -473,9 +473,11 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
         if budget.met(cost):
             return outcome, _search_details(budget, walk, trace, "search")
         if cost > budget.target:
-            over, low = (cost, outcome), u
+            low = u
+            over = (cost, outcome) if over is None or cost < over[0] else over
         else:
-            under, high = (cost, outcome), u
+            high = u
+            under = (cost, outcome) if under is None or cost > under[0] else under
         _masks, boundary = trim_or_fill(outcome, budget)
         step = 0.01 if cost > budget.target else -0.01  # just past the boundary unit's confidence
         guess = -math.log10(1 - min(boundary, SEARCH_RANGE[1])) + step if 0 < boundary < 1 else math.nan
