@@ -33,6 +33,16 @@ known-answer tests in tests/test_terc.py):
   the two arms identical; it is removed without running them (confidence 0).
 * At least one feature is always kept (no layer collapse): the last remaining one is never
   tested. Constant features carry no information and are removed without a test.
+
+Two engines (``TercConfig.engine``). ``"reference"`` is the protocol above with every fit run
+to its full length. ``"fast"`` makes two approximations, each measured on trained LeNet-5:
+the initial fit stops once converged (``FIT_CHECK`` / ``FIT_TOLERANCE``), and the paired
+re-fit is a group-sequential test (:func:`refit_looks`, :func:`look_thresholds`): it keeps a
+unit early when its confidence clears a threshold that spends a tenth of 1 − x over the
+early looks, removes it early when the confidence is below ``FUTILITY`` from the second look
+on, and otherwise decides at ``refit_iterations`` as the reference does (at a slightly
+stricter 1 − 0.9·(1 − x)). Measured: 1.79× fewer MLP iterations at x = 0.9, 1.19× at x = 0.999,
+per-layer kept counts within 5 units (README, "Engines").
 """
 
 from __future__ import annotations
