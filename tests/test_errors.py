@@ -447,7 +447,8 @@ def test_ctrl_c_during_prune_prints_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(pipeline, "run", interrupted)
     assert cli.main(["prune", "--out", str(tmp_path / "out"), "--device", "cpu"]) == 130
     captured = capsys.readouterr()
-    assert captured.out == f"interrupted: no result written to {tmp_path / 'out'}; finished training epochs are kept in {tmp_path / 'out' / 'cache'}, run the same command to go on\n"
+    out = tmp_path / "out"
+    assert captured.out == f"interrupted: no result written to {out}; finished training epochs are kept in {out / 'cache'} and finished MIPP layers in {out / 'mipp-state.pt'}, run the same command to go on\n"
     assert captured.err == ""
 
 

@@ -33,11 +33,13 @@ def redundant_net(copies=3, dead=3, seed=0):
     return net
 
 
-def test_removes_copies_and_dead_units_keeps_unique_ones():
+@pytest.mark.parametrize("engine", ["fast", "reference"])
+def test_removes_copies_and_dead_units_keeps_unique_ones(engine):
     net = redundant_net()
     x = torch.randn(600, 6, generator=torch.Generator().manual_seed(1))
     result = infoprune.prune(
-        net, x, "mipp", confidence=0.9, hidden_size=64, fit_iterations=400, refit_iterations=40, ordering_iterations=10
+        net, x, "mipp", confidence=0.9, engine=engine, hidden_size=64, fit_iterations=400, refit_iterations=40,
+        ordering_iterations=10,
     )
     keep = result.masks["0"]
     assert keep[0] and keep[1:4].sum() == 1 and keep[4:7].sum() == 1 and not keep[7:].any()

@@ -5,12 +5,15 @@ several times, plus dead units that feed nothing downstream. The right answer ke
 singleton and exactly one copy of each copied unit, and removes every dead unit.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 
-from infoprune.estimators.terc import TercConfig, confidence_loss_increased, terc_select
+from infoprune.estimators.terc import ENGINES, TercConfig, confidence_loss_increased, look_thresholds, refit_looks, terc_select
 
-FAST = TercConfig(confidence=0.9, hidden_size=64, fit_iterations=400, refit_iterations=40, ordering_iterations=10)
+FAST = TercConfig(confidence=0.9, hidden_size=64, fit_iterations=400, refit_iterations=120, ordering_iterations=10)
+SMALL = {engine: replace(FAST, engine=engine) for engine in ENGINES}
 
 
 def teacher_layer(samples=600, copies=3, dead=3, seed=0):
@@ -24,14 +27,14 @@ def teacher_layer(samples=600, copies=3, dead=3, seed=0):
     return torch.cat(columns, 1), teacher @ readout
 
 
-@pytest.fixture(scope="module")
-def teacher_result():
+@pytest.fixture(scope="module", params=ENGINES)
+def teacher_result(request):
     x, y = teacher_layer()
-    return terc_select(x, y, FAST, torch.Generator().manual_seed(0))
+    return request.param, terc_select(x, y, SMALL[request.param], torch.Generator().manual_seed(0))
 
 
 def test_keeps_singleton_one_copy_each_and_no_dead_unit(teacher_result):
-    keep = teacher_result.keep
+    keep = teacher_result[1].keep
     assert keep[0], "the singleton carries unique information and must stay"
     assert keep[1:4].sum() == 1 and keep[4:7].sum() == 1, "exactly one copy of each copied unit"
     assert not keep[7:].any(), "dead units transfer no entropy"
@@ -39,21 +42,41 @@ def test_keeps_singleton_one_copy_each_and_no_dead_unit(teacher_result):
 
 def test_dead_units_are_tested_first(teacher_result):
     # dead units carry the least information about y, so they are tested first
-    assert set(teacher_result.order[:3]) == {7, 8, 9}
+    assert set(teacher_result[1].order[:3]) == {7, 8, 9}
 
 
 def test_decisions_are_reproducible_under_a_seed(teacher_result):
+    engine, result = teacher_result
     x, y = teacher_layer()
-    again = terc_select(x, y, FAST, torch.Generator().manual_seed(0))
-    assert torch.equal(again.keep, teacher_result.keep)
-    assert again.confidence_worse == teacher_result.confidence_worse
+    again = terc_select(x, y, SMALL[engine], torch.Generator().manual_seed(0))
+    assert torch.equal(again.keep, result.keep)
+    assert again.confidence_worse == result.confidence_worse
+
+
+def test_fast_engine_runs_fewer_iterations_for_the_same_decisions(teacher_result):
+    engine, result = teacher_result
+    reference = terc_select(*teacher_layer(), SMALL["reference"], torch.Generator().manual_seed(0))
+    assert torch.equal(result.keep, reference.keep)
+    if engine == "fast":
+        assert result.iterations < 0.8 * reference.iterations
+        assert min(result.stopped_at.values()) == 0 and max(result.stopped_at.values()) <= 120
+
+
+def test_look_schedule_and_error_spending():
+    assert refit_looks(replace(FAST, engine="reference", refit_iterations=150)) == (150,)
+    fast = replace(FAST, engine="fast", refit_iterations=150, confidence=0.9)
+    assert refit_looks(fast) == (40, 80, 150)
+    early, last = look_thresholds(fast)
+    # the early looks spend 10 % of 1 − x together, the last look the rest: ≤ 1 − x in all
+    assert early == pytest.approx(1 - 0.01 / 2) and last == pytest.approx(1 - 0.09)
+    assert look_thresholds(replace(fast, engine="reference")) == (0.9, 0.9)
 
 
 def test_never_collapses_when_nothing_is_informative():
     g = torch.Generator().manual_seed(3)
     x, y = torch.randn(300, 5, generator=g), torch.randn(300, 2, generator=g)
-    result = terc_select(x, y, FAST, torch.Generator().manual_seed(0))
-    assert result.keep.sum() >= 1
+    for config in SMALL.values():
+        assert terc_select(x, y, config, torch.Generator().manual_seed(0)).keep.sum() >= 1
 
 
 def test_constant_units_are_removed_without_test():

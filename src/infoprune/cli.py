@@ -44,8 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--out", required=True, type=Path, help="output folder")
     prune.add_argument("--confidence", type=float, help="MIPP: confidence x needed to keep a unit")
     prune.add_argument("--select-inputs", action="store_true", help="MIPP: also select input features")
-    prune.add_argument("--ratio", type=float, help="fraction of units to remove (ratio-driven methods)")
-    prune.add_argument("--flops", type=float, help="FLOPs budget: fraction ≤ 1 or absolute (budgeted methods)")
+    prune.add_argument("--ratio", type=float, help="fraction of units to remove (ratio-driven methods; MIPP: a budget)")
+    prune.add_argument("--flops", type=float, help="FLOPs budget: fraction ≤ 1 or absolute (ITPruner, MIPP)")
     prune.add_argument("--params", type=float, help="parameter budget: fraction ≤ 1 or absolute")
     prune.add_argument("--set", dest="settings", action="append", default=[], type=parse_assignment,
                        metavar="KEY=VALUE", help="any other method parameter (repeatable)")
@@ -110,6 +110,18 @@ def prepare_out(folder: Path) -> None:
         raise ValueError(f"--out {folder} cannot be created here (permission denied); pass a writable folder.") from None
 
 
+def state_file(args: argparse.Namespace, params: dict[str, Any]) -> Path | None:
+    """A state file under --out for methods that can resume (a ``checkpoint`` parameter)."""
+    import inspect
+
+    from infoprune.methods import get_method
+
+    if "checkpoint" not in inspect.signature(get_method(args.method).__init__).parameters:
+        return None
+    params.setdefault("checkpoint", str(args.out / f"{args.method}-state.pt"))
+    return Path(params["checkpoint"])
+
+
 def command_prune(args: argparse.Namespace) -> int:
     import torch
 
@@ -118,11 +130,13 @@ def command_prune(args: argparse.Namespace) -> int:
     from infoprune.plots import plot_layer_ratios
 
     prepare_out(args.out)  # before the run: an unusable --out must not cost the work
+    params = method_params(args)
+    state = state_file(args, params)
     config = RunConfig(
         model=args.model,
         dataset=args.data,
         method=args.method,
-        method_params=method_params(args),
+        method_params=params,
         data_dir=args.data_dir,
         train_epochs=args.train_epochs,
         retrain_epochs=args.retrain_epochs,
@@ -136,13 +150,16 @@ def command_prune(args: argparse.Namespace) -> int:
     try:
         result, record = run(config)
     except KeyboardInterrupt:
-        print(f"interrupted: no result written to {args.out}; finished training epochs are kept in {config.cache_dir}, "
-              "run the same command to go on")  # fmt: skip
+        kept = f"finished training epochs are kept in {config.cache_dir}" + (
+            f" and finished MIPP layers in {state}" if state is not None else "")
+        print(f"interrupted: no result written to {args.out}; {kept}, run the same command to go on")
         return 130
     example = torch.zeros(1, *record["input_shape"])
     save_pruned(args.out / "pruned_model.pt", result.model, result.masks, result.input_mask, example)
     atomic_write_json(args.out / "summary.json", record)
     plot_layer_ratios(result.layers, args.out / "layer_ratios.png", f"{args.method} on {args.model} / {args.data}")
+    if state is not None:
+        state.unlink(missing_ok=True)  # done: an interrupted run would have continued from it
     acc = {k: record[k]["test"] for k in ("accuracy_original", "accuracy_pruned", "accuracy_retrained")}
     print(
         f"{args.method}: removed {100 * result.units_removed_fraction:.1f}% of units "

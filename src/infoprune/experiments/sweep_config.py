@@ -25,6 +25,7 @@ the MIPP paper's evaluation (§5). The file has three parts::
     name = "mipp"                         # a registered method
     params = { fit_iterations = 300 }     # constructor arguments, fixed for every run
     levels = { param = "confidence", schedule = "geometric", count = 5 }
+    # or at budgets: levels = { param = "flops", values = [0.5, 0.25, 0.1] }  (MIPP, ITPruner)
 
     [[methods]]
     name = "synflow"
