@@ -31,7 +31,8 @@ FAST: dict[str, dict] = {
     "reinit": {"source": "l1", "ratio": 0.5},
     "mipp": {"hidden_size": 8, "fit_iterations": 10, "refit_iterations": 1, "ordering_iterations": 1, "repeats": 2,
              "confidence": 0.6},
-    "mint": {"samples_per_class": 8, "groups": 2, "quantile": 0.5},
+    # the paper's estimator: the default conditioning reads no grouped-conv child (tested below)
+    "mint": {"samples_per_class": 8, "groups": 2, "quantile": 0.5, "conditioning": "others"},
     "itpruner": {"flops": 0.5, "samples": SAMPLES},
     "tp-magnitude": {"ratio": 0.5},
     "tp-taylor": {"ratio": 0.5},
@@ -227,3 +228,9 @@ def test_conv1d_networks_are_pruned_like_conv2d_ones():
     result = infoprune.prune(model, inputs, method="l1", ratio=0.5, device="cpu", progress=None)
     assert result.flops_after < result.flops_before and set(result.masks) == {"0", "3"}
     assert_physical_model_is_the_masked_one(model, inputs, result)
+
+
+def test_mint_default_conditioning_names_the_fix_for_grouped_conv_blocks():
+    model, data = family_data("grouped-bottleneck")
+    with pytest.raises(ValueError, match=r"spans 2 channels per unit .*use conditioning='others'"):
+        infoprune.prune(model, data, method="mint", device="cpu", progress=None, samples_per_class=8, groups=2)

@@ -125,17 +125,18 @@ def other_parents_contribution(
     ``module`` is the child (Linear, or Conv2d with groups = 1), ``module_input`` what it read,
     and ``positions[c]`` its input indices that carry parent unit c (a channel; a Linear behind
     a flatten reads a block of features; :class:`infoprune.network.Consumer`). Conv outputs are
-    averaged over H×W, so this is the other parents' part of the child's mean pre-activation,
-    per child unit. Everything else the child reads (other groups of a concatenation) is in Z.
+    averaged over H×W, and a Linear's over its other input axes (tokens, channels-last maps),
+    so this is the other parents' part of the child's mean pre-activation, per output channel.
+    Everything else the child reads (other groups of a concatenation) is in Z.
     """
     weight = module.weight.detach().cpu().float()
     bias = module.bias.detach().cpu().float() if module.bias is not None else 0.0
     if isinstance(module, nn.Linear):
-        features = module_input.float().flatten(1)
-        total = features @ weight.T + bias
+        features = module_input.float().reshape(module_input.shape[0], -1, module.in_features)
+        total = (features @ weight.T + bias).mean(1)
 
         def part(index: torch.Tensor) -> torch.Tensor:
-            return features[:, index] @ weight[:, index].T
+            return (features[..., index] @ weight[:, index].T).mean(1)
 
     elif isinstance(module, nn.Conv2d) and module.groups == 1 and module.padding_mode == "zeros":
         maps = module_input.float()
@@ -155,6 +156,23 @@ def other_parents_contribution(
         )
     positions = positions.cpu()
     return lambda j: total - part(positions[parent_groups[j]].flatten())
+
+
+def child_channels(network: Network, child: str) -> torch.Tensor:
+    """The child's output channel behind each of its recorded units, in unit order: its own
+    channels for a raw output, its channel of each unit of the group it produces."""
+    group = network.group_of_producer(child)
+    if group is None:
+        module = network.modules[child]
+        return torch.arange(module.out_features if isinstance(module, nn.Linear) else module.out_channels)
+    positions = next(p.positions for p in group.producers if p.name == child)
+    if positions.shape[1] != 1:
+        raise ValueError(
+            f"conditioning='contribution' needs each unit of {child!r} to be one of its output channels, but the "
+            f"group it produces ({group.name!r}) spans {positions.shape[1]} channels per unit (a grouped convolution's "
+            "blocks): use conditioning='others' (the paper's estimator) for this network."
+        )
+    return positions[:, 0]
 
 
 def keep_connections(
@@ -471,7 +489,9 @@ class MINT(PruningMethod):
             child_groups = contiguous_groups(activations[child_key[child.name]].shape[1], counts[layer.name][1])
             given = None
             if self.conditioning == "contribution":
-                given = other_parents_contribution(child.module, child_inputs[child.name], child.positions, parent_groups)
+                contribution = other_parents_contribution(child.module, child_inputs[child.name], child.positions, parent_groups)
+                channels = child_channels(network, child.name)
+                given = lambda j, contribution=contribution, channels=channels: contribution(j)[:, channels]
             bar = context.progress(total=len(parent_groups) * len(child_groups), desc=f"MINT {layer.name}→{child.name}")
             try:
                 scores = grouped_conditional_gmi(
