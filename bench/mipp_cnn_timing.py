@@ -44,7 +44,7 @@ import torch
 
 import infoprune
 from infoprune.models import MODELS, build_model
-from infoprune.training import default_device
+from infoprune.validation import resolve_device
 
 PAPER_REFIT_ITERATIONS = {"vgg": 20, "other": 150}
 
@@ -121,7 +121,7 @@ def main() -> None:
     parser.add_argument("--ordering-iterations", type=int, default=35)
     parser.add_argument("--repeats", type=int, default=None, help="default: MIPP's own")
     parser.add_argument("--confidence", type=float, default=0.9)
-    parser.add_argument("--device", default=str(default_device()))
+    parser.add_argument("--device", default=str(resolve_device(None)))
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (keep 1 on shared machines)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--json", help="also write the rows to this file")

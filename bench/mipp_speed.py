@@ -25,7 +25,8 @@ import torch
 import infoprune
 from infoprune.data import load_dataset
 from infoprune.experiments.pipeline import RunConfig, base_model, recipe_for
-from infoprune.training import default_device, evaluate, train
+from infoprune.training import evaluate, train
+from infoprune.validation import resolve_device
 
 
 def one_run(model, calibration, data, device, args, seed: int, **method_params) -> dict:
@@ -112,7 +113,7 @@ def main() -> None:
     if args.threads:
         torch.set_num_threads(args.threads)
     extra = {k: json.loads(v) for k, v in (s.split("=", 1) for s in args.settings)}
-    device = torch.device(args.device) if args.device else default_device()
+    device = resolve_device(args.device)
     data = load_dataset("mnist")
     config = RunConfig(train_epochs=3, cache_dir=args.cache_dir, seed=0)
     model = base_model(config, data, device)

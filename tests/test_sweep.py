@@ -36,7 +36,7 @@ class DropFirst(PruningMethod):
 
     def decide(self, context) -> MaskDecision:
         masks = {}
-        for layer in context.structure.layers:
+        for layer in context.network.groups:
             keep = torch.ones(layer.units, dtype=torch.bool)
             keep[: math.floor(self.ratio * layer.units)] = False
             masks[layer.name] = keep

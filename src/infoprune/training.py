@@ -110,11 +110,6 @@ def recipe_for(dataset: str, retrain: bool, epochs: int) -> Recipe:
     return RECIPES[name].with_epochs(epochs)
 
 
-def default_device() -> torch.device:
-    """CUDA when present, else the CPU."""
-    return resolve_device(None)
-
-
 def mixup(
     inputs: torch.Tensor, labels: torch.Tensor, alpha: float, generator: torch.Generator
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, float]:

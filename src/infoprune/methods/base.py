@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from infoprune.network import Network
+from infoprune.validation import check_count
 
 ProgressFactory = Callable[..., Any]
 """``progress(total=..., desc=...)`` returns a tqdm-like object (``update``, ``set_postfix_str``, ``set_description``, ``close``)."""
@@ -60,11 +61,6 @@ class PruningContext:
     def __post_init__(self) -> None:
         if self.progress is None:
             self.progress = silent_progress
-
-    @property
-    def structure(self) -> Network:
-        """The name methods were written against before groups: the same object as ``network``."""
-        return self.network
 
 
 class WeightStep(Protocol):
@@ -119,7 +115,5 @@ def check_fraction(name: str, value: float, *, low_open: bool = True, high_open:
 
 
 def check_positive_int(name: str, value: int, minimum: int = 1) -> int:
-    """Validate an integer ≥ ``minimum`` and return it."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an integer ≥ {minimum}, got {value!r}.")
-    return value
+    """Validate an integer ≥ ``minimum`` (1 unless given) and return it (:func:`infoprune.validation.check_count`)."""
+    return check_count(name, value, minimum)
