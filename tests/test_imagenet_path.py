@@ -28,15 +28,18 @@ def test_a_ratio_method_prunes_the_branch_convs_of_resnet50_from_a_folder_loader
 
 @pytest.mark.slow
 def test_mipp_runs_end_to_end_on_imagenet_resnet50_with_a_generated_folder(tmp_path):
-    """MIPP with tiny iteration counts on 64×64 images: the plumbing, not the quality. MIPP needs
-    twice the widest tested layer (512) in calibration samples: 1026 images of 3 classes."""
+    """MIPP with tiny iteration counts on 64×64 images: the plumbing, not the quality. With the
+    residual streams left whole (``coupled="keep"``, the paper's App. D.3.2) MIPP needs twice the
+    widest tested layer (512) in calibration samples: 1026 images of 3 classes (pruning the
+    streams too would test layer4's 2048 channels, and need 4096)."""
     root = write_imagefolder_standin(tmp_path, classes=3, per_class=342, size=(72, 80))
     loader = ImageFolder(root, Preprocessing(crop=64, resize=72)).loader("val", batch_size=128, workers=2)
     train = ImageFolder(root, Preprocessing(crop=64, resize=72)).loader("train", batch_size=128, workers=2)
     model = build_model("resnet50-imagenet", num_classes=3).eval()
     tiny = dict(fit_iterations=20, refit_iterations=2, ordering_iterations=2, repeats=3, hidden_size=32)
-    result = infoprune.prune(model, train, "mipp", confidence=0.99, device="cpu", seed=0, **tiny)
+    result = infoprune.prune(model, train, "mipp", confidence=0.99, coupled="keep", device="cpu", seed=0, **tiny)
     assert set(result.masks) == PRUNABLE and result.params_after < result.params_before
+    assert all(result.masks[f"layer{stage}.0.conv3"].all() for stage in range(1, 5))  # the streams stay whole
     inputs, _labels = next(iter(loader))
     assert result.model.eval()(inputs).shape == (len(inputs), 3)
 
