@@ -351,7 +351,7 @@ def test_every_method_prunes_lenet5_into_a_working_physical_model(name):
     assert isinstance(result, infoprune.PruningResult) and result.method == name
     structure = Network(model, data.inputs[:2])
     assert set(result.masks) == set(structure.names)
-    for layer in structure.layers:
+    for layer in structure.groups:
         assert result.masks[layer.name].dtype == torch.bool and result.masks[layer.name].shape == (layer.units,)
         assert result.layers[layer.name].kept == int(result.masks[layer.name].sum())
     assert result.params_after <= result.params_before

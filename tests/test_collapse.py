@@ -62,7 +62,7 @@ def test_connectivity_finds_a_cut_that_leaves_no_layer_empty_and_ignores_biases(
 def test_an_all_false_input_mask_disconnects():
     model, x = chain(), torch.randn(4, 20)
     structure = structure_of(model, x)
-    full = {layer.name: torch.ones(layer.units, dtype=torch.bool) for layer in structure.layers}
+    full = {layer.name: torch.ones(layer.units, dtype=torch.bool) for layer in structure.groups}
     assert not structure.is_disconnected(full, input_mask=torch.ones(20, dtype=torch.bool))
     assert structure.is_disconnected(full, input_mask=torch.zeros(20, dtype=torch.bool))
 

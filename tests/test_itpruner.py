@@ -63,7 +63,7 @@ def cifar_model_and_inputs(name: str, n: int = 16):
 def random_masks(structure, seed: int = 0) -> dict[str, torch.Tensor]:
     generator = torch.Generator().manual_seed(seed)
     masks = {}
-    for layer in structure.layers:
+    for layer in structure.groups:
         keep = int(torch.randint(1, layer.units + 1, (1,), generator=generator))
         masks[layer.name] = keep_largest(torch.rand(layer.units, generator=generator), keep)
     return masks

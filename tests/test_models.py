@@ -20,7 +20,7 @@ def random_masks(structure, seed: int = 0) -> dict[str, torch.Tensor]:
     """Keep about half of every prunable layer's units, at least one."""
     generator = torch.Generator().manual_seed(seed)
     masks = {}
-    for layer in structure.layers:
+    for layer in structure.groups:
         mask = torch.rand(layer.units, generator=generator) < 0.5
         mask[torch.randint(layer.units, (1,), generator=generator)] = True
         masks[layer.name] = mask
@@ -146,7 +146,7 @@ def test_a_user_defined_residual_net_is_analysed_and_pruned_without_model_specif
     structure = Network(model, inputs[:2])
     assert structure.names == ["stem.0", "a1", "b1", "b2", "down", "head.2"]
     assert [p.name for p in structure.group("stem.0").producers] == ["stem.0", "a2", "b3"]
-    assert [c.name for c in structure.layer("down").consumers] == ["head.2"]
+    assert [c.name for c in structure.group("down").consumers] == ["head.2"]
     check_surgery_matches_masked_model(model, inputs)
 
 
@@ -172,7 +172,7 @@ FAST_FOR_MIPP = {"resnet20"}  # the others test thousands of units: minutes on a
 def prune_with_tiny_mipp(model: nn.Module, sample_shape: tuple[int, ...]) -> None:
     """MIPP on as few random samples as it accepts (twice the widest layer), then the checks."""
     model = randomise_batchnorm(model)
-    widest = max(layer.units for layer in Network(model, torch.randn(2, *sample_shape)).layers)
+    widest = max(layer.units for layer in Network(model, torch.randn(2, *sample_shape)).groups)
     inputs = torch.randn(max(40, 2 * widest), *sample_shape, generator=torch.Generator().manual_seed(0))
     result = infoprune.prune(model, inputs, method="mipp", device="cpu", seed=0, **TINY_MIPP)
     structure = Network(model, inputs[:2])

@@ -126,10 +126,6 @@ class Network:
                 return group
         raise KeyError(f"{name!r} is not a prunable group; prunable groups: {self.names}")
 
-    # The per-layer names the methods were written against: a group of one layer is that layer.
-    layers = property(lambda self: self.groups)
-    layer = group
-
     def group_of_producer(self, module_name: str) -> Group | None:
         """The prunable group whose channels ``module_name`` outputs, if any."""
         return next((g for g in self.groups if any(p.name == module_name for p in g.producers)), None)
