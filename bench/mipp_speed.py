@@ -30,16 +30,19 @@ from infoprune.validation import resolve_device
 
 
 def one_run(model, calibration, data, device, args, seed: int, **method_params) -> dict:
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     result = infoprune.prune(model, calibration, "mipp", device=device, seed=seed, progress=_silent, **method_params)
-    seconds = time.perf_counter() - start
+    seconds, cpu_seconds = time.perf_counter() - start, time.process_time() - cpu_start
     pruned = result.model
     record = {
         "params": method_params,
         "seed": seed,
         "seconds": seconds,
+        "cpu_seconds": cpu_seconds,
         "iterations": result.details["iterations"],
         "kept": {name: summary.kept for name, summary in result.layers.items()},
+        "layer_iterations": {name: layer["iterations"] for name, layer in result.details["layers"].items()},
+        "seconds_parts": result.details["seconds"],
         "units_removed": result.units_removed_fraction,
         "flops_fraction": result.flops_after / result.flops_before,
         "confidence": result.details["confidence"],
@@ -75,7 +78,7 @@ def _silent(total=None, desc="", **_):
 def describe(record: dict) -> str:
     kept = " ".join(f"{n} {k}" for n, k in record["kept"].items())
     return (
-        f"{json.dumps(record['params'])} seed {record['seed']}: {record['seconds']:.1f}s, "
+        f"{json.dumps(record['params'])} seed {record['seed']}: {record['seconds']:.1f}s wall, {record['cpu_seconds']:.1f}s CPU, "
         f"{record['iterations']:,} MLP iterations, x={record['confidence']:.6g}, passes {record['passes']}, "
         f"kept [{kept}], units removed {100 * record['units_removed']:.1f}%, FLOPs {100 * record['flops_fraction']:.1f}%, "
         f"acc pruned {record['accuracy_pruned']:.4f} re-trained {record['accuracy_retrained']:.4f}"
@@ -90,7 +93,7 @@ def summarise(records: list[dict], engine: str, confidence: float) -> str:
     ranges = " ".join(f"{n} {min(r['kept'][n] for r in runs)}-{max(r['kept'][n] for r in runs)}" for n in layers)
     mean = lambda key: sum(r[key] for r in runs) / len(runs)  # noqa: E731
     return (
-        f"{engine:9s} x={confidence}: {len(runs)} seeds, mean {mean('seconds'):.1f}s, "
+        f"{engine:9s} x={confidence}: {len(runs)} seeds, mean {mean('seconds'):.1f}s wall {mean('cpu_seconds'):.1f}s CPU, "
         f"{mean('iterations'):,.0f} iterations, kept {ranges}, re-trained acc {mean('accuracy_retrained'):.4f}"
     )
 

@@ -77,7 +77,8 @@ def test_killed_run_resumes_to_the_masks_of_an_uninterrupted_run(tmp_path, unint
     assert layers == (["fc2"] if units_into_second_layer == 0 else ["fc2", "fc1|partial"]), layers
     if units_into_second_layer:
         partial = next(v for k, v in stored["layers"].items() if k.endswith("partial"))
-        assert int(partial["tested"]) == units_into_second_layer - 1  # the snapshot before the kill
+        # the last snapshot before the kill (the fast engine may decide a block of units at once)
+        assert 0 < int(partial["tested"]) < units_into_second_layer
     resumed = infoprune.prune(model, x, "mipp", device="cpu", checkpoint=state, **SETTINGS)
     for name, mask in uninterrupted.masks.items():
         assert torch.equal(resumed.masks[name], mask), name

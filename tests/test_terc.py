@@ -10,7 +10,16 @@ from dataclasses import replace
 import pytest
 import torch
 
-from infoprune.estimators.terc import ENGINES, TercConfig, confidence_loss_increased, look_thresholds, refit_looks, terc_select
+from infoprune.estimators.terc import (
+    ENGINES,
+    TercConfig,
+    confidence_loss_increased,
+    look_thresholds,
+    refit_looks,
+    terc_prepare,
+    terc_select,
+    terc_test,
+)
 
 FAST = TercConfig(confidence=0.9, hidden_size=64, fit_iterations=400, refit_iterations=120, ordering_iterations=10)
 SMALL = {engine: replace(FAST, engine=engine) for engine in ENGINES}
@@ -93,3 +102,40 @@ def test_t_test_confidence():
     assert abs(symmetric - 0.5) < 1e-9
     # mean 1, sd 1, n = 5: t = sqrt(5) = 2.236 with 4 df -> 0.9556 (Student's t, one-sided)
     assert abs(confidence_loss_increased(torch.tensor([1.0, 0.0, 2.0, 0.0, 2.0]) - 0.0) - 0.95557) < 1e-3
+
+
+def noisy_layer(samples=600, informative=2, dead=12, seed=1):
+    """``informative`` units that drive y, then ``dead`` units of pure noise."""
+    g = torch.Generator().manual_seed(seed)
+    signal = torch.relu(torch.randn(samples, informative, generator=g))
+    y = signal @ torch.randn(informative, 3, generator=g) * 3
+    return torch.cat([signal, torch.randn(samples, dead, generator=g)], 1), y
+
+
+def test_fast_engine_removes_dead_units_in_blocks():
+    x, y = noisy_layer()
+    config = replace(SMALL["fast"], confidence=0.99)
+    start = terc_prepare(x, y, config, torch.Generator().manual_seed(0))
+    result = terc_test(start, config)
+    assert result.keep[:2].all() and not result.keep[2:].any()
+    dead = [result.confidence_worse[u] for u in range(2, 14)]
+    # a block shares one test: fewer distinct confidences than dead units, and fewer re-fit
+    # iterations than one arm per tested unit would cost
+    assert len(set(dead)) < len(dead)
+    refits = result.iterations - start.iterations
+    assert refits < len(result.confidence_worse) * config.repeats * config.refit_iterations
+
+
+def test_fast_engine_resumes_exactly_from_any_snapshot():
+    """The cached "with" arm is rebuilt on resume: same decisions and the same iteration count."""
+    x, y = teacher_layer()
+    config = SMALL["fast"]
+    start = terc_prepare(x, y, config, torch.Generator().manual_seed(0))
+    snapshots = []
+    whole = terc_test(start, config, snapshot=snapshots.append, snapshot_seconds=0.0)
+    assert len(snapshots) >= 3
+    for progress in snapshots:
+        again = terc_test(start, config, resume=progress)
+        assert torch.equal(again.keep, whole.keep)
+        assert again.confidence_worse == whole.confidence_worse and again.stopped_at == whole.stopped_at
+        assert again.iterations == whole.iterations

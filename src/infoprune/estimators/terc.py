@@ -112,6 +112,18 @@ FIT_CHECK = 100
 """Fast engine: the initial fit checks its held-out loss every this many iterations ..."""
 FIT_TOLERANCE = 0.01
 """... and stops once two checks in a row improved it by less than this fraction."""
+MAX_BLOCK = 32
+"""Fast engine: the most units one paired re-fit may remove together (:func:`_test_fast`)."""
+BLOCK_REMOVE = 0.5
+"""Fast engine: a block of k > 1 units goes at once only when its confidence is below this (its
+loss did not get worse on average); otherwise it is split (measured on LeNet-5's fc2: removing
+blocks at confidence < x removed 32 of 84 units at x = 0.9 where single tests removed 22)."""
+SCREEN_MARGIN = 2.0
+"""Fast engine: the linear screen keeps a unit without a re-fit when its linear loss increase
+(:func:`linear_loss_increase`) is at least this many times that of every unit the re-fit test
+has removed in the layer so far ..."""
+SCREEN_EVIDENCE = 3
+"""... and the re-fit test has kept at least this many units with a smaller linear increase."""
 
 
 @dataclass(frozen=True)
@@ -294,6 +306,9 @@ class TercProgress:
     confidence_worse: dict[int, float]
     stopped_at: dict[int, int]
     iterations: int
+    block: int = 1  # fast engine: the size of the next block test
+    arm_steps: int = 0  # fast engine: iterations the cached "with" arm had run (already counted)
+    screen: tuple[float, list[float]] = (0.0, [])  # fast engine: the linear screen's calibration
 
 
 def terc_test(
@@ -317,6 +332,8 @@ def terc_test(
     if start.members is None:
         result.single_information = [0.0] * x.shape[1]
         return result
+    if config.engine == "fast":
+        return _test_fast(start, config, result, on_feature, resume, snapshot, snapshot_seconds)
     clock = last_snapshot = time.perf_counter()
     generator = torch.Generator().set_state(start.generator_state)
     repeats = config.repeats
@@ -396,14 +413,192 @@ def _paired_test(
     session = TrainingSession(
         arms, arm_input_of, y, paired_train, config.batch_size, config.learning_rate, generator, batch_streams=repeats
     )
+
+    def confidence_at(look: int) -> float:
+        session.run(look - session.steps)
+        losses = arms.loss_on(arm_input_of, y, paired_heldout)
+        return confidence_loss_increased(losses[repeats:] - losses[:repeats])
+
+    confidence, steps, informative = _sequential_decision(confidence_at, config)
+    return arms, arm_masks, confidence, steps, informative
+
+
+def _sequential_decision(confidence_at: Callable[[int], float], config: TercConfig) -> tuple[float, int, bool]:
+    """Evaluate ``confidence_at(look)`` at each of :func:`refit_looks` until one decides;
+    returns ``(confidence, look, informative)``. An early look keeps at the early threshold
+    (:func:`look_thresholds`) and, from the second look on, removes below ``FUTILITY``."""
     looks = refit_looks(config)
     early, last = look_thresholds(config)
     for index, look in enumerate(looks):
-        session.run(look - session.steps)
-        losses = arms.loss_on(arm_input_of, y, paired_heldout)
-        confidence = confidence_loss_increased(losses[repeats:] - losses[:repeats])
+        confidence = confidence_at(look)
         if look == looks[-1]:
-            return arms, arm_masks, confidence, session.steps, confidence >= last
+            return confidence, look, confidence >= last
         if confidence >= early or (index > 0 and confidence < FUTILITY):
-            return arms, arm_masks, confidence, session.steps, confidence >= early
+            return confidence, look, confidence >= early
     raise AssertionError("unreachable: the last look always decides")
+
+
+class _Arm:
+    """One re-fit of the fast engine: fresh Adam from ``members`` on the ``kept`` columns, on the
+    layer's one mini-batch stream, evaluated lazily (a cached arm costs only the looks asked of it)."""
+
+    def __init__(
+        self, members: PredictorEnsemble, start: TercStart, kept: Tensor, config: TercConfig, counted: int = 0
+    ) -> None:
+        self.ensemble = members.clone()
+        mask = kept.float()
+        self.inputs_of = lambda rows: start.x[rows] * mask  # noqa: E731
+        self.y, self.heldout = start.y, start.split.heldout
+        stream = torch.Generator().set_state(start.generator_state)
+        self.session = TrainingSession(
+            self.ensemble, self.inputs_of, start.y, start.split.train, config.batch_size, config.learning_rate, stream
+        )
+        self.losses: dict[int, Tensor] = {}
+        self.counted = counted  # iterations already charged (an arm re-built on resume)
+
+    def losses_at(self, look: int) -> tuple[Tensor, int]:
+        """Held-out loss per member after ``look`` iterations, and the newly charged iterations."""
+        if look not in self.losses:
+            self.session.run(look - self.session.steps)
+            self.losses[look] = self.ensemble.loss_on(self.inputs_of, self.y, self.heldout)
+        charged = max(0, self.session.steps - self.counted)
+        self.counted += charged
+        return self.losses[look], charged * self.ensemble.members
+
+
+def _test_fast(
+    start: TercStart,
+    config: TercConfig,
+    result: TercResult,
+    on_feature: Callable[[int, bool, float], None] | None,
+    resume: TercProgress | None,
+    snapshot: Callable[[TercProgress], None] | None,
+    snapshot_seconds: float,
+) -> TercResult:
+    """The fast engine's walk: linear screen, shared "with" arm, adaptive blocks (module docstring).
+
+    A unit the linear screen (:class:`_Screen`) calls clear-cut is kept without a re-fit.
+    The others are tested in blocks of the next k in MI order (stopping before a screened
+    unit): a block whose removal is not significant goes at once and k doubles (up to
+    ``MAX_BLOCK``); a significant block of k > 1 is re-tested as its first k / 2; a single
+    unit is kept or removed as in the reference. The "with" arm re-fits the current
+    predictors on the current kept set; a keep changes neither, so it is computed once per
+    kept set. After a removal the predictors continue from the "without" arm.
+    """
+    clock = last_snapshot = time.perf_counter()
+    keep, members, position, block, arm_steps = start.keep.to(start.x.device), start.members.clone(), 0, 1, 0
+    if resume is not None:
+        keep, members = resume.keep.to(start.x.device), PredictorEnsemble([w.to(start.x.device) for w in resume.weights])
+        position, block, arm_steps = resume.tested, resume.block, resume.arm_steps
+        result.confidence_worse, result.stopped_at = dict(resume.confidence_worse), dict(resume.stopped_at)
+        result.iterations = resume.iterations
+    screen = _Screen(start, keep, *(() if resume is None else resume.screen))
+    with_arm = None
+    while position < len(start.order) and keep.sum() > 1:
+        units = start.order[position : position + min(block, int(keep.sum()) - 1)]
+        screened = [screen.keeps(unit) for unit in units] + [True]
+        units = units[: max(1, screened.index(True))]
+        if screened[0]:
+            confidence, steps, informative = 1.0, 0, True
+        else:
+            kept_without = keep.clone()
+            kept_without[units] = False
+            with_arm = with_arm or _Arm(members, start, keep, config, counted=arm_steps)
+            confidence, steps, informative, removed = _block_test(start, config, members, with_arm, kept_without, units, result)
+            if len(units) > 1 and (informative or confidence >= BLOCK_REMOVE):  # split: test its first half
+                block = len(units) // 2
+                continue
+            screen.record(units, informative)
+        if informative:
+            block = 1
+        else:
+            keep, members, with_arm, block = kept_without, removed, None, min(2 * len(units), MAX_BLOCK)
+            screen.refresh(keep)
+        for unit in units:
+            result.confidence_worse[unit], result.stopped_at[unit] = confidence, steps
+            if on_feature is not None:
+                on_feature(unit, informative, confidence)
+        position += len(units)
+        arm_steps = 0 if with_arm is None else with_arm.counted
+        if snapshot is not None and time.perf_counter() - last_snapshot >= snapshot_seconds:
+            snapshot(TercProgress(
+                position, keep.cpu(), [w.cpu() for w in members.weights], start.generator_state,
+                dict(result.confidence_worse), dict(result.stopped_at), result.iterations, block, arm_steps,
+                (screen.removed, list(screen.kept_levels)),
+            ))
+            last_snapshot = time.perf_counter()
+    result.keep = keep.cpu()
+    result.seconds_testing = time.perf_counter() - clock
+    return result
+
+
+def _block_test(
+    start: TercStart, config: TercConfig, members: PredictorEnsemble, with_arm: _Arm, kept_without: Tensor,
+    units: list[int], result: TercResult,
+) -> tuple[float, int, bool, PredictorEnsemble]:
+    """The paired test of removing ``units`` together; returns ``(confidence_worse, iterations
+    run, informative, the predictors to continue from if removed)``. Each unit's first-layer
+    weights move onto the units that stay first; exact linear combinations of them are
+    removed without a re-fit, as in the reference."""
+    x = start.x
+    shifted, exact = members.clone(), True
+    for unit in units:
+        beta, residual = _residualise(x, unit, kept_without)
+        shifted.weights[0] = _shift_weights(shifted.weights[0], beta, unit, +1.0)
+        exact = exact and bool(residual.norm() <= 1e-5 * x[:, unit].norm())
+    if exact:
+        shifted.weights[0][:, units, :] = 0.0
+        return 0.0, 0, False, shifted
+    without = _Arm(shifted, start, kept_without, config)
+
+    def confidence_at(look: int) -> float:
+        (loss_with, cost_with), (loss_without, cost) = with_arm.losses_at(look), without.losses_at(look)
+        result.iterations += cost_with + cost
+        return confidence_loss_increased(loss_without - loss_with)
+
+    confidence, steps, informative = _sequential_decision(confidence_at, config)
+    return confidence, steps, informative, without.ensemble
+
+
+def linear_loss_increase(x: Tensor, y: Tensor, split: CrossFitSplit, kept: Tensor, ridge: float = 1e-3) -> Tensor:
+    """Per column i: how much a ridge regression of ``y`` on the ``kept`` columns loses on the
+    held-out folds when column i is dropped from it (mean over folds; 0 where not kept).
+
+    Closed form: dropping variable i from a least-squares fit is B − G⁻¹[:, i] B[i] / G⁻¹[i, i]
+    (G the regularised Gram matrix), so every column costs one outer product.
+    """
+    columns = kept.nonzero().flatten()
+    xk, y = x[:, columns].double(), y.double()
+    increase = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    for train, heldout in zip(split.train, split.heldout):
+        gram = xk[train].T @ xk[train] + ridge * len(train) * torch.eye(len(columns), dtype=xk.dtype, device=x.device)
+        inverse = torch.linalg.inv(gram)
+        coefficients = inverse @ xk[train].T @ y[train]
+        error = y[heldout] - xk[heldout] @ coefficients
+        shift = xk[heldout] @ inverse / inverse.diagonal()  # prediction change per unit of B[i]
+        gain = 2 * (shift * (error @ coefficients.T)).sum(0) + shift.pow(2).sum(0) * coefficients.pow(2).sum(1)
+        increase[columns] += gain / error.numel() / split.folds
+    return increase
+
+
+class _Screen:
+    """The fast engine's linear screen, calibrated on the layer's own re-fit tests (module docstring)."""
+
+    def __init__(self, start: TercStart, keep: Tensor, removed: float = 0.0, kept_levels: list[float] | None = None) -> None:
+        self.start, self.removed, self.kept_levels = start, removed, list(kept_levels or [])
+        self.refresh(keep)
+
+    def refresh(self, keep: Tensor) -> None:
+        self.increase = linear_loss_increase(self.start.x, self.start.y, self.start.split, keep).tolist()
+
+    def keeps(self, unit: int) -> bool:
+        level = self.increase[unit]
+        evidence = sum(kept <= level for kept in self.kept_levels)
+        return evidence >= SCREEN_EVIDENCE and level >= SCREEN_MARGIN * self.removed
+
+    def record(self, units: list[int], informative: bool) -> None:
+        levels = [self.increase[unit] for unit in units]
+        if informative:
+            self.kept_levels.extend(levels)
+        else:
+            self.removed = max(self.removed, *levels)

@@ -413,11 +413,13 @@ class WalkState:
             int(entry["tested"]), entry["keep"], list(entry["weights"]), entry["generator"],
             {int(k): v for k, v in decisions["confidence_worse"].items()},
             {int(k): v for k, v in decisions["stopped_at"].items()}, decisions["iterations"],
+            decisions["block"], decisions["arm_steps"], tuple(decisions["screen"]),
         )
 
     def put_progress(self, key: str, progress: TercProgress) -> None:
         decisions = {"confidence_worse": progress.confidence_worse, "stopped_at": progress.stopped_at,
-                     "iterations": progress.iterations}
+                     "iterations": progress.iterations, "block": progress.block, "arm_steps": progress.arm_steps,
+                     "screen": progress.screen}
         self.layers[f"{key}|partial"] = {
             "tested": torch.tensor(progress.tested), "keep": progress.keep, "weights": progress.weights,
             "generator": progress.generator_state, "decisions": json.dumps(decisions),
