@@ -504,7 +504,9 @@ def _test_fast(
             kept_without = keep.clone()
             kept_without[units] = False
             with_arm = with_arm or _Arm(members, start, keep, config, counted=arm_steps)
-            confidence, steps, informative, removed = _block_test(start, config, members, with_arm, kept_without, units, result)
+            confidence, steps, informative, shifted, without = _block_test(
+                start, config, members, with_arm, kept_without, units, result
+            )
             if len(units) > 1 and (informative or confidence >= BLOCK_REMOVE):  # split: test its first half
                 block = len(units) // 2
                 continue
@@ -512,7 +514,8 @@ def _test_fast(
         if informative:
             block = 1
         else:
-            keep, members, with_arm, block = kept_without, removed, None, min(2 * len(units), MAX_BLOCK)
+            keep, members, with_arm = kept_without, shifted if without is None else without.ensemble, None
+            block = min(2 * len(units), MAX_BLOCK) if confidence < BLOCK_REMOVE else 1
             screen.refresh(keep)
         for unit in units:
             result.confidence_worse[unit], result.stopped_at[unit] = confidence, steps
@@ -548,7 +551,7 @@ def _block_test(
         exact = exact and bool(residual.norm() <= 1e-5 * x[:, unit].norm())
     if exact:
         shifted.weights[0][:, units, :] = 0.0
-        return 0.0, 0, False, shifted
+        return 0.0, 0, False, shifted, None
     without = _Arm(shifted, start, kept_without, config)
 
     def confidence_at(look: int) -> float:
@@ -557,7 +560,7 @@ def _block_test(
         return confidence_loss_increased(loss_without - loss_with)
 
     confidence, steps, informative = _sequential_decision(confidence_at, config)
-    return confidence, steps, informative, without.ensemble
+    return confidence, steps, informative, shifted, without
 
 
 def linear_loss_increase(x: Tensor, y: Tensor, split: CrossFitSplit, kept: Tensor, ridge: float = 1e-3) -> Tensor:
