@@ -66,9 +66,10 @@ class MIPP(PruningMethod):
     layer harder to predict; higher x prunes more (§4.2.2, App. D.1). Iteration counts
     default to App. D.3.2 (1500 / 150 / 35; the paper uses 20 re-fit iterations for VGG).
 
-    ``engine``: ``"fast"`` (default) stops re-fits and the initial fit once decided or
-    converged (:mod:`infoprune.estimators.terc` names both approximations); ``"reference"``
-    runs every fit to its full length, as the paper.
+    ``engine``: ``"fast"`` (default) stops fits once decided or converged, shares one "with"
+    arm per kept set, removes blocks of clearly uninformative units at once and keeps
+    clear-cut units by a linear screen (:mod:`infoprune.estimators.terc` names the five
+    approximations); ``"reference"`` runs every fit to its full length, as the paper.
 
     Budgets (instead of ``confidence``): ``flops=`` / ``params=`` (a fraction ≤ 1 of the
     full model's or an absolute count, as ITPruner's) or ``ratio=`` (the fraction of
