@@ -139,3 +139,20 @@ def test_fast_engine_resumes_exactly_from_any_snapshot():
         assert torch.equal(again.keep, whole.keep)
         assert again.confidence_worse == whole.confidence_worse and again.stopped_at == whole.stopped_at
         assert again.iterations == whole.iterations
+
+
+def test_a_shared_with_arm_equals_a_fresh_one_and_is_charged_once():
+    """What lets consecutive tests share the "with" arm: evaluating it lazily, look by look,
+    gives the losses a fresh arm run straight to that look gives, and a look asked twice is
+    run (and counted) once."""
+    from infoprune.estimators.terc import _Arm
+
+    x, y = teacher_layer()
+    config = SMALL["fast"]
+    start = terc_prepare(x, y, config, torch.Generator().manual_seed(0))
+    shared = _Arm(start.members, start, start.keep, config)
+    assert shared.losses_at(40)[1] == 40 * config.repeats
+    losses, charged = shared.losses_at(80)
+    fresh, fresh_charged = _Arm(start.members, start, start.keep, config).losses_at(80)
+    assert torch.equal(losses, fresh) and charged == 40 * config.repeats and fresh_charged == 80 * config.repeats
+    assert shared.losses_at(80)[1] == 0 and shared.losses_at(40)[1] == 0
