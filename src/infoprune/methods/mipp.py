@@ -509,6 +509,8 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
             u = guess
         elif under is not None and over is not None and high - low > 1e-3:
             u = (low + high) / 2
+        elif (under is None or over is None) and low < u + (1 if over is not None else -1) < high:
+            u += 1 if over is not None else -1  # no bracket yet and no usable guess: step u by 1
         else:
             break  # nothing left to try: trimming or filling lands it
     closest = min((p for p in (under, over) if p is not None), key=lambda p: abs(p[0] - budget.target))
