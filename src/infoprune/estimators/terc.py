@@ -33,6 +33,10 @@ known-answer tests in tests/test_terc.py):
   the two arms identical; it is removed without running them (confidence 0).
 * At least one feature is always kept (no layer collapse): the last remaining one is never
   tested. Constant features carry no information and are removed without a test.
+* A feature may be a *group* of ``width`` adjacent columns (a conv filter's map on a g × g
+  grid, :mod:`infoprune.methods.mipp`): its columns are masked, re-expressed on the kept
+  columns (one least-squares fit per column) and ordered by their joint MI together, so the
+  test asks whether the whole group adds information. ``width = 1`` is one column per feature.
 
 Two engines (``TercConfig.engine``). ``"reference"`` is the protocol above with every fit run
 to its full length. ``"fast"`` makes two approximations, each measured on trained LeNet-5:
@@ -77,22 +81,33 @@ def confidence_loss_increased(differences: Tensor) -> float:
     return float(stats.t.cdf(t_statistic, df=d.numel() - 1))
 
 
-def _residualise(x: Tensor, feature: int, kept: Tensor) -> tuple[Tensor, Tensor]:
-    """Least squares x_i ≈ X_K β over the ``kept`` columns; returns ``(β over all p, x_i − X_K β)``."""
-    beta = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+def _residualise(x: Tensor, feature: slice, kept: Tensor) -> tuple[Tensor, Tensor]:
+    """Least squares x_c ≈ X_K β_c over the ``kept`` columns, for each column c of ``feature``;
+    returns ``(β, p × width; the residuals x_c − X_K β_c, n × width)``."""
+    width = feature.stop - feature.start
+    beta = torch.zeros(x.shape[1], width, dtype=x.dtype, device=x.device)
     others = kept.nonzero().flatten()
     if len(others) == 0:
         return beta, x[:, feature].clone()
     # gelsd (SVD): exact on rank-deficient X_K (copies); the default gelsy is not, here.
-    columns, target = x[:, others].double().cpu(), x[:, feature : feature + 1].double().cpu()
+    columns, target = x[:, others].double().cpu(), x[:, feature].double().cpu()
     solution = torch.linalg.lstsq(columns, target, driver="gelsd").solution
-    beta[others] = solution.flatten().to(x.dtype).to(x.device)
-    return beta, x[:, feature] - x @ beta
+    beta[others] = solution.to(x.dtype).to(x.device)
+    return beta, torch.stack([x[:, feature.start + j] - x @ beta[:, j] for j in range(width)], dim=1)
 
 
-def _shift_weights(first_layer: Tensor, beta: Tensor, feature: int, sign: float) -> Tensor:
-    """Rows k of W₁ += sign · β_k · W₁[feature]: re-expresses x_i as X_K β + r_i (sign +1) or back."""
-    return first_layer + sign * beta[None, :, None] * first_layer[:, feature : feature + 1, :]
+def _shift_weights(first_layer: Tensor, beta: Tensor, feature: slice, sign: float) -> Tensor:
+    """Rows k of W₁ += sign · β_kc · W₁[c] for each column c of ``feature``: re-expresses x_c as
+    X_K β_c + r_c (sign +1) or back. (β is zero on ``feature``'s own rows, so the order is free.)"""
+    for j in range(beta.shape[1]):
+        column = feature.start + j
+        first_layer = first_layer + sign * beta[None, :, j, None] * first_layer[:, column : column + 1, :]
+    return first_layer
+
+
+def _columns(units: Tensor, width: int) -> Tensor:
+    """The per-column mask of a per-feature one (feature i owns columns i·width … i·width + width − 1)."""
+    return units if width == 1 else units.repeat_interleave(width)
 
 
 ENGINES = ("fast", "reference")
@@ -171,6 +186,7 @@ class TercStart:
     generator_state: Tensor | None = None
     iterations: int = 0
     seconds: float = 0.0
+    width: int = 1
 
 
 def refit_looks(config: TercConfig) -> tuple[int, ...]:
@@ -203,12 +219,18 @@ def look_thresholds(config: TercConfig) -> tuple[float, float]:
     return 1 - EARLY_SPEND * error / (looks - 1), 1 - (1 - EARLY_SPEND) * error
 
 
-def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Generator) -> TercStart:
-    """Standardise, order the features by their own MI with ``y`` and fit the predictors."""
-    x, constant_x = standardise(x.float())
+def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Generator, width: int = 1) -> TercStart:
+    """Standardise, order the features by their own MI with ``y`` and fit the predictors.
+
+    ``width``: each feature is that many adjacent columns of ``x``, kept or removed together.
+    """
+    if width < 1 or x.shape[1] % width:
+        raise ValueError(f"x has {x.shape[1]} columns, not a whole number of features of width {width}.")
+    x, constant_columns = standardise(x.float())
     y, constant_y = standardise(y.float())
     y = y[:, ~constant_y]
-    n, p = x.shape
+    n, p = x.shape[0], x.shape[1] // width
+    constant_x = constant_columns if width == 1 else constant_columns.reshape(p, width).all(dim=1)
     keep = ~constant_x
     constant = constant_x.nonzero().flatten().tolist()
     if not keep.any():  # every feature constant: keep one so the layer does not collapse
@@ -219,7 +241,7 @@ def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Gene
         keep = torch.zeros(p, dtype=torch.bool)
         keep[int(torch.argmax((~constant_x).float()))] = True
     if y.shape[1] == 0 or keep.sum() == 1:
-        return TercStart(x, y, keep.cpu(), constant)
+        return TercStart(x, y, keep.cpu(), constant, width=width)
 
     start = time.perf_counter()
     split = CrossFitSplit.make(n, config.repeats, generator)
@@ -232,16 +254,17 @@ def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Gene
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         generator=generator,
+        width=width,
     )
     candidates = keep.nonzero().flatten()
     order = candidates[torch.argsort(single[candidates].cpu(), stable=True)].tolist()
-    members = PredictorEnsemble.initialise(config.repeats, p, config.hidden_size, y.shape[1], generator, x.device)
-    masks = keep.to(x.device).float().expand(config.repeats, -1).clone()
+    members = PredictorEnsemble.initialise(config.repeats, x.shape[1], config.hidden_size, y.shape[1], generator, x.device)
+    masks = _columns(keep.to(x.device), width).float().expand(config.repeats, -1).clone()
     steps = _initial_fit(members, x, y, split, masks, config, generator)
     return TercStart(
         x, y, keep.cpu(), constant, split, single, order, members, generator.get_state(),
         iterations=p * config.ordering_iterations + config.repeats * steps,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, width=width,
     )
 
 
@@ -315,7 +338,7 @@ def terc_test(
         constant=start.constant, iterations=start.iterations, seconds_ordering=start.seconds,
     )
     if start.members is None:
-        result.single_information = [0.0] * x.shape[1]
+        result.single_information = [0.0] * len(keep)
         return result
     clock = last_snapshot = time.perf_counter()
     generator = torch.Generator().set_state(start.generator_state)
@@ -326,7 +349,8 @@ def terc_test(
         generator.set_state(resume.generator_state)
         result.confidence_worse, result.stopped_at = dict(resume.confidence_worse), dict(resume.stopped_at)
         result.iterations = resume.iterations
-    masks = keep.float().expand(repeats, -1).clone()
+    width = start.width
+    masks = _columns(keep, width).float().expand(repeats, -1).clone()
     for position, feature in enumerate(start.order):
         if resume is not None and position < resume.tested:
             continue
@@ -334,21 +358,23 @@ def terc_test(
             break
         kept_without = keep.clone()
         kept_without[feature] = False
-        beta, residual = _residualise(x, feature, kept_without)
-        if residual.norm() <= 1e-5 * x[:, feature].norm():
+        columns = slice(feature * width, (feature + 1) * width)
+        beta, residual = _residualise(x, columns, _columns(kept_without, width))
+        if residual.norm() <= 1e-5 * x[:, columns].norm():
             # An exact linear combination of the kept features: both arms would be the same
             # network on the same data, so the loss cannot get worse. Remove without re-fit.
-            members.weights[0] = _shift_weights(members.weights[0], beta, feature, +1.0)
-            members.weights[0][:, feature, :] = 0.0
-            keep, masks = kept_without, kept_without.float().expand(repeats, -1).clone()
+            members.weights[0] = _shift_weights(members.weights[0], beta, columns, +1.0)
+            members.weights[0][:, columns, :] = 0.0
+            keep, masks = kept_without, _columns(kept_without, width).float().expand(repeats, -1).clone()
             informative, confidence, steps = False, 0.0, 0
         else:
             arms, arm_masks, confidence, steps, informative = _paired_test(
-                members, x, y, start.split, masks, kept_without, feature, beta, residual, config, generator
+                members, x, y, start.split, masks, _columns(kept_without, width), columns, beta, residual, config,
+                generator,
             )
             if informative:
                 members = arms.take(slice(0, repeats))
-                members.weights[0] = _shift_weights(members.weights[0], beta, feature, -1.0)
+                members.weights[0] = _shift_weights(members.weights[0], beta, columns, -1.0)
             else:
                 keep, masks = kept_without, arm_masks[repeats:]
                 members = arms.take(slice(repeats, 2 * repeats))
@@ -370,13 +396,13 @@ def terc_test(
 
 def _paired_test(
     members: PredictorEnsemble, x: Tensor, y: Tensor, split: CrossFitSplit, masks: Tensor, kept_without: Tensor,
-    feature: int, beta: Tensor, residual: Tensor, config: TercConfig, generator: torch.Generator,
+    feature: slice, beta: Tensor, residual: Tensor, config: TercConfig, generator: torch.Generator,
 ) -> tuple[PredictorEnsemble, Tensor, float, int, bool]:
     """Re-fit "with" and "without" arms from the same state; returns
     ``(arms, arm masks, confidence_worse, iterations run, informative)``.
 
-    Both arms start from W₁ re-expressed so that feature i enters only through its
-    residual r_i; arm "with" reads r_i, arm "without" masks it. The arms are evaluated at
+    Both arms start from W₁ re-expressed so that feature i (the columns ``feature``) enters
+    only through its residual r_i; arm "with" reads r_i, arm "without" masks it. The arms are evaluated at
     each of :func:`refit_looks`; the fast engine decides at an early look when the
     confidence clears the early threshold (keep) or, from the second look on, falls below
     ``FUTILITY`` (remove).

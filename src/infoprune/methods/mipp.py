@@ -14,7 +14,10 @@ decided by TERC with MI ordering (Alg. 2, :mod:`infoprune.estimators.terc`):
 
 Per-layer pruning ratios emerge from the test; every layer keeps at least one unit.
 Activations are recorded once on the unpruned network (conv maps reduced over H×W by
-``map_reduction``, App. E.2; L1 by default). The units are those of coupled channel groups
+``map_reduction``, App. E.2; L1 by default). ``spatial=g`` reduces each map per cell of a
+g × g grid instead (``"flatten"``: every position, App. E.2's alternative): a filter is then a
+group of g² columns that TERC keeps or removes together, and a layer tested against it sees
+g² columns per kept filter (:func:`check_spatial`). The units are those of coupled channel groups
 (:mod:`infoprune.network.groups`): a residual stream's channel is one feature, read where its
 consumers read it. ``coupled="prune"`` (the default) tests every group, so residual streams,
 depthwise convs and SE-gated channels shrink too; ``coupled="keep"`` leaves every group with
@@ -48,6 +51,8 @@ from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, 
 from infoprune.network import Group, Network, check_target, resolve_target
 
 MAP_REDUCTIONS = ("l1", "l2", "mean", "std")
+FLATTEN = "flatten"
+"""``spatial=FLATTEN``: every position of a map is its own column (App. E.2's "flattening")."""
 COUPLED = ("prune", "keep")
 DEFAULT_CONFIDENCE = 0.9
 BUDGET_TOLERANCE = 0.02
@@ -79,6 +84,11 @@ class MIPP(PruningMethod):
     ``coupled``: ``"prune"`` tests every group; ``"keep"`` leaves groups with several
     producers (residual streams) whole, as App. D.3.2.
 
+    ``spatial``: a conv filter's map as g × g cells (an int g ≥ 1; 1 is one number per map,
+    the paper's choice) or ``"flatten"`` (every position). ``input_spatial``: the grid of the
+    first layer's maps that input features are tested against with ``select_inputs=True``
+    (default ``"flatten"``: a pixel is tested against the positions it reaches).
+
     ``checkpoint``: a state file written after every layer; a run with the same settings,
     model, data and seed continues from it and gives exactly the masks of an uninterrupted
     run. A state file from other settings is refused.
@@ -94,7 +104,9 @@ class MIPP(PruningMethod):
         ratio: float | None = None,
         engine: str = "fast",
         map_reduction: str = "l1",
+        spatial: int | str = 1,
         select_inputs: bool = False,
+        input_spatial: int | str = FLATTEN,
         coupled: str = "prune",
         hidden_size: int = 256,
         fit_iterations: int = 1500,
@@ -124,6 +136,8 @@ class MIPP(PruningMethod):
         if map_reduction not in MAP_REDUCTIONS:
             raise ValueError(f"map_reduction must be one of {MAP_REDUCTIONS}, got {map_reduction!r}.")
         self.map_reduction = map_reduction
+        self.spatial = check_spatial("spatial", spatial)
+        self.input_spatial = check_spatial("input_spatial", input_spatial)
         if coupled not in COUPLED:
             raise ValueError(f"coupled must be one of {COUPLED}, got {coupled!r}.")
         self.coupled = coupled
@@ -226,6 +240,23 @@ class WalkOutcome:
     details: dict[str, dict]
 
 
+def check_spatial(name: str, value: int | str) -> int | str:
+    """A spatial grid: an int ≥ 1 (g × g cells per map) or ``"flatten"``."""
+    if value == FLATTEN:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name} must be a grid size, an integer ≥ 1 (1: one value per map), or {FLATTEN!r} (every "
+            f"position), got {value!r}."
+        )
+    return value
+
+
+def _grid(spatial: int | str) -> int | None:
+    """:func:`infoprune.network.activations.reduce_on_grid`'s ``grid`` for a ``spatial`` setting."""
+    return None if spatial == FLATTEN else int(spatial)
+
+
 class Walk:
     """MIPP's walk over the tested groups; runs it at any confidence, re-using what it can.
 
@@ -241,8 +272,14 @@ class Walk:
         self.groups = method.tested_groups(network)
         self.produced = {c.name: network.group_of_producer(c.name) for group in self.groups for c in group.consumers}
         raw_outputs = tuple(name for name, produced in self.produced.items() if produced is None)
-        recorded = network.record(context.inputs, method.map_reduction, extra_outputs=raw_outputs)
+        recorded = network.record(context.inputs, method.map_reduction, extra_outputs=raw_outputs, grid=_grid(method.spatial))
         self.recorded = {name: values.to(context.device) for name, values in recorded.items()}
+        self.width = {group.name: self.recorded[group.name].shape[1] // group.units for group in self.groups}
+        self.width["__input__"] = 1
+        if method.select_inputs:
+            first = self.groups[0].name
+            pixels_target = network.record(context.inputs, method.map_reduction, grid=_grid(method.input_spatial))[first]
+            self.input_target = pixels_target.to(context.device)
         self.starts: dict[str, TercStart] = {}
         self.seconds = {"recording": 0.0, "ordering": 0.0, "terc": 0.0}
         self.iterations = 0
@@ -264,7 +301,8 @@ class Walk:
                 outcome.masks[group.name] = self._layer(index, group.name, torch.cat(targets, dim=1), confidence, outcome, bar)
             if self.method.select_inputs:
                 first = self.groups[0].name
-                target = self.recorded[first][:, outcome.masks[first].to(context.device)]
+                cells = self.input_target.shape[1] // self.groups[0].units
+                target = self.input_target[:, outcome.masks[first].to(context.device).repeat_interleave(cells)]
                 outcome.input_mask = self._layer(len(self.groups), "__input__", target, confidence, outcome, bar)
         finally:
             bar.close()
@@ -277,17 +315,18 @@ class Walk:
         if produced is None:
             return self.recorded[consumer]
         if produced.name in masks:
-            return self.recorded[produced.name][:, masks[produced.name].to(self.context.device)]
+            kept = masks[produced.name].to(self.context.device).repeat_interleave(self.width[produced.name])
+            return self.recorded[produced.name][:, kept]
         return self.recorded[produced.name]
 
     def _test(
-        self, index: int, features: torch.Tensor, target: torch.Tensor, target_key: str, confidence: float, bar: Any
+        self, index: int, name: str, target: torch.Tensor, target_key: str, confidence: float, bar: Any
     ) -> tuple[torch.Tensor, dict]:
         """Run TERC on one layer, re-using its ordering and initial fit when they exist."""
         config = self.method.terc_config(confidence)
         if target_key not in self.starts:
             generator = torch.Generator().manual_seed(_layer_seed(self.context.seed, index))
-            self.starts[target_key] = terc_prepare(features, target, config, generator)
+            self.starts[target_key] = terc_prepare(self.recorded[name], target, config, generator, self.width[name])
             self.iterations += self.starts[target_key].iterations
             self.seconds["ordering"] += self.starts[target_key].seconds
         start = self.starts[target_key]
@@ -306,17 +345,17 @@ class Walk:
         self, index: int, name: str, target: torch.Tensor, confidence: float, outcome: WalkOutcome, bar: Any
     ) -> torch.Tensor:
         """One layer's TERC (memoised); records its details in ``outcome``."""
-        features = self.recorded[name]
+        units = self.recorded[name].shape[1] // self.width[name]
         target_key = f"{name}|{_digest(target)}"
         key = f"{target_key}|x={confidence!r}"
         bar.set_description(f"MIPP {name}")
         stored = self.state.get(key)
         if stored is None:
-            stored = self._test(index, features, target, target_key, confidence, bar)
+            stored = self._test(index, name, target, target_key, confidence, bar)
             self.state.put(key, *stored)
-            bar.update(features.shape[1] - len(stored[1]["confidence_worse"]))  # the untested units
+            bar.update(units - len(stored[1]["confidence_worse"]))  # the untested units
         else:
-            bar.update(features.shape[1])
+            bar.update(units)
         outcome.details[name] = stored[1]
         return stored[0]
 
