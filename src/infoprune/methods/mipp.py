@@ -87,7 +87,7 @@ class MIPP(PruningMethod):
     ``spatial``: a conv filter's map as g × g cells (an int g ≥ 1; 1 is one number per map,
     the paper's choice) or ``"flatten"`` (every position). ``input_spatial``: the grid of the
     first layer's maps that input features are tested against with ``select_inputs=True``
-    (default ``"flatten"``: a pixel is tested against the positions it reaches).
+    (default 7 × 7 cells, so that a pixel's information about its neighbourhood is visible).
 
     ``checkpoint``: a state file written after every layer; a run with the same settings,
     model, data and seed continues from it and gives exactly the masks of an uninterrupted
@@ -106,7 +106,7 @@ class MIPP(PruningMethod):
         map_reduction: str = "l1",
         spatial: int | str = 1,
         select_inputs: bool = False,
-        input_spatial: int | str = FLATTEN,
+        input_spatial: int | str = 7,
         coupled: str = "prune",
         hidden_size: int = 256,
         fit_iterations: int = 1500,
