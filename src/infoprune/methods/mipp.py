@@ -88,6 +88,9 @@ class MIPP(PruningMethod):
     the paper's choice) or ``"flatten"`` (every position). ``input_spatial``: the grid of the
     first layer's maps that input features are tested against with ``select_inputs=True``
     (default 7 × 7 cells, so that a pixel's information about its neighbourhood is visible).
+    ``input_patch=p`` tests p × p squares of pixels (all channels) as one feature each, kept
+    or removed together; ``input_confidence`` tests the input features at their own
+    confidence (default: the layers' confidence).
 
     ``checkpoint``: a state file written after every layer; a run with the same settings,
     model, data and seed continues from it and gives exactly the masks of an uninterrupted
@@ -107,6 +110,8 @@ class MIPP(PruningMethod):
         spatial: int | str = 1,
         select_inputs: bool = False,
         input_spatial: int | str = 7,
+        input_patch: int = 1,
+        input_confidence: float | None = None,
         coupled: str = "prune",
         hidden_size: int = 256,
         fit_iterations: int = 1500,
@@ -138,6 +143,8 @@ class MIPP(PruningMethod):
         self.map_reduction = map_reduction
         self.spatial = check_spatial("spatial", spatial)
         self.input_spatial = check_spatial("input_spatial", input_spatial)
+        self.input_patch = check_positive_int("input_patch", input_patch)
+        self.input_confidence = None if input_confidence is None else check_fraction("input_confidence", input_confidence)
         if coupled not in COUPLED:
             raise ValueError(f"coupled must be one of {COUPLED}, got {coupled!r}.")
         self.coupled = coupled
@@ -252,6 +259,21 @@ def check_spatial(name: str, value: int | str) -> int | str:
     return value
 
 
+def input_patches(shape: torch.Size, patch: int) -> torch.Tensor:
+    """``(patches, C · patch²)``: the flattened input's indices of each ``patch`` × ``patch``
+    square over all channels, squares in row-major order (one column per feature if 1)."""
+    if patch == 1:
+        return torch.arange(math.prod(shape))[:, None]
+    if len(shape) != 3 or shape[1] % patch or shape[2] % patch:
+        raise ValueError(
+            f"input_patch={patch} needs inputs of shape (channels, height, width) with height and width "
+            f"divisible by {patch}; got {tuple(shape)}. Use input_patch=1 (one feature per input value)."
+        )
+    channels, height, width = shape
+    index = torch.arange(math.prod(shape)).reshape(channels, height // patch, patch, width // patch, patch)
+    return index.permute(1, 3, 0, 2, 4).reshape((height // patch) * (width // patch), -1)
+
+
 def _grid(spatial: int | str) -> int | None:
     """:func:`infoprune.network.activations.reduce_on_grid`'s ``grid`` for a ``spatial`` setting."""
     return None if spatial == FLATTEN else int(spatial)
@@ -277,6 +299,9 @@ class Walk:
         self.width = {group.name: self.recorded[group.name].shape[1] // group.units for group in self.groups}
         self.width["__input__"] = 1
         if method.select_inputs:
+            self.patches = input_patches(context.inputs.shape[1:], method.input_patch)
+            self.recorded["__input__"] = self.recorded["__input__"][:, self.patches.flatten().to(context.device)]
+            self.width["__input__"] = self.patches.shape[1]
             first = self.groups[0].name
             pixels_target = network.record(context.inputs, method.map_reduction, grid=_grid(method.input_spatial))[first]
             self.input_target = pixels_target.to(context.device)
@@ -291,7 +316,7 @@ class Walk:
         self.passes += 1
         total = sum(group.units for group in self.groups)
         if self.method.select_inputs:
-            total += self.recorded["__input__"].shape[1]
+            total += self.patches.shape[0]
         bar = context.progress(total=total, desc=f"MIPP x={confidence:.6g}")
         outcome = WalkOutcome(confidence, {}, None, {})
         try:
@@ -303,7 +328,10 @@ class Walk:
                 first = self.groups[0].name
                 cells = self.input_target.shape[1] // self.groups[0].units
                 target = self.input_target[:, outcome.masks[first].to(context.device).repeat_interleave(cells)]
-                outcome.input_mask = self._layer(len(self.groups), "__input__", target, confidence, outcome, bar)
+                x = confidence if self.method.input_confidence is None else self.method.input_confidence
+                kept = self._layer(len(self.groups), "__input__", target, x, outcome, bar)
+                outcome.input_mask = torch.zeros(self.patches.numel(), dtype=torch.bool)
+                outcome.input_mask[self.patches[kept.cpu()].flatten()] = True
         finally:
             bar.close()
         return outcome
