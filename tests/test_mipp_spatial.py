@@ -186,3 +186,30 @@ def test_a_map_that_is_not_square_has_no_grid():
     )
     with pytest.raises(ValueError, match=f"^{re.escape(expected)}$"):
         infoprune.prune(model, x, "mipp", spatial=2, device="cpu", progress=None, **SMALL)
+
+
+def test_input_patches_are_squares_over_all_channels():
+    from infoprune.methods.mipp import input_patches
+
+    patches = input_patches(torch.Size([2, 4, 4]), 2)
+    assert patches.shape == (4, 8)
+    assert patches[0].tolist() == [0, 1, 4, 5, 16, 17, 20, 21]  # top-left square of both channels
+    assert patches[3].tolist() == [10, 11, 14, 15, 26, 27, 30, 31]
+    assert torch.equal(input_patches(torch.Size([3, 5]), 1).flatten(), torch.arange(15))
+    with pytest.raises(ValueError, match=r"^input_patch=2 needs inputs of shape \(channels, height, width\) with height "
+                       r"and width divisible by 2; got \(1, 5, 5\)\. Use input_patch=1 \(one feature per input value\)\.$"):
+        input_patches(torch.Size([1, 5, 5]), 2)
+
+
+def test_pixel_patches_are_kept_or_removed_together_at_their_own_confidence():
+    model, x = SideNet(), side_images(n=600)
+    result = infoprune.prune(
+        model, x, "mipp", confidence=0.9, spatial=2, select_inputs=True, input_patch=2, input_confidence=0.5,
+        device="cpu", progress=None, **SMALL,
+    )
+    squares = result.input_mask.reshape(2, 2, 2, 2, 2).permute(1, 3, 0, 2, 4).reshape(4, 8)
+    assert all(square.all() or not square.any() for square in squares) and squares.any()
+    assert len(result.details["layers"]["__input__"]["single_information"]) == 4
+    with Network(model, x[:2]).masked(result.masks, result.input_mask), torch.no_grad():
+        expected = model(x)
+    torch.testing.assert_close(result.model(x), expected, atol=1e-6, rtol=1e-6)

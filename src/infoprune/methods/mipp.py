@@ -192,6 +192,8 @@ class MIPP(PruningMethod):
             details: dict[str, Any] = {}
         else:
             outcome, details = search_confidence(walk, self._budget(context))
+            if self.select_inputs:
+                walk.select_inputs(outcome)
         details.update(
             confidence=outcome.confidence, seconds=walk.seconds, iterations=walk.iterations, layers=outcome.details
         )
@@ -311,11 +313,12 @@ class Walk:
         self.passes = 0
         self.state = WalkState.open(method.checkpoint, method.settings(), context) if method.checkpoint else WalkState()
 
-    def run(self, confidence: float) -> WalkOutcome:
+    def run(self, confidence: float, inputs: bool = True) -> WalkOutcome:
+        """One walk at ``confidence``; with ``inputs`` also the input features (``select_inputs``)."""
         context = self.context
         self.passes += 1
         total = sum(group.units for group in self.groups)
-        if self.method.select_inputs:
+        if inputs and self.method.select_inputs:
             total += self.patches.shape[0]
         bar = context.progress(total=total, desc=f"MIPP x={confidence:.6g}")
         outcome = WalkOutcome(confidence, {}, None, {})
@@ -324,17 +327,31 @@ class Walk:
                 group = self.groups[index]
                 targets = [self._target(c.name, outcome.masks) for c in group.consumers]
                 outcome.masks[group.name] = self._layer(index, group.name, torch.cat(targets, dim=1), confidence, outcome, bar)
-            if self.method.select_inputs:
-                first = self.groups[0].name
-                cells = self.input_target.shape[1] // self.groups[0].units
-                target = self.input_target[:, outcome.masks[first].to(context.device).repeat_interleave(cells)]
-                x = confidence if self.method.input_confidence is None else self.method.input_confidence
-                kept = self._layer(len(self.groups), "__input__", target, x, outcome, bar)
-                outcome.input_mask = torch.zeros(self.patches.numel(), dtype=torch.bool)
-                outcome.input_mask[self.patches[kept.cpu()].flatten()] = True
+            if inputs and self.method.select_inputs:
+                self._select_inputs(outcome, bar)
         finally:
             bar.close()
         return outcome
+
+    def select_inputs(self, outcome: WalkOutcome) -> None:
+        """Select ``outcome``'s input features against its first layer (after a budget search,
+        whose walks skip them: they do not change the cost)."""
+        bar = self.context.progress(total=self.patches.shape[0], desc="MIPP inputs")
+        try:
+            self._select_inputs(outcome, bar)
+        finally:
+            bar.close()
+
+    def _select_inputs(self, outcome: WalkOutcome, bar: Any) -> None:
+        """App. E.1: test the input features (pixels or patches) against the kept first-layer
+        units, on the ``input_spatial`` grid; sets ``outcome.input_mask`` over input values."""
+        first = self.groups[0].name
+        cells = self.input_target.shape[1] // self.groups[0].units
+        target = self.input_target[:, outcome.masks[first].to(self.context.device).repeat_interleave(cells)]
+        x = outcome.confidence if self.method.input_confidence is None else self.method.input_confidence
+        kept = self._layer(len(self.groups), "__input__", target, x, outcome, bar)
+        outcome.input_mask = torch.zeros(self.patches.numel(), dtype=torch.bool)
+        outcome.input_mask[self.patches[kept.cpu()].flatten()] = True
 
     def _target(self, consumer: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         """What a tested group's consumer is read as: the kept units of the group it produces
@@ -555,7 +572,7 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
     over: tuple[float, WalkOutcome] | None = None  # the cheapest pass over it
     u, trace = 1.0, []
     for _ in range(walk.method.max_passes):
-        outcome = walk.run(1 - 10.0**-u)
+        outcome = walk.run(1 - 10.0**-u, inputs=False)
         cost = budget.of(outcome.masks)
         trace.append({"confidence": outcome.confidence, budget.what: cost})
         if budget.met(cost):
