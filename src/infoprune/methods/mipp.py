@@ -79,7 +79,9 @@ class MIPP(PruningMethod):
     full model's or an absolute count, as ITPruner's) or ``ratio=`` (the fraction of
     prunable units to remove, in (0, 1)). MIPP then searches the confidence that lands the
     pruned model at most at the budget and within 2 points of it (:func:`search_confidence`);
-    ``max_passes`` bounds the number of MIPP walks.
+    ``max_passes`` bounds the number of MIPP walks. ``top_up=True`` then spends what the
+    budget has left on removed units, most sure first, each that still fits
+    (:func:`top_up`): at a FLOPs budget these are mostly dense-layer units, which cost little.
 
     ``coupled``: ``"prune"`` tests every group; ``"keep"`` leaves groups with several
     producers (residual streams) whole, as App. D.3.2.
@@ -121,6 +123,7 @@ class MIPP(PruningMethod):
         batch_size: int = 64,
         learning_rate: float = 1e-3,
         max_passes: int = 8,
+        top_up: bool = False,
         checkpoint: str | Path | None = None,
     ) -> None:
         budgets = {k: v for k, v in (("flops", flops), ("params", params), ("ratio", ratio)) if v is not None}
@@ -159,6 +162,7 @@ class MIPP(PruningMethod):
             raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
         self.learning_rate = float(learning_rate)
         self.max_passes = check_positive_int("max_passes", max_passes)
+        self.top_up = bool(top_up)
         self.checkpoint = None if checkpoint is None else str(checkpoint)
 
     def minimum_samples(self, widest: int) -> int:
@@ -576,7 +580,7 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
         cost = budget.of(outcome.masks)
         trace.append({"confidence": outcome.confidence, budget.what: cost})
         if budget.met(cost):
-            return outcome, _search_details(budget, walk, trace, "search")
+            return top_up(outcome, budget) if walk.method.top_up else outcome, _search_details(budget, walk, trace, "search")
         if cost > budget.target:
             low = u
             over = (cost, outcome) if over is None or cost < over[0] else over
@@ -595,7 +599,8 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
     closest = min((p for p in (under, over) if p is not None), key=lambda p: abs(p[0] - budget.target))
     masks, _boundary = trim_or_fill(closest[1], budget)
     finish = "trim" if closest is over else "fill"
-    return replace(closest[1], masks=masks), _search_details(budget, walk, trace, finish)
+    outcome = replace(closest[1], masks=masks)
+    return top_up(outcome, budget) if walk.method.top_up else outcome, _search_details(budget, walk, trace, finish)
 
 
 def _search_details(budget: CostBudget, walk: Walk, trace: list[dict], finish: str) -> dict[str, Any]:
@@ -618,12 +623,7 @@ def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> tuple[dict[str, to
     against its pass's masks, not the trimmed ones.
     """
     masks = {name: mask.clone() for name, mask in outcome.masks.items()}
-    scores = []
-    for name, record in outcome.details.items():
-        if name not in masks:
-            continue
-        tested = {int(k): v for k, v in record["confidence_worse"].items()}
-        scores += [(tested.get(unit, math.inf if masks[name][unit] else -math.inf), name, unit) for unit in range(len(masks[name]))]
+    scores = _unit_scores(outcome)
     cost, boundary = budget.of(masks), math.nan
     if cost > budget.target:
         for score, name, unit in sorted(s for s in scores if masks[s[1]][s[2]]):
@@ -642,3 +642,28 @@ def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> tuple[dict[str, to
         else:
             cost, boundary = trial, score
     return masks, boundary
+
+
+def _unit_scores(outcome: WalkOutcome) -> list[tuple[float, str, int]]:
+    """(TERC confidence, group, unit) of every unit of ``outcome``'s masks; an untested unit
+    counts as sure (inf) when kept (a layer's last) and as −inf when removed (constant)."""
+    scores = []
+    for name, record in outcome.details.items():
+        if name not in outcome.masks:
+            continue
+        mask, tested = outcome.masks[name], {int(k): v for k, v in record["confidence_worse"].items()}
+        scores += [(tested.get(unit, math.inf if mask[unit] else -math.inf), name, unit) for unit in range(len(mask))]
+    return scores
+
+
+def top_up(outcome: WalkOutcome, budget: CostBudget) -> WalkOutcome:
+    """``outcome`` with removed units added back, most sure first, each one that keeps the cost
+    at or under the target (beyond the paper: the budget's room, up to 2 points, is spent on
+    the units it can still pay for, mostly cheap dense-layer units at a FLOPs budget)."""
+    masks = {name: mask.clone() for name, mask in outcome.masks.items()}
+    removed = (s for s in _unit_scores(outcome) if not masks[s[1]][s[2]] and s[0] > -math.inf)  # never a constant unit
+    for _score, name, unit in sorted(removed, reverse=True):
+        masks[name][unit] = True
+        if budget.of(masks) > budget.target:
+            masks[name][unit] = False
+    return replace(outcome, masks=masks)
