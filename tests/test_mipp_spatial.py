@@ -213,3 +213,23 @@ def test_pixel_patches_are_kept_or_removed_together_at_their_own_confidence():
     with Network(model, x[:2]).masked(result.masks, result.input_mask), torch.no_grad():
         expected = model(x)
     torch.testing.assert_close(result.model(x), expected, atol=1e-6, rtol=1e-6)
+
+
+# --- spending a budget's room (top_up) ----------------------------------------------------------
+
+
+def test_top_up_adds_removed_units_most_sure_first_while_they_fit():
+    from infoprune.methods.mipp import CostBudget, WalkOutcome, top_up
+
+    price = {"a": 10.0, "b": 1.0}
+    budget = CostBudget("cost", lambda w: sum(price[n] * k for n, k in w.items()), 50.0, 22.0, {"a": 4, "b": 2})
+    masks = {"a": torch.tensor([True, False, False, False]), "b": torch.tensor([False, False])}
+    details = {
+        "a": {"confidence_worse": {"1": 0.5, "2": 0.8}},  # unit 3 removed untested: constant, never added back
+        "b": {"confidence_worse": {"0": 0.9, "1": 0.1}},
+    }
+    outcome = top_up(WalkOutcome(0.99, masks, None, details), budget)
+    # b0 (0.9) → 11, a2 (0.8) → 21, a1 (0.5) would be 31 > 22, b1 (0.1) → 22
+    assert outcome.masks["a"].tolist() == [True, False, True, False]
+    assert outcome.masks["b"].tolist() == [True, True]
+    assert masks["a"].tolist() == [True, False, False, False]  # the input outcome is not modified
