@@ -24,13 +24,17 @@ from infoprune.data import load_dataset
 from infoprune.experiments import pipeline
 from infoprune.experiments.results import ResultStore
 from infoprune.experiments.sweep import decode_mask
-from infoprune.methods.mipp import CostBudget, WalkOutcome, top_up
+from infoprune.methods.mipp import CostBudget, WalkOutcome, top_up, trim_by_cost, trim_or_fill
 from infoprune.network import Network, resolve_target
 from infoprune.training import evaluate, train
 
 
-def topped_up(record: dict, cache_dir: str | None) -> dict:
-    """Re-train the topped-up masks of one stored MIPP budget run; returns a summary."""
+def topped_up(record: dict, cache_dir: str | None, trim: str) -> dict:
+    """Re-train the topped-up masks of one stored MIPP budget run; returns a summary.
+
+    ``trim="cost"``: re-finish the search's closest walk (its per-layer ``kept`` lists) with
+    :func:`trim_by_cost` first, as a ``trim="cost"`` run does, when that walk was over budget.
+    """
     fields = {k: v for k, v in record["config"].items() if k in pipeline.RunConfig.__dataclass_fields__}
     config = pipeline.RunConfig(**{**fields, "cache_dir": cache_dir or fields["cache_dir"]})
     device = torch.device("cpu")
@@ -44,7 +48,13 @@ def topped_up(record: dict, cache_dir: str | None) -> dict:
     target = resolve_target(cost, config.method_params["flops"], "FLOPs")
     budget = CostBudget("FLOPs", cost.at_widths, cost.full, target, units)
     layers = record["pruning"]["details"]["layers"]
-    outcome = top_up(WalkOutcome(record["pruning"]["details"]["confidence"], masks, None, layers), budget)
+    outcome = WalkOutcome(record["pruning"]["details"]["confidence"], masks, None, layers)
+    if trim == "cost" and record["pruning"]["details"].get("finish") == "trim":
+        walk = {name: torch.zeros(units[name], dtype=torch.bool).index_fill_(0, torch.tensor(layers[name]["kept"]), True)
+                for name in masks}
+        start = replace(outcome, masks=walk)
+        outcome = replace(outcome, masks=trim_or_fill(replace(start, masks=trim_by_cost(start, budget)), budget)[0])
+    outcome = top_up(outcome, budget)
     pruned = network.apply_masks(outcome.masks)
     recipe = pipeline.recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
     train(pruned, split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
@@ -56,6 +66,7 @@ def topped_up(record: dict, cache_dir: str | None) -> dict:
         "kept": {n: int(m.sum()) for n, m in outcome.masks.items()},
         "flops": budget.of(outcome.masks) / budget.full,
         "accuracy": evaluate(pruned, data.test),
+        "trim": trim,
         "config": config,
     }
 
@@ -76,15 +87,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("sweep", help="a sweep's output folder (results.sqlite)")
     parser.add_argument("--label", default="mipp-grid2", help="the MIPP entry whose runs to top up")
+    parser.add_argument("--flops", type=float, nargs="*", help="only the runs at these FLOPs budgets")
+    parser.add_argument("--trim", choices=["confidence", "cost"], default="confidence", help="the search's trim rule")
     parser.add_argument("--baseline", default="tp-magnitude", help="'' to skip the baseline")
     parser.add_argument("--cache-dir", help="base models (default: each run's own cache_dir)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--jsonl", help="append one JSON record per run to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    records = [r for r in ResultStore(Path(args.sweep)).records() if r["label"] == args.label]
+    records = [
+        r for r in ResultStore(Path(args.sweep)).records()
+        if r["label"] == args.label and (not args.flops or r["config"]["method_params"]["flops"] in args.flops)
+    ]
     for record in sorted(records, key=lambda r: (r["config"]["method_params"]["flops"], r["seed"])):
-        summary = topped_up(record, args.cache_dir)
+        summary = topped_up(record, args.cache_dir, args.trim)
         if args.baseline:
             summary["baseline"] = baseline(summary, args.baseline)
         summary.pop("config")

@@ -54,6 +54,7 @@ MAP_REDUCTIONS = ("l1", "l2", "mean", "std")
 FLATTEN = "flatten"
 """``spatial=FLATTEN``: every position of a map is its own column (App. E.2's "flattening")."""
 COUPLED = ("prune", "keep")
+TRIMS = ("confidence", "cost")
 DEFAULT_CONFIDENCE = 0.9
 BUDGET_TOLERANCE = 0.02
 """A budget is met when the cost is at most the target and at least target − 2 % of the full cost."""
@@ -82,6 +83,8 @@ class MIPP(PruningMethod):
     ``max_passes`` bounds the number of MIPP walks. ``top_up=True`` then spends what the
     budget has left on removed units, most sure first, each that still fits
     (:func:`top_up`): at a FLOPs budget these are mostly dense-layer units, which cost little.
+    ``trim="cost"`` trims a walk over the budget by evidence per cost saved instead of by
+    confidence alone (:func:`trim_by_cost`).
 
     ``coupled``: ``"prune"`` tests every group; ``"keep"`` leaves groups with several
     producers (residual streams) whole, as App. D.3.2.
@@ -124,6 +127,7 @@ class MIPP(PruningMethod):
         learning_rate: float = 1e-3,
         max_passes: int = 8,
         top_up: bool = False,
+        trim: str = "confidence",
         checkpoint: str | Path | None = None,
     ) -> None:
         budgets = {k: v for k, v in (("flops", flops), ("params", params), ("ratio", ratio)) if v is not None}
@@ -163,6 +167,9 @@ class MIPP(PruningMethod):
         self.learning_rate = float(learning_rate)
         self.max_passes = check_positive_int("max_passes", max_passes)
         self.top_up = bool(top_up)
+        if trim not in TRIMS:
+            raise ValueError(f"trim must be one of {TRIMS}, got {trim!r}.")
+        self.trim = trim
         self.checkpoint = None if checkpoint is None else str(checkpoint)
 
     def minimum_samples(self, widest: int) -> int:
@@ -597,7 +604,10 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
         else:
             break  # nothing left to try: trimming or filling lands it
     closest = min((p for p in (under, over) if p is not None), key=lambda p: abs(p[0] - budget.target))
-    masks, _boundary = trim_or_fill(closest[1], budget)
+    start = closest[1]
+    if walk.method.trim == "cost" and closest is over:
+        start = replace(start, masks=trim_by_cost(start, budget))
+    masks, _boundary = trim_or_fill(start, budget)
     finish = "trim" if closest is over else "fill"
     outcome = replace(closest[1], masks=masks)
     return top_up(outcome, budget) if walk.method.top_up else outcome, _search_details(budget, walk, trace, finish)
@@ -667,3 +677,32 @@ def top_up(outcome: WalkOutcome, budget: CostBudget) -> WalkOutcome:
         if budget.of(masks) > budget.target:
             masks[name][unit] = False
     return replace(outcome, masks=masks)
+
+
+def trim_by_cost(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Tensor]:
+    """``outcome``'s masks trimmed to the budget, removing first the kept unit with the least
+    evidence per cost saved (a greedy knapsack; beyond the paper).
+
+    A unit's evidence is its TERC confidence in nines, −log₁₀(1 − c); the saving is what
+    removing one unit of its group saves at the current widths (recomputed after each
+    removal). Confidence alone (:func:`trim_or_fill`) removes the least sure units, which at
+    a FLOPs budget are mostly dense-layer units that save little each, so it empties the
+    dense layers to pay for a conv filter; this removes the filter. Never a group's last unit.
+    """
+    masks = {name: mask.clone() for name, mask in outcome.masks.items()}
+    nines = {(name, unit): -math.log10(max(1.0 - score, 1e-12)) for score, name, unit in _unit_scores(outcome)}
+    while budget.of(masks) > budget.target:
+        cost, choice = budget.of(masks), None
+        for name, mask in masks.items():
+            if mask.sum() <= 1:
+                continue
+            unit = min(mask.nonzero().flatten().tolist(), key=lambda u: nines[(name, u)])
+            mask[unit] = False
+            saving = cost - budget.of(masks)
+            mask[unit] = True
+            ratio = nines[(name, unit)] / saving if saving > 0 else math.inf
+            choice = (ratio, name, unit) if choice is None or ratio < choice[0] else choice
+        if choice is None or choice[0] == math.inf:
+            break
+        masks[choice[1]][choice[2]] = False
+    return masks
