@@ -233,3 +233,22 @@ def test_top_up_adds_removed_units_most_sure_first_while_they_fit():
     assert outcome.masks["a"].tolist() == [True, False, True, False]
     assert outcome.masks["b"].tolist() == [True, True]
     assert masks["a"].tolist() == [True, False, False, False]  # the input outcome is not modified
+
+
+def test_trim_by_cost_removes_the_least_evidence_per_cost_saved():
+    from infoprune.methods.mipp import CostBudget, WalkOutcome, trim_by_cost, trim_or_fill
+
+    price = {"a": 10.0, "b": 1.0}
+    budget = CostBudget("cost", lambda w: sum(price[n] * k for n, k in w.items()), 1000.0, 25.0, {"a": 3, "b": 4})
+    masks = {"a": torch.ones(3, dtype=torch.bool), "b": torch.ones(4, dtype=torch.bool)}
+    details = {
+        "a": {"confidence_worse": {"0": 0.999, "1": 0.9999, "2": 0.99999}},  # 3, 4, 5 nines for 10 each
+        "b": {"confidence_worse": {"0": 0.9, "1": 0.99, "2": 0.999, "3": 0.99}},  # 1–3 nines for 1 each
+    }
+    outcome = WalkOutcome(0.9, masks, None, details)
+    trimmed = trim_by_cost(outcome, budget)
+    assert trimmed["a"].tolist() == [False, True, True] and trimmed["b"].all()  # 3/10 nines per unit saved < 1/1
+    by_confidence, _ = trim_or_fill(outcome, budget)  # least sure first: every b but its last, then a's least sure
+    assert by_confidence["b"].tolist() == [False, False, True, False] and by_confidence["a"].tolist() == [False, True, True]
+    with pytest.raises(ValueError, match=r"^trim must be one of \('confidence', 'cost'\), got 'flops'\.$"):
+        infoprune.prune(SideNet(), side_images(), "mipp", flops=0.5, trim="flops", device="cpu", progress=None)
