@@ -10,10 +10,12 @@ from dataclasses import replace
 import pytest
 import torch
 
+from infoprune.estimators.predictive import CrossFitSplit
 from infoprune.estimators.terc import (
     ENGINES,
     TercConfig,
     confidence_loss_increased,
+    linear_loss_increase,
     look_thresholds,
     refit_looks,
     terc_prepare,
@@ -156,3 +158,30 @@ def test_a_shared_with_arm_equals_a_fresh_one_and_is_charged_once():
     fresh, fresh_charged = _Arm(start.members, start, start.keep, config).losses_at(80)
     assert torch.equal(losses, fresh) and charged == 40 * config.repeats and fresh_charged == 80 * config.repeats
     assert shared.losses_at(80)[1] == 0 and shared.losses_at(40)[1] == 0
+
+
+@pytest.mark.parametrize("width", [1, 3])
+def test_linear_screen_equals_refitting_without_each_feature(width: int) -> None:
+    """The screen's closed form is exactly the held-out loss of a ridge fit re-solved without the
+    feature's columns (one column, or a group of ``width`` columns as a spatial conv filter)."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(120, 12, generator=generator)
+    y = x[:, :3] + 0.5 * torch.randn(120, 3, generator=generator)
+    split = CrossFitSplit.make(120, 4, generator)
+    kept = torch.ones(12 // width, dtype=torch.bool)
+    kept[1] = False
+
+    def heldout_loss(units: torch.Tensor, train: torch.Tensor, heldout: torch.Tensor) -> torch.Tensor:
+        xk, yk = x[:, units.repeat_interleave(width)].double(), y.double()
+        gram = xk[train].T @ xk[train] + 1e-3 * len(train) * torch.eye(xk.shape[1], dtype=torch.float64)
+        error = yk[heldout] - xk[heldout] @ torch.linalg.solve(gram, xk[train].T @ yk[train])
+        return error.pow(2).mean()
+
+    expected = torch.zeros(len(kept), dtype=torch.float64)
+    for train, heldout in zip(split.train, split.heldout):
+        for unit in kept.nonzero().flatten():
+            without = kept.clone()
+            without[unit] = False
+            expected[unit] += (heldout_loss(without, train, heldout) - heldout_loss(kept, train, heldout)) / split.folds
+    assert torch.allclose(linear_loss_increase(x, y, split, kept, width=width), expected, atol=1e-12)
+    assert expected[0] > 10 * expected[-1].abs()  # the informative feature loses more than a noise one

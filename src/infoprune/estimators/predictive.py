@@ -252,23 +252,25 @@ def single_feature_information(
     learning_rate: float,
     generator: torch.Generator,
     chunk: int = 128,
+    width: int = 1,
 ) -> Tensor:
-    """I(X_i; Y) for every column i, each from its own MLP on fold 0 (MIPP Alg. 2, line 1).
+    """I(X_i; Y) for every feature i, each from its own MLP on fold 0 (MIPP Alg. 2, line 1).
 
+    Feature i is the ``width`` columns i·width … i·width + width − 1 (one column by default).
     Used only to order features, so one fold and few iterations suffice (App. D.3.2: 35).
     """
-    p = x.shape[1]
+    p = x.shape[1] // width
     no_information = baseline_loss(y, split)[0].to(x.device)
     scores = torch.empty(p, device=x.device)
     for start in range(0, p, chunk):
         columns = torch.arange(start, min(start + chunk, p), device=x.device)
         members = len(columns)
-        ensemble = PredictorEnsemble.initialise(members, 1, hidden_size, y.shape[1], generator, x.device)
-        # Member j sees only column j: give each member a one-column view of x.
-        one_column = x[:, columns].T.unsqueeze(-1)  # (members, n, 1)
+        ensemble = PredictorEnsemble.initialise(members, width, hidden_size, y.shape[1], generator, x.device)
+        # Member j sees only feature j: give each member a view of its own columns of x.
+        one_column = x.reshape(x.shape[0], p, width)[:, columns].transpose(0, 1)  # (members, n, width)
         train = split.train[0].expand(members, -1)
         heldout = split.heldout[0].expand(members, -1)
-        column_of = lambda rows: torch.gather(one_column, 1, rows.unsqueeze(-1))  # noqa: E731
+        column_of = lambda rows: torch.gather(one_column, 1, rows.unsqueeze(-1).expand(-1, -1, width))  # noqa: E731
         ensemble.train_on(column_of, y, train, iterations, batch_size, learning_rate, generator)
         scores[start : start + members] = no_information - ensemble.loss_on(column_of, y, heldout)
     return scores

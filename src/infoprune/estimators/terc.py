@@ -33,6 +33,12 @@ known-answer tests in tests/test_terc.py):
   the two arms identical; it is removed without running them (confidence 0).
 * At least one feature is always kept (no layer collapse): the last remaining one is never
   tested. Constant features carry no information and are removed without a test.
+* A feature may be a *group* of ``width`` adjacent columns (a conv filter's map on a g × g
+  grid, :mod:`infoprune.methods.mipp`): its columns are masked, re-expressed on the kept
+  columns (one least-squares fit per column) and ordered by their joint MI together, so the
+  test asks whether the whole group adds information. ``width = 1`` is one column per feature.
+  Both engines take widths: the fast engine's blocks and linear screen drop a feature's
+  columns together (:func:`linear_loss_increase` solves one width × width system per feature).
 
 Two engines (``TercConfig.engine``). ``"reference"`` is the protocol above with every fit run
 to its full length. ``"fast"`` (:func:`_test_fast`) approximates it in five named ways:
@@ -99,22 +105,33 @@ def confidence_loss_increased(differences: Tensor) -> float:
     return float(stats.t.cdf(t_statistic, df=d.numel() - 1))
 
 
-def _residualise(x: Tensor, feature: int, kept: Tensor) -> tuple[Tensor, Tensor]:
-    """Least squares x_i ≈ X_K β over the ``kept`` columns; returns ``(β over all p, x_i − X_K β)``."""
-    beta = torch.zeros(x.shape[1], dtype=x.dtype, device=x.device)
+def _residualise(x: Tensor, feature: slice, kept: Tensor) -> tuple[Tensor, Tensor]:
+    """Least squares x_c ≈ X_K β_c over the ``kept`` columns, for each column c of ``feature``;
+    returns ``(β, p × width; the residuals x_c − X_K β_c, n × width)``."""
+    width = feature.stop - feature.start
+    beta = torch.zeros(x.shape[1], width, dtype=x.dtype, device=x.device)
     others = kept.nonzero().flatten()
     if len(others) == 0:
         return beta, x[:, feature].clone()
     # gelsd (SVD): exact on rank-deficient X_K (copies); the default gelsy is not, here.
-    columns, target = x[:, others].double().cpu(), x[:, feature : feature + 1].double().cpu()
+    columns, target = x[:, others].double().cpu(), x[:, feature].double().cpu()
     solution = torch.linalg.lstsq(columns, target, driver="gelsd").solution
-    beta[others] = solution.flatten().to(x.dtype).to(x.device)
-    return beta, x[:, feature] - x @ beta
+    beta[others] = solution.to(x.dtype).to(x.device)
+    return beta, torch.stack([x[:, feature.start + j] - x @ beta[:, j] for j in range(width)], dim=1)
 
 
-def _shift_weights(first_layer: Tensor, beta: Tensor, feature: int, sign: float) -> Tensor:
-    """Rows k of W₁ += sign · β_k · W₁[feature]: re-expresses x_i as X_K β + r_i (sign +1) or back."""
-    return first_layer + sign * beta[None, :, None] * first_layer[:, feature : feature + 1, :]
+def _shift_weights(first_layer: Tensor, beta: Tensor, feature: slice, sign: float) -> Tensor:
+    """Rows k of W₁ += sign · β_kc · W₁[c] for each column c of ``feature``: re-expresses x_c as
+    X_K β_c + r_c (sign +1) or back. (β is zero on ``feature``'s own rows, so the order is free.)"""
+    for j in range(beta.shape[1]):
+        column = feature.start + j
+        first_layer = first_layer + sign * beta[None, :, j, None] * first_layer[:, column : column + 1, :]
+    return first_layer
+
+
+def _columns(units: Tensor, width: int) -> Tensor:
+    """The per-column mask of a per-feature one (feature i owns columns i·width … i·width + width − 1)."""
+    return units if width == 1 else units.repeat_interleave(width)
 
 
 ENGINES = ("fast", "reference")
@@ -205,6 +222,7 @@ class TercStart:
     generator_state: Tensor | None = None
     iterations: int = 0
     seconds: float = 0.0
+    width: int = 1
 
 
 def refit_looks(config: TercConfig) -> tuple[int, ...]:
@@ -237,12 +255,18 @@ def look_thresholds(config: TercConfig) -> tuple[float, float]:
     return 1 - EARLY_SPEND * error / (looks - 1), 1 - (1 - EARLY_SPEND) * error
 
 
-def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Generator) -> TercStart:
-    """Standardise, order the features by their own MI with ``y`` and fit the predictors."""
-    x, constant_x = standardise(x.float())
+def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Generator, width: int = 1) -> TercStart:
+    """Standardise, order the features by their own MI with ``y`` and fit the predictors.
+
+    ``width``: each feature is that many adjacent columns of ``x``, kept or removed together.
+    """
+    if width < 1 or x.shape[1] % width:
+        raise ValueError(f"x has {x.shape[1]} columns, not a whole number of features of width {width}.")
+    x, constant_columns = standardise(x.float())
     y, constant_y = standardise(y.float())
     y = y[:, ~constant_y]
-    n, p = x.shape
+    n, p = x.shape[0], x.shape[1] // width
+    constant_x = constant_columns if width == 1 else constant_columns.reshape(p, width).all(dim=1)
     keep = ~constant_x
     constant = constant_x.nonzero().flatten().tolist()
     if not keep.any():  # every feature constant: keep one so the layer does not collapse
@@ -253,7 +277,7 @@ def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Gene
         keep = torch.zeros(p, dtype=torch.bool)
         keep[int(torch.argmax((~constant_x).float()))] = True
     if y.shape[1] == 0 or keep.sum() == 1:
-        return TercStart(x, y, keep.cpu(), constant)
+        return TercStart(x, y, keep.cpu(), constant, width=width)
 
     start = time.perf_counter()
     split = CrossFitSplit.make(n, config.repeats, generator)
@@ -266,16 +290,17 @@ def terc_prepare(x: Tensor, y: Tensor, config: TercConfig, generator: torch.Gene
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         generator=generator,
+        width=width,
     )
     candidates = keep.nonzero().flatten()
     order = candidates[torch.argsort(single[candidates].cpu(), stable=True)].tolist()
-    members = PredictorEnsemble.initialise(config.repeats, p, config.hidden_size, y.shape[1], generator, x.device)
-    masks = keep.to(x.device).float().expand(config.repeats, -1).clone()
+    members = PredictorEnsemble.initialise(config.repeats, x.shape[1], config.hidden_size, y.shape[1], generator, x.device)
+    masks = _columns(keep.to(x.device), width).float().expand(config.repeats, -1).clone()
     steps = _initial_fit(members, x, y, split, masks, config, generator)
     return TercStart(
         x, y, keep.cpu(), constant, split, single, order, members, generator.get_state(),
         iterations=p * config.ordering_iterations + config.repeats * steps,
-        seconds=time.perf_counter() - start,
+        seconds=time.perf_counter() - start, width=width,
     )
 
 
@@ -352,7 +377,7 @@ def terc_test(
         constant=start.constant, iterations=start.iterations, seconds_ordering=start.seconds,
     )
     if start.members is None:
-        result.single_information = [0.0] * x.shape[1]
+        result.single_information = [0.0] * len(keep)
         return result
     if config.engine == "fast":
         return _test_fast(start, config, result, on_feature, resume, snapshot, snapshot_seconds)
@@ -365,7 +390,8 @@ def terc_test(
         generator.set_state(resume.generator_state)
         result.confidence_worse, result.stopped_at = dict(resume.confidence_worse), dict(resume.stopped_at)
         result.iterations = resume.iterations
-    masks = keep.float().expand(repeats, -1).clone()
+    width = start.width
+    masks = _columns(keep, width).float().expand(repeats, -1).clone()
     for position, feature in enumerate(start.order):
         if resume is not None and position < resume.tested:
             continue
@@ -373,21 +399,23 @@ def terc_test(
             break
         kept_without = keep.clone()
         kept_without[feature] = False
-        beta, residual = _residualise(x, feature, kept_without)
-        if residual.norm() <= 1e-5 * x[:, feature].norm():
+        columns = slice(feature * width, (feature + 1) * width)
+        beta, residual = _residualise(x, columns, _columns(kept_without, width))
+        if residual.norm() <= 1e-5 * x[:, columns].norm():
             # An exact linear combination of the kept features: both arms would be the same
             # network on the same data, so the loss cannot get worse. Remove without re-fit.
-            members.weights[0] = _shift_weights(members.weights[0], beta, feature, +1.0)
-            members.weights[0][:, feature, :] = 0.0
-            keep, masks = kept_without, kept_without.float().expand(repeats, -1).clone()
+            members.weights[0] = _shift_weights(members.weights[0], beta, columns, +1.0)
+            members.weights[0][:, columns, :] = 0.0
+            keep, masks = kept_without, _columns(kept_without, width).float().expand(repeats, -1).clone()
             informative, confidence, steps = False, 0.0, 0
         else:
             arms, arm_masks, confidence, steps, informative = _paired_test(
-                members, x, y, start.split, masks, kept_without, feature, beta, residual, config, generator
+                members, x, y, start.split, masks, _columns(kept_without, width), columns, beta, residual, config,
+                generator,
             )
             if informative:
                 members = arms.take(slice(0, repeats))
-                members.weights[0] = _shift_weights(members.weights[0], beta, feature, -1.0)
+                members.weights[0] = _shift_weights(members.weights[0], beta, columns, -1.0)
             else:
                 keep, masks = kept_without, arm_masks[repeats:]
                 members = arms.take(slice(repeats, 2 * repeats))
@@ -409,13 +437,14 @@ def terc_test(
 
 def _paired_test(
     members: PredictorEnsemble, x: Tensor, y: Tensor, split: CrossFitSplit, masks: Tensor, kept_without: Tensor,
-    feature: int, beta: Tensor, residual: Tensor, config: TercConfig, generator: torch.Generator,
+    feature: slice, beta: Tensor, residual: Tensor, config: TercConfig, generator: torch.Generator,
 ) -> tuple[PredictorEnsemble, Tensor, float, int, bool]:
     """Re-fit "with" and "without" arms from the same state; returns
     ``(arms, arm masks, confidence_worse, iterations run, informative)``.
 
-    Both arms start from W₁ re-expressed so that feature i enters only through its
-    residual r_i; arm "with" reads r_i, arm "without" masks it (the reference engine's test).
+    Both arms start from W₁ re-expressed so that feature i (the columns ``feature``) enters
+    only through its residual r_i; arm "with" reads r_i, arm "without" masks it (the reference
+    engine's test).
     """
     repeats = config.repeats
     shifted = members.clone()
@@ -465,7 +494,7 @@ class _Arm:
         self, members: PredictorEnsemble, start: TercStart, kept: Tensor, config: TercConfig, counted: int = 0
     ) -> None:
         self.ensemble = members.clone()
-        mask = kept.float()
+        mask = _columns(kept, start.width).float()
         self.inputs_of = lambda rows: start.x[rows] * mask  # noqa: E731
         self.y, self.heldout = start.y, start.split.heldout
         stream = torch.Generator().set_state(start.generator_state)
@@ -562,14 +591,17 @@ def _block_test(
     run, informative, the predictors to continue from if removed)``. Each unit's first-layer
     weights move onto the units that stay first; exact linear combinations of them are
     removed without a re-fit, as in the reference."""
-    x = start.x
+    x, width = start.x, start.width
     shifted, exact = members.clone(), True
     for unit in units:
-        beta, residual = _residualise(x, unit, kept_without)
-        shifted.weights[0] = _shift_weights(shifted.weights[0], beta, unit, +1.0)
-        exact = exact and bool(residual.norm() <= 1e-5 * x[:, unit].norm())
+        columns = slice(unit * width, (unit + 1) * width)
+        beta, residual = _residualise(x, columns, _columns(kept_without, width))
+        shifted.weights[0] = _shift_weights(shifted.weights[0], beta, columns, +1.0)
+        exact = exact and bool(residual.norm() <= 1e-5 * x[:, columns].norm())
     if exact:
-        shifted.weights[0][:, units, :] = 0.0
+        removed = torch.zeros(len(kept_without), dtype=torch.bool, device=x.device)
+        removed[units] = True
+        shifted.weights[0][:, _columns(removed, width), :] = 0.0
         return 0.0, 0, False, shifted, None
     without = _Arm(shifted, start, kept_without, config)
 
@@ -582,24 +614,32 @@ def _block_test(
     return confidence, steps, informative, shifted, without
 
 
-def linear_loss_increase(x: Tensor, y: Tensor, split: CrossFitSplit, kept: Tensor, ridge: float = 1e-3) -> Tensor:
-    """Per column i: how much a ridge regression of ``y`` on the ``kept`` columns loses on the
-    held-out folds when column i is dropped from it (mean over folds; 0 where not kept).
+def linear_loss_increase(
+    x: Tensor, y: Tensor, split: CrossFitSplit, kept: Tensor, ridge: float = 1e-3, width: int = 1
+) -> Tensor:
+    """Per feature i (``width`` adjacent columns): how much a ridge regression of ``y`` on the
+    ``kept`` features loses on the held-out folds when feature i is dropped from it (mean over
+    folds; 0 where not kept).
 
-    Closed form: dropping variable i from a least-squares fit is B − G⁻¹[:, i] B[i] / G⁻¹[i, i]
-    (G the regularised Gram matrix), so every column costs one outer product.
+    Closed form: dropping the columns S from a least-squares fit changes its coefficients by
+    −G⁻¹[:, S] (G⁻¹[S, S])⁻¹ B[S] (G the regularised Gram matrix), so a feature costs one
+    width × width solve; with ``width = 1`` that is −G⁻¹[:, i] B[i] / G⁻¹[i, i].
     """
-    columns = kept.nonzero().flatten()
-    xk, y = x[:, columns].double(), y.double()
-    increase = torch.zeros(x.shape[1], dtype=torch.float64, device=x.device)
+    units = kept.nonzero().flatten()
+    xk, y = x[:, _columns(kept, width)].double(), y.double()
+    count = len(units)
+    increase = torch.zeros(len(kept), dtype=torch.float64, device=x.device)
     for train, heldout in zip(split.train, split.heldout):
-        gram = xk[train].T @ xk[train] + ridge * len(train) * torch.eye(len(columns), dtype=xk.dtype, device=x.device)
+        gram = xk[train].T @ xk[train] + ridge * len(train) * torch.eye(xk.shape[1], dtype=xk.dtype, device=x.device)
         inverse = torch.linalg.inv(gram)
         coefficients = inverse @ xk[train].T @ y[train]
         error = y[heldout] - xk[heldout] @ coefficients
-        shift = xk[heldout] @ inverse / inverse.diagonal()  # prediction change per unit of B[i]
-        gain = 2 * (shift * (error @ coefficients.T)).sum(0) + shift.pow(2).sum(0) * coefficients.pow(2).sum(1)
-        increase[columns] += gain / error.numel() / split.folds
+        blocks = inverse.reshape(count, width, count, width).diagonal(dim1=0, dim2=2).permute(2, 0, 1)
+        drop = torch.linalg.solve(blocks, coefficients.reshape(count, width, -1))  # (G⁻¹_SS)⁻¹ B_S per feature
+        shift = (xk[heldout] @ inverse).reshape(-1, count, width)  # prediction change per unit of the drop
+        cross = (shift * torch.einsum("no,kwo->nkw", error, drop)).sum((0, 2))
+        square = (torch.einsum("nkw,nkv->kwv", shift, shift) * torch.einsum("kwo,kvo->kwv", drop, drop)).sum((1, 2))
+        increase[units] += (2 * cross + square) / error.numel() / split.folds
     return increase
 
 
@@ -611,7 +651,8 @@ class _Screen:
         self.refresh(keep)
 
     def refresh(self, keep: Tensor) -> None:
-        self.increase = linear_loss_increase(self.start.x, self.start.y, self.start.split, keep).tolist()
+        start = self.start
+        self.increase = linear_loss_increase(start.x, start.y, start.split, keep, width=start.width).tolist()
 
     def keeps(self, unit: int) -> bool:
         level = self.increase[unit]

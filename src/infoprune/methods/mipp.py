@@ -14,7 +14,10 @@ decided by TERC with MI ordering (Alg. 2, :mod:`infoprune.estimators.terc`):
 
 Per-layer pruning ratios emerge from the test; every layer keeps at least one unit.
 Activations are recorded once on the unpruned network (conv maps reduced over H×W by
-``map_reduction``, App. E.2; L1 by default). The units are those of coupled channel groups
+``map_reduction``, App. E.2; L1 by default). ``spatial=g`` reduces each map per cell of a
+g × g grid instead (``"flatten"``: every position, App. E.2's alternative): a filter is then a
+group of g² columns that TERC keeps or removes together, and a layer tested against it sees
+g² columns per kept filter (:func:`check_spatial`). The units are those of coupled channel groups
 (:mod:`infoprune.network.groups`): a residual stream's channel is one feature, read where its
 consumers read it. ``coupled="prune"`` (the default) tests every group, so residual streams,
 depthwise convs and SE-gated channels shrink too; ``coupled="keep"`` leaves every group with
@@ -48,7 +51,10 @@ from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, 
 from infoprune.network import Group, Network, check_target, resolve_target
 
 MAP_REDUCTIONS = ("l1", "l2", "mean", "std")
+FLATTEN = "flatten"
+"""``spatial=FLATTEN``: every position of a map is its own column (App. E.2's "flattening")."""
 COUPLED = ("prune", "keep")
+TRIMS = ("confidence", "cost")
 DEFAULT_CONFIDENCE = 0.9
 BUDGET_TOLERANCE = 0.02
 """A budget is met when the cost is at most the target and at least target − 2 % of the full cost."""
@@ -75,10 +81,22 @@ class MIPP(PruningMethod):
     full model's or an absolute count, as ITPruner's) or ``ratio=`` (the fraction of
     prunable units to remove, in (0, 1)). MIPP then searches the confidence that lands the
     pruned model at most at the budget and within 2 points of it (:func:`search_confidence`);
-    ``max_passes`` bounds the number of MIPP walks.
+    ``max_passes`` bounds the number of MIPP walks. ``top_up=True`` then spends what the
+    budget has left on removed units, most sure first, each that still fits
+    (:func:`top_up`): at a FLOPs budget these are mostly dense-layer units, which cost little.
+    ``trim="cost"`` trims a walk over the budget by evidence per cost saved instead of by
+    confidence alone (:func:`trim_by_cost`).
 
     ``coupled``: ``"prune"`` tests every group; ``"keep"`` leaves groups with several
     producers (residual streams) whole, as App. D.3.2.
+
+    ``spatial``: a conv filter's map as g × g cells (an int g ≥ 1; 1 is one number per map,
+    the paper's choice) or ``"flatten"`` (every position). ``input_spatial``: the grid of the
+    first layer's maps that input features are tested against with ``select_inputs=True``
+    (default 7 × 7 cells, so that a pixel's information about its neighbourhood is visible).
+    ``input_patch=p`` tests p × p squares of pixels (all channels) as one feature each, kept
+    or removed together; ``input_confidence`` tests the input features at their own
+    confidence (default: the layers' confidence).
 
     ``checkpoint``: a state file written after every layer; a run with the same settings,
     model, data and seed continues from it and gives exactly the masks of an uninterrupted
@@ -95,7 +113,11 @@ class MIPP(PruningMethod):
         ratio: float | None = None,
         engine: str = "fast",
         map_reduction: str = "l1",
+        spatial: int | str = 1,
         select_inputs: bool = False,
+        input_spatial: int | str = 7,
+        input_patch: int = 1,
+        input_confidence: float | None = None,
         coupled: str = "prune",
         hidden_size: int = 256,
         fit_iterations: int = 1500,
@@ -105,6 +127,8 @@ class MIPP(PruningMethod):
         batch_size: int = 64,
         learning_rate: float = 1e-3,
         max_passes: int = 8,
+        top_up: bool = False,
+        trim: str = "confidence",
         checkpoint: str | Path | None = None,
     ) -> None:
         budgets = {k: v for k, v in (("flops", flops), ("params", params), ("ratio", ratio)) if v is not None}
@@ -125,6 +149,10 @@ class MIPP(PruningMethod):
         if map_reduction not in MAP_REDUCTIONS:
             raise ValueError(f"map_reduction must be one of {MAP_REDUCTIONS}, got {map_reduction!r}.")
         self.map_reduction = map_reduction
+        self.spatial = check_spatial("spatial", spatial)
+        self.input_spatial = check_spatial("input_spatial", input_spatial)
+        self.input_patch = check_positive_int("input_patch", input_patch)
+        self.input_confidence = None if input_confidence is None else check_fraction("input_confidence", input_confidence)
         if coupled not in COUPLED:
             raise ValueError(f"coupled must be one of {COUPLED}, got {coupled!r}.")
         self.coupled = coupled
@@ -139,6 +167,10 @@ class MIPP(PruningMethod):
             raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
         self.learning_rate = float(learning_rate)
         self.max_passes = check_positive_int("max_passes", max_passes)
+        self.top_up = bool(top_up)
+        if trim not in TRIMS:
+            raise ValueError(f"trim must be one of {TRIMS}, got {trim!r}.")
+        self.trim = trim
         self.checkpoint = None if checkpoint is None else str(checkpoint)
 
     def minimum_samples(self, widest: int) -> int:
@@ -172,6 +204,8 @@ class MIPP(PruningMethod):
             details: dict[str, Any] = {}
         else:
             outcome, details = search_confidence(walk, self._budget(context))
+            if self.select_inputs:
+                walk.select_inputs(outcome)
         details.update(
             confidence=outcome.confidence, seconds=walk.seconds, iterations=walk.iterations, layers=outcome.details
         )
@@ -227,6 +261,38 @@ class WalkOutcome:
     details: dict[str, dict]
 
 
+def check_spatial(name: str, value: int | str) -> int | str:
+    """A spatial grid: an int ≥ 1 (g × g cells per map) or ``"flatten"``."""
+    if value == FLATTEN:
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(
+            f"{name} must be a grid size, an integer ≥ 1 (1: one value per map), or {FLATTEN!r} (every "
+            f"position), got {value!r}."
+        )
+    return value
+
+
+def input_patches(shape: torch.Size, patch: int) -> torch.Tensor:
+    """``(patches, C · patch²)``: the flattened input's indices of each ``patch`` × ``patch``
+    square over all channels, squares in row-major order (one column per feature if 1)."""
+    if patch == 1:
+        return torch.arange(math.prod(shape))[:, None]
+    if len(shape) != 3 or shape[1] % patch or shape[2] % patch:
+        raise ValueError(
+            f"input_patch={patch} needs inputs of shape (channels, height, width) with height and width "
+            f"divisible by {patch}; got {tuple(shape)}. Use input_patch=1 (one feature per input value)."
+        )
+    channels, height, width = shape
+    index = torch.arange(math.prod(shape)).reshape(channels, height // patch, patch, width // patch, patch)
+    return index.permute(1, 3, 0, 2, 4).reshape((height // patch) * (width // patch), -1)
+
+
+def _grid(spatial: int | str) -> int | None:
+    """:func:`infoprune.network.activations.reduce_on_grid`'s ``grid`` for a ``spatial`` setting."""
+    return None if spatial == FLATTEN else int(spatial)
+
+
 class Walk:
     """MIPP's walk over the tested groups; runs it at any confidence, re-using what it can.
 
@@ -242,20 +308,30 @@ class Walk:
         self.groups = method.tested_groups(network)
         self.produced = {c.name: network.group_of_producer(c.name) for group in self.groups for c in group.consumers}
         raw_outputs = tuple(name for name, produced in self.produced.items() if produced is None)
-        recorded = network.record(context.inputs, method.map_reduction, extra_outputs=raw_outputs)
+        recorded = network.record(context.inputs, method.map_reduction, extra_outputs=raw_outputs, grid=_grid(method.spatial))
         self.recorded = {name: values.to(context.device) for name, values in recorded.items()}
+        self.width = {group.name: self.recorded[group.name].shape[1] // group.units for group in self.groups}
+        self.width["__input__"] = 1
+        if method.select_inputs:
+            self.patches = input_patches(context.inputs.shape[1:], method.input_patch)
+            self.recorded["__input__"] = self.recorded["__input__"][:, self.patches.flatten().to(context.device)]
+            self.width["__input__"] = self.patches.shape[1]
+            first = self.groups[0].name
+            pixels_target = network.record(context.inputs, method.map_reduction, grid=_grid(method.input_spatial))[first]
+            self.input_target = pixels_target.to(context.device)
         self.starts: dict[str, TercStart] = {}
         self.seconds = {"recording": 0.0, "ordering": 0.0, "terc": 0.0}
         self.iterations = 0
         self.passes = 0
         self.state = WalkState.open(method.checkpoint, method.settings(), context) if method.checkpoint else WalkState()
 
-    def run(self, confidence: float) -> WalkOutcome:
+    def run(self, confidence: float, inputs: bool = True) -> WalkOutcome:
+        """One walk at ``confidence``; with ``inputs`` also the input features (``select_inputs``)."""
         context = self.context
         self.passes += 1
         total = sum(group.units for group in self.groups)
-        if self.method.select_inputs:
-            total += self.recorded["__input__"].shape[1]
+        if inputs and self.method.select_inputs:
+            total += self.patches.shape[0]
         bar = context.progress(total=total, desc=f"MIPP x={confidence:.6g}")
         outcome = WalkOutcome(confidence, {}, None, {})
         try:
@@ -263,13 +339,31 @@ class Walk:
                 group = self.groups[index]
                 targets = [self._target(c.name, outcome.masks) for c in group.consumers]
                 outcome.masks[group.name] = self._layer(index, group.name, torch.cat(targets, dim=1), confidence, outcome, bar)
-            if self.method.select_inputs:
-                first = self.groups[0].name
-                target = self.recorded[first][:, outcome.masks[first].to(context.device)]
-                outcome.input_mask = self._layer(len(self.groups), "__input__", target, confidence, outcome, bar)
+            if inputs and self.method.select_inputs:
+                self._select_inputs(outcome, bar)
         finally:
             bar.close()
         return outcome
+
+    def select_inputs(self, outcome: WalkOutcome) -> None:
+        """Select ``outcome``'s input features against its first layer (after a budget search,
+        whose walks skip them: they do not change the cost)."""
+        bar = self.context.progress(total=self.patches.shape[0], desc="MIPP inputs")
+        try:
+            self._select_inputs(outcome, bar)
+        finally:
+            bar.close()
+
+    def _select_inputs(self, outcome: WalkOutcome, bar: Any) -> None:
+        """App. E.1: test the input features (pixels or patches) against the kept first-layer
+        units, on the ``input_spatial`` grid; sets ``outcome.input_mask`` over input values."""
+        first = self.groups[0].name
+        cells = self.input_target.shape[1] // self.groups[0].units
+        target = self.input_target[:, outcome.masks[first].to(self.context.device).repeat_interleave(cells)]
+        x = outcome.confidence if self.method.input_confidence is None else self.method.input_confidence
+        kept = self._layer(len(self.groups), "__input__", target, x, outcome, bar)
+        outcome.input_mask = torch.zeros(self.patches.numel(), dtype=torch.bool)
+        outcome.input_mask[self.patches[kept.cpu()].flatten()] = True
 
     def _target(self, consumer: str, masks: dict[str, torch.Tensor]) -> torch.Tensor:
         """What a tested group's consumer is read as: the kept units of the group it produces
@@ -278,17 +372,18 @@ class Walk:
         if produced is None:
             return self.recorded[consumer]
         if produced.name in masks:
-            return self.recorded[produced.name][:, masks[produced.name].to(self.context.device)]
+            kept = masks[produced.name].to(self.context.device).repeat_interleave(self.width[produced.name])
+            return self.recorded[produced.name][:, kept]
         return self.recorded[produced.name]
 
     def _test(
-        self, index: int, features: torch.Tensor, target: torch.Tensor, target_key: str, confidence: float, bar: Any
+        self, index: int, name: str, target: torch.Tensor, target_key: str, confidence: float, bar: Any
     ) -> tuple[torch.Tensor, dict]:
         """Run TERC on one layer, re-using its ordering and initial fit when they exist."""
         config = self.method.terc_config(confidence)
         if target_key not in self.starts:
             generator = torch.Generator().manual_seed(_layer_seed(self.context.seed, index))
-            self.starts[target_key] = terc_prepare(features, target, config, generator)
+            self.starts[target_key] = terc_prepare(self.recorded[name], target, config, generator, self.width[name])
             self.iterations += self.starts[target_key].iterations
             self.seconds["ordering"] += self.starts[target_key].seconds
         start = self.starts[target_key]
@@ -307,17 +402,17 @@ class Walk:
         self, index: int, name: str, target: torch.Tensor, confidence: float, outcome: WalkOutcome, bar: Any
     ) -> torch.Tensor:
         """One layer's TERC (memoised); records its details in ``outcome``."""
-        features = self.recorded[name]
+        units = self.recorded[name].shape[1] // self.width[name]
         target_key = f"{name}|{_digest(target)}"
         key = f"{target_key}|x={confidence!r}"
         bar.set_description(f"MIPP {name}")
         stored = self.state.get(key)
         if stored is None:
-            stored = self._test(index, features, target, target_key, confidence, bar)
+            stored = self._test(index, name, target, target_key, confidence, bar)
             self.state.put(key, *stored)
-            bar.update(features.shape[1] - len(stored[1]["confidence_worse"]))  # the untested units
+            bar.update(units - len(stored[1]["confidence_worse"]))  # the untested units
         else:
-            bar.update(features.shape[1])
+            bar.update(units)
         outcome.details[name] = stored[1]
         return stored[0]
 
@@ -491,11 +586,11 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
     over: tuple[float, WalkOutcome] | None = None  # the cheapest pass over it
     u, trace = 1.0, []
     for _ in range(walk.method.max_passes):
-        outcome = walk.run(1 - 10.0**-u)
+        outcome = walk.run(1 - 10.0**-u, inputs=False)
         cost = budget.of(outcome.masks)
         trace.append({"confidence": outcome.confidence, budget.what: cost})
         if budget.met(cost):
-            return outcome, _search_details(budget, walk, trace, "search")
+            return top_up(outcome, budget) if walk.method.top_up else outcome, _search_details(budget, walk, trace, "search")
         if cost > budget.target:
             low = u
             over = (cost, outcome) if over is None or cost < over[0] else over
@@ -514,9 +609,13 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
         else:
             break  # nothing left to try: trimming or filling lands it
     closest = min((p for p in (under, over) if p is not None), key=lambda p: abs(p[0] - budget.target))
-    masks, _boundary = trim_or_fill(closest[1], budget)
+    start = closest[1]
+    if walk.method.trim == "cost" and closest is over:
+        start = replace(start, masks=trim_by_cost(start, budget))
+    masks, _boundary = trim_or_fill(start, budget)
     finish = "trim" if closest is over else "fill"
-    return replace(closest[1], masks=masks), _search_details(budget, walk, trace, finish)
+    outcome = replace(closest[1], masks=masks)
+    return top_up(outcome, budget) if walk.method.top_up else outcome, _search_details(budget, walk, trace, finish)
 
 
 def _search_details(budget: CostBudget, walk: Walk, trace: list[dict], finish: str) -> dict[str, Any]:
@@ -539,12 +638,7 @@ def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> tuple[dict[str, to
     against its pass's masks, not the trimmed ones.
     """
     masks = {name: mask.clone() for name, mask in outcome.masks.items()}
-    scores = []
-    for name, record in outcome.details.items():
-        if name not in masks:
-            continue
-        tested = {int(k): v for k, v in record["confidence_worse"].items()}
-        scores += [(tested.get(unit, math.inf if masks[name][unit] else -math.inf), name, unit) for unit in range(len(masks[name]))]
+    scores = _unit_scores(outcome)
     cost, boundary = budget.of(masks), math.nan
     if cost > budget.target:
         for score, name, unit in sorted(s for s in scores if masks[s[1]][s[2]]):
@@ -563,3 +657,57 @@ def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> tuple[dict[str, to
         else:
             cost, boundary = trial, score
     return masks, boundary
+
+
+def _unit_scores(outcome: WalkOutcome) -> list[tuple[float, str, int]]:
+    """(TERC confidence, group, unit) of every unit of ``outcome``'s masks; an untested unit
+    counts as sure (inf) when kept (a layer's last) and as −inf when removed (constant)."""
+    scores = []
+    for name, record in outcome.details.items():
+        if name not in outcome.masks:
+            continue
+        mask, tested = outcome.masks[name], {int(k): v for k, v in record["confidence_worse"].items()}
+        scores += [(tested.get(unit, math.inf if mask[unit] else -math.inf), name, unit) for unit in range(len(mask))]
+    return scores
+
+
+def top_up(outcome: WalkOutcome, budget: CostBudget) -> WalkOutcome:
+    """``outcome`` with removed units added back, most sure first, each one that keeps the cost
+    at or under the target (beyond the paper: the budget's room, up to 2 points, is spent on
+    the units it can still pay for, mostly cheap dense-layer units at a FLOPs budget)."""
+    masks = {name: mask.clone() for name, mask in outcome.masks.items()}
+    removed = (s for s in _unit_scores(outcome) if not masks[s[1]][s[2]] and s[0] > -math.inf)  # never a constant unit
+    for _score, name, unit in sorted(removed, reverse=True):
+        masks[name][unit] = True
+        if budget.of(masks) > budget.target:
+            masks[name][unit] = False
+    return replace(outcome, masks=masks)
+
+
+def trim_by_cost(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Tensor]:
+    """``outcome``'s masks trimmed to the budget, removing first the kept unit with the least
+    evidence per cost saved (a greedy knapsack; beyond the paper).
+
+    A unit's evidence is its TERC confidence in nines, −log₁₀(1 − c); the saving is what
+    removing one unit of its group saves at the current widths (recomputed after each
+    removal). Confidence alone (:func:`trim_or_fill`) removes the least sure units, which at
+    a FLOPs budget are mostly dense-layer units that save little each, so it empties the
+    dense layers to pay for a conv filter; this removes the filter. Never a group's last unit.
+    """
+    masks = {name: mask.clone() for name, mask in outcome.masks.items()}
+    nines = {(name, unit): -math.log10(max(1.0 - score, 1e-12)) for score, name, unit in _unit_scores(outcome)}
+    while budget.of(masks) > budget.target:
+        cost, choice = budget.of(masks), None
+        for name, mask in masks.items():
+            if mask.sum() <= 1:
+                continue
+            unit = min(mask.nonzero().flatten().tolist(), key=lambda u: nines[(name, u)])
+            mask[unit] = False
+            saving = cost - budget.of(masks)
+            mask[unit] = True
+            ratio = nines[(name, unit)] / saving if saving > 0 else math.inf
+            choice = (ratio, name, unit) if choice is None or ratio < choice[0] else choice
+        if choice is None or choice[0] == math.inf:
+            break
+        masks[choice[1]][choice[2]] = False
+    return masks

@@ -15,6 +15,7 @@ LayerNorm inside a group normalises over the kept channels only, as the pruned o
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Literal
 
@@ -46,6 +47,28 @@ def reduce_maps(maps: torch.Tensor, how: MapReduction = "l1") -> torch.Tensor:
     if how == "std":
         return maps.abs().std(dim=2, unbiased=False)
     raise ValueError(f"Unknown map reduction {how!r}; choose one of {', '.join(MAP_REDUCTIONS)}.")
+
+
+def reduce_on_grid(maps: torch.Tensor, how: MapReduction = "l1", grid: int | None = 1) -> torch.Tensor:
+    """Reduce ``(N, C, K)`` square maps per cell of a ``grid`` × ``grid`` partition: ``(N, C·cells)``,
+    unit c's cells in columns c·cells … (c + 1)·cells − 1, row-major (MIPP App. E.2, spatially).
+
+    The cells are those of ``adaptive_avg_pool2d`` on the √K × √K map (adjacent cells overlap
+    by a row when the grid does not divide it); each is reduced with ``how`` as
+    :func:`reduce_maps` does a whole map. ``grid=1`` is :func:`reduce_maps`; ``grid=None``
+    (or a grid at least the map's side) keeps every position, the map flattened (App. E.2's
+    alternative). A unit with one value per sample (a neuron) stays one column.
+    """
+    side = math.isqrt(maps.shape[2])
+    if grid == 1 or maps.shape[2] == 1:
+        return reduce_maps(maps, how)
+    if side * side != maps.shape[2]:
+        raise ValueError(f"a map of {maps.shape[2]} values per unit is not square, so it has no spatial grid")
+    grid = side if grid is None else min(grid, side)
+    square = maps.reshape(*maps.shape[:2], side, side)
+    bounds = [(i * side // grid, -(-(i + 1) * side // grid)) for i in range(grid)]
+    cells = [reduce_maps(square[:, :, r0:r1, c0:c1].flatten(2), how) for r0, r1 in bounds for c0, c1 in bounds]
+    return torch.stack(cells, dim=2).flatten(1)
 
 
 def feature_first(x: torch.Tensor, module: nn.Module) -> torch.Tensor:

@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from infoprune.network import costs, surgery
 from infoprune.network.activations import (
-    MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_maps,
+    MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_on_grid,
 )
 from infoprune.network.connectivity import linearised_state
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
@@ -217,23 +217,31 @@ class Network:
 
     def record(
         self, inputs: torch.Tensor, map_reduction: MapReduction = "l1", batch_size: int = 256,
-        extra_outputs: tuple[str, ...] = (),
+        extra_outputs: tuple[str, ...] = (), grid: int | None = 1,
     ) -> dict[str, torch.Tensor]:
         """Per-unit activations ``(N, units)`` of every group, reduced with ``map_reduction``.
 
         Also ``"__input__"`` (the flattened model input, for feature selection) and, for each
         module named in ``extra_outputs``, its output reduced per channel the same way (used
-        as regression targets, e.g. the logits).
+        as regression targets, e.g. the logits). ``grid`` > 1 (or None: every position)
+        reduces each map per cell of a grid instead (:func:`reduce_on_grid`): a group's
+        columns are then its units' cells, ``(N, units · cells)``.
         """
         collected: dict[str, list[torch.Tensor]] = {}
         collected["__input__"] = [inputs.flatten(1)]
 
+        def reduce(maps: torch.Tensor, where: str) -> torch.Tensor:
+            try:
+                return reduce_on_grid(maps, map_reduction, grid).cpu()
+            except ValueError as error:
+                raise ValueError(f"{where}: {error}; use spatial=1 (one value per map) for it.") from None
+
         def units(group: Group, maps: torch.Tensor) -> None:
-            collected.setdefault(group.name, []).append(reduce_maps(maps, map_reduction).cpu())
+            collected.setdefault(group.name, []).append(reduce(maps, f"The units of {group.name!r}"))
 
         def output(name: str) -> Callable[[torch.Tensor], None]:
             module = self.modules[name]
-            return lambda out: collected.setdefault(name, []).append(reduce_maps(feature_first(out, module), map_reduction).cpu())
+            return lambda out: collected.setdefault(name, []).append(reduce(feature_first(out, module), f"The output of {name!r}"))
 
         self.read(inputs, units, batch_size, {name: output(name) for name in extra_outputs})
         result = {name: torch.cat(parts).float() for name, parts in collected.items()}
