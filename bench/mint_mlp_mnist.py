@@ -14,16 +14,14 @@ pruned, test accuracy, CSR memory (:func:`infoprune.metrics.csr_bytes`) and the 
 the MINT scoring. ``--random-control`` also re-trains a net whose dropped blocks are drawn at
 random in the same numbers per layer pair, to tell MINT's choice from the sparsity alone;
 ``--magnitude-control`` one whose dropped blocks are those of smallest |W| (a reference
-criterion that reads the weights, not MINT). The threshold is a quantile of the scores ranked
-within each child group (``per_child``, our extension: every fc2 unit keeps about the same
-share of its inputs) unless ``--pooled`` (the paper's one quantile of all pooled scores).
+criterion that reads the weights, not MINT).
 fc3 (the output layer, 3 000 weights) is left whole by default (``--gamma net.4=0``): the paper
 reports layer 2 only and states no γ for the MLP, and fc3's scores, driven by the class rather
 than the fc2 unit, would drop every connection of some classes. The script also prints what
 drives the scores (variance explained by child and by parent group, rank correlation with the
 weight blocks' L1 norms). The trained baseline and the scores are cached under ``runs/``.
 
-    PYTHONPATH=src python bench/mint_mlp_mnist.py --samples-per-class 250 --random-control --magnitude-control [--conditioning others] [--pooled]
+    PYTHONPATH=src python bench/mint_mlp_mnist.py --samples-per-class 250 --random-control --magnitude-control [--conditioning others]
 """
 
 from __future__ import annotations
@@ -88,12 +86,12 @@ def mint_scores(model: nn.Module, splits, args: argparse.Namespace, path: Path) 
     return scored
 
 
-def delta_for_fc2(model: nn.Module, details: dict, target: float, gamma: float | dict[str, float] | None, per_child: bool) -> float:
-    """The quantile at which fc2 loses ``target`` of its weights (bisection)."""
+def delta_for_fc2(model: nn.Module, details: dict, target: float, gamma: float | dict[str, float] | None) -> float:
+    """The pooled-score quantile at which fc2 loses ``target`` of its weights (bisection)."""
     low, high = 0.0, 1.0
     for _ in range(30):
         middle = (low + high) / 2
-        decided = rethreshold(details, quantile=middle, gamma=gamma, per_child=per_child)
+        decided = rethreshold(details, quantile=middle, gamma=gamma)
         fraction = float((~connection_masks(model, decided)[FC2]).float().mean())
         low, high = (middle, high) if fraction < target else (low, middle)
     return high
@@ -208,11 +206,6 @@ def main() -> None:
         "--conditioning", default="contribution", choices=("contribution", "others"),
         help="MINT's conditioning: our extension (contribution, the default) or the paper's (others)",
     )
-    parser.add_argument(
-        "--pooled", action="store_true",
-        help="the paper's rule: one quantile of the pooled scores (default: per_child, our extension, ranks each "
-        "score within its child group first, so every fc2 unit keeps about the same share of its inputs)",
-    )
     parser.add_argument("--random-control", action="store_true", help="also re-train with random blocks dropped")
     parser.add_argument(
         "--magnitude-control", action="store_true",
@@ -225,7 +218,6 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     gamma = parse_gamma(args.gamma)
-    per_child = not args.pooled and args.delta is None
 
     splits = load_dataset("mnist")
     model = trained_baseline(splits, args.epochs, args.seed, args.device)
@@ -237,8 +229,8 @@ def main() -> None:
     elif args.quantile is not None:
         choice = {"quantile": args.quantile}
     else:
-        choice = {"quantile": delta_for_fc2(model, scored["details"], args.fc2_target, gamma, per_child)}
-    details = rethreshold(scored["details"], gamma=gamma, per_child=per_child, **choice)
+        choice = {"quantile": delta_for_fc2(model, scored["details"], args.fc2_target, gamma)}
+    details = rethreshold(scored["details"], gamma=gamma, **choice)
     masks = connection_masks(model, details)
     start = time.perf_counter()
     pruned, before = retrain_with_masks(model, masks, splits, args, "re-train")
@@ -247,7 +239,7 @@ def main() -> None:
 
     print(f"MINT on MLP 784-500-300-10 / MNIST, seed {args.seed}, {args.epochs} epochs (train and re-train)")
     print(f"  groups {PAPER_GROUPS}, {args.samples_per_class} samples per class ({details['samples']} in all), conditioning {args.conditioning!r}")
-    print(f"  threshold {choice}, {'per child group (ranks)' if per_child else 'pooled scores'}, gamma {gamma} -> delta = {details['delta']:.4f}")
+    print(f"  threshold {choice}, gamma {gamma} -> delta = {details['delta']:.4f}")
     print(f"  MINT scoring wall time: {scored['seconds']:.1f} s on {scored.get('device', 'cpu')} ({scored['threads']} CPU thread(s))")
     print(f"  baseline test accuracy:        {100 * baseline_accuracy:.2f} %   (paper 98.59 %)")
     print(f"  pruned, before re-training:    {100 * before:.2f} %")

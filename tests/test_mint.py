@@ -17,11 +17,9 @@ from infoprune.methods.mint import (
     contiguous_groups,
     draw_per_class,
     independence_delta,
-    LayerPair,
     keep_connections,
     other_parents_contribution,
     rethreshold,
-    threshold_pairs,
 )
 from infoprune.models import build_model
 from infoprune.models.lenet import MLP
@@ -76,19 +74,6 @@ def test_gamma_cap_rederives_delta_for_the_pair() -> None:
     kept, delta = keep_connections(scores, torch.tensor([[3, 1], [1, 1]]), 0.35, gamma=0.4)
     assert delta == pytest.approx(0.1)
     assert kept.all()
-
-
-def test_per_child_keeps_the_same_share_of_every_child_group() -> None:
-    # child group 0 scores every parent group above child group 1's best
-    scores = torch.tensor([[0.9, 0.8, 0.7, 0.6], [0.1, 0.4, 0.2, 0.3]], dtype=torch.float64)
-    pair = LayerPair("fc1", "fc2", [1, 1, 1, 1], [1, 1], scores)
-    _, (pooled,) = threshold_pairs([pair], None, 0.5, None)
-    assert pooled.kept.tolist() == [[True] * 4, [False] * 4]
-    delta, (ranked,) = threshold_pairs([pair], None, 0.5, None, per_child=True)
-    assert ranked.kept.tolist() == [[True, True, False, False], [False, True, False, True]]
-    assert delta == pytest.approx(0.5)  # on the rank scale: ranks 0, 1/3, 2/3, 1 in each child group
-    with pytest.raises(ValueError, match="not delta"):
-        rethreshold({"pairs": [pair.as_dict()]}, delta=0.1, per_child=True)
 
 
 def tiny_mlp_reading_group_zero() -> nn.Module:
@@ -190,8 +175,6 @@ def test_mlp500_is_registered() -> None:
         ({"groups": 0}, "groups"),
         ({"groups": {"net.1": (2, 3, 4)}}, "parent G, child G"),
         ({"samples_per_class": 1}, "samples_per_class"),
-        ({"per_child": True}, "needs a quantile"),
-        ({"per_child": True, "delta": 0.1}, "not delta"),
     ],
 )
 def test_bad_parameters_raise(kwargs: dict, message: str) -> None:

@@ -284,34 +284,16 @@ def check_gamma(gamma: Cap, parents: list[str] | None = None) -> Cap:
     return {name: check_fraction(f"gamma[{name!r}]", cap, low_open=False, high_open=False) for name, cap in gamma.items()}
 
 
-def ranks_within_child(scores: torch.Tensor) -> torch.Tensor:
-    """Each score's rank among its child group's (its row's), scaled to [0, 1]; ties by index."""
-    ranks = scores.argsort(dim=1, stable=True).argsort(dim=1).double()
-    return ranks / max(scores.shape[1] - 1, 1)
-
-
-def check_per_child(per_child: bool, delta: float | None) -> bool:
-    if per_child and delta is not None:
-        raise ValueError(f"per_child=True ranks the scores within each child group and takes a quantile, not delta ({delta}).")
-    return bool(per_child)
-
-
 def threshold_pairs(
-    pairs: list[LayerPair], delta: float | None, quantile: float | None, gamma: Cap, per_child: bool = False
+    pairs: list[LayerPair], delta: float | None, quantile: float | None, gamma: Cap
 ) -> tuple[float, list[LayerPair]]:
-    """Pool the scores of all pairs, set δ (given, or their ``quantile``), decide every pair.
-
-    ``per_child`` (our extension): each score is first replaced by its rank within its child
-    group (:func:`ranks_within_child`), so that a quantile q keeps about the best 1 − q of every
-    child group's parent groups, and δ is on that rank scale.
-    """
-    decision_scores = [ranks_within_child(pair.scores) if per_child else pair.scores for pair in pairs]
+    """Pool the scores of all pairs, set δ (given, or their ``quantile``), decide every pair."""
     if delta is None:
-        delta = float(torch.quantile(torch.cat([scores.flatten() for scores in decision_scores]), quantile))
+        delta = float(torch.quantile(torch.cat([pair.scores.flatten() for pair in pairs]), quantile))
     decided = []
-    for pair, scores in zip(pairs, decision_scores):
+    for pair in pairs:
         cap = gamma.get(pair.parent) if isinstance(gamma, dict) else gamma
-        kept, pair_delta = keep_connections(scores, pair.block_weights(), delta, cap)
+        kept, pair_delta = keep_connections(pair.scores, pair.block_weights(), delta, cap)
         decided.append(replace(pair, kept=kept, delta=pair_delta))
     return delta, decided
 
@@ -323,20 +305,17 @@ def _pairs_of(details: dict[str, Any]) -> list[LayerPair]:
 
 
 def rethreshold(
-    details: dict[str, Any], *, delta: float | None = None, quantile: float | None = None, gamma: Cap = None,
-    per_child: bool = False,
+    details: dict[str, Any], *, delta: float | None = None, quantile: float | None = None, gamma: Cap = None
 ) -> dict[str, Any]:
-    """The details of a MINT run decided again with another δ, quantile, γ or ``per_child``
-    (:func:`threshold_pairs`), without re-estimating.
+    """The details of a MINT run decided again with another δ, quantile or γ, without re-estimating.
 
     Returns ``delta``, ``samples`` and ``pairs`` like ``result.details`` (for sweeps over δ as
     in MINT Fig. 4 and A-1); :func:`connection_masks` and :func:`connection_summary` take it.
     """
-    per_child = check_per_child(per_child, delta)
     delta, quantile = check_threshold(delta, quantile)
     pairs = _pairs_of(details)
     gamma = check_gamma(gamma, sorted({pair.parent for pair in pairs}))
-    delta, pairs = threshold_pairs(pairs, delta, quantile, gamma, per_child)
+    delta, pairs = threshold_pairs(pairs, delta, quantile, gamma)
     return {"delta": delta, "samples": details.get("samples"), "pairs": [pair.as_dict() for pair in pairs]}
 
 
@@ -426,11 +405,6 @@ class MINT(PruningMethod):
     group i's pre-activation, W_z z + b per child unit (:func:`other_parents_contribution`):
     a parent whose weights into the child are zero then scores ≈ 0, which the paper's
     estimator, whose distances are dominated by the many other units, does not see.
-    ``per_child`` (our extension, with a quantile only): rank each score within its child group
-    before the pooled quantile, so every child group keeps about the same share of its parent
-    groups (:func:`threshold_pairs`). Reason: on the MNIST MLP a third of the scores' variance
-    is the child group's, and the pooled rule at 96 % of fc2 pruned leaves 48–66 of its 300
-    units with no input at all (``bench/mint_mlp_mnist.py``).
     ``map_reduction``: how conv maps become one value per sample (``"signed_mean"`` is the
     paper's). ``batch_elements``: distance entries held per batch of spanning trees (memory
     versus speed).
@@ -446,16 +420,12 @@ class MINT(PruningMethod):
         quantile: float | None = None,
         gamma: Cap = None,
         conditioning: Conditioning = "contribution",
-        per_child: bool = False,
         map_reduction: MapReduction = "signed_mean",
         batch_elements: int = DEFAULT_BATCH_ELEMENTS,
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
         self.delta, self.quantile = check_threshold(delta, quantile, default_quantile=None)
-        self.per_child = check_per_child(per_child, self.delta)
-        if self.per_child and self.quantile is None:
-            raise ValueError("per_child=True ranks the scores within each child group and needs a quantile (e.g. quantile=0.9).")
         self.gamma = check_gamma(gamma)
         if conditioning not in typing.get_args(Conditioning):
             raise ValueError(f"conditioning must be one of {typing.get_args(Conditioning)}, got {conditioning!r}.")
@@ -545,7 +515,7 @@ class MINT(PruningMethod):
                 delta = independence_delta(int(rows.numel()))
             else:
                 quantile = 0.5
-        delta, decided = threshold_pairs(scored, delta, quantile, self.gamma, self.per_child)
+        delta, decided = threshold_pairs(scored, delta, quantile, self.gamma)
 
         masks = {}
         for layer in network.groups:
@@ -560,7 +530,6 @@ class MINT(PruningMethod):
             "samples": int(rows.numel()),
             "samples_per_class": dict(zip(classes.tolist(), per_class.tolist())),
             "conditioning": self.conditioning,
-            "per_child": self.per_child,
             "pairs": [pair.as_dict() for pair in decided],
         }
         try:
