@@ -12,14 +12,16 @@ group with MINT; zero the dropped fc2/fc3 blocks; re-train once with the masks h
 B-2, same recipe); print the fraction of fc2 (the paper's "layer 2") and of fc2+fc3 weights
 pruned, test accuracy, CSR memory (:func:`infoprune.metrics.csr_bytes`) and the wall time of
 the MINT scoring. ``--random-control`` also re-trains a net whose dropped blocks are drawn at
-random in the same numbers per layer pair, to tell MINT's choice from the sparsity alone.
+random in the same numbers per layer pair, to tell MINT's choice from the sparsity alone;
+``--magnitude-control`` one whose dropped blocks are those of smallest |W| (a reference
+criterion that reads the weights, not MINT).
 fc3 (the output layer, 3 000 weights) is left whole by default (``--gamma net.4=0``): the paper
 reports layer 2 only and states no γ for the MLP, and fc3's scores, driven by the class rather
 than the fc2 unit, would drop every connection of some classes. The script also prints what
 drives the scores (variance explained by child and by parent group, rank correlation with the
 weight blocks' L1 norms). The trained baseline and the scores are cached under ``runs/``.
 
-    PYTHONPATH=src python bench/mint_mlp_mnist.py --samples-per-class 250 --random-control [--conditioning others]
+    PYTHONPATH=src python bench/mint_mlp_mnist.py --samples-per-class 250 --random-control --magnitude-control [--conditioning others]
 """
 
 from __future__ import annotations
@@ -95,6 +97,27 @@ def delta_for_fc2(model: nn.Module, details: dict, target: float, gamma: float |
     return high
 
 
+def block_norms(model: nn.Module, pair: dict) -> torch.Tensor:
+    """L1 norm of the child's weights in each (child group, parent group) block of ``pair``."""
+    rows, cols = pair["child_group_sizes"], pair["parent_group_sizes"]
+    weight = dict(model.named_modules())[pair["child"]].weight.detach().abs().double()
+    weight = weight.reshape(sum(rows), sum(cols), -1).sum(-1)
+    blocks = torch.stack([chunk.sum(0) for chunk in weight.split(rows, dim=0)])
+    return torch.stack([chunk.sum(1) for chunk in blocks.split(cols, dim=1)], dim=1)
+
+
+def largest_blocks(model: nn.Module, details: dict) -> dict:
+    """The same number of dropped blocks per layer pair, those of smallest |W| (magnitude control)."""
+    pairs = []
+    for pair in details["pairs"]:
+        kept = torch.tensor(pair["kept"])
+        norms = block_norms(model, pair).flatten()
+        chosen = torch.zeros(kept.numel(), dtype=torch.bool)
+        chosen[norms.argsort(descending=True, stable=True)[: int(kept.sum())]] = True
+        pairs.append({**pair, "kept": chosen.reshape(kept.shape).tolist()})
+    return {**details, "pairs": pairs}
+
+
 def shuffled_blocks(details: dict, seed: int) -> dict:
     """The same number of dropped blocks per layer pair, at random positions."""
     generator = torch.Generator().manual_seed(seed)
@@ -136,14 +159,10 @@ def rank_correlation(a: torch.Tensor, b: torch.Tensor) -> float:
 def score_diagnostics(model: nn.Module, details: dict) -> list[str]:
     """What drives each pair's scores: the share of their variance explained by the child group's
     and by the parent group's mean, and the rank correlation with the weight block's L1 norm."""
-    modules = dict(model.named_modules())
     lines = []
     for pair in details["pairs"]:
         scores = torch.tensor(pair["scores"], dtype=torch.float64)
-        rows, cols = pair["child_group_sizes"], pair["parent_group_sizes"]
-        weight = modules[pair["child"]].weight.detach().abs().double().reshape(sum(rows), sum(cols), -1).sum(-1)
-        blocks = torch.stack([chunk.sum(0) for chunk in weight.split(rows, dim=0)])
-        blocks = torch.stack([chunk.sum(1) for chunk in blocks.split(cols, dim=1)], dim=1)
+        blocks = block_norms(model, pair)
         total = float(scores.var())
         by_child = float(scores.mean(1).var()) / total if scores.shape[0] > 1 else 0.0
         by_parent = float(scores.mean(0).var()) / total if scores.shape[1] > 1 else 0.0
@@ -188,6 +207,10 @@ def main() -> None:
         help="MINT's conditioning: our extension (contribution, the default) or the paper's (others)",
     )
     parser.add_argument("--random-control", action="store_true", help="also re-train with random blocks dropped")
+    parser.add_argument(
+        "--magnitude-control", action="store_true",
+        help="also re-train with the blocks of smallest |W| dropped (same numbers per pair): a reference, not MINT",
+    )
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
@@ -231,11 +254,18 @@ def main() -> None:
     print("\n".join(score_diagnostics(model, scored["details"])))
     used_fc1, used_fc2 = masks[FC2].any(dim=0), masks[FC3].any(dim=0)
     print(f"  structured result: units with a surviving connection: {FC1} {int(used_fc1.sum())}/500, {FC2} {int(used_fc2.sum())}/300")
+    print(f"  {FC2} units left with no input: {int((~masks[FC2].any(dim=1)).sum())}/300")
     if args.random_control:
         control_masks = connection_masks(model, shuffled_blocks(details, args.seed))
         control, control_before = retrain_with_masks(model, control_masks, splits, args, "control")
         print(
             f"  random control (same blocks dropped per pair, random positions): {100 * control_before:.2f} % before, "
+            f"{100 * evaluate(control, splits.test):.2f} % after re-training"
+        )
+    if args.magnitude_control:
+        control, control_before = retrain_with_masks(model, connection_masks(model, largest_blocks(model, details)), splits, args, "magnitude")
+        print(
+            f"  magnitude control (same blocks dropped per pair, smallest |W| first): {100 * control_before:.2f} % before, "
             f"{100 * evaluate(control, splits.test):.2f} % after re-training"
         )
 
