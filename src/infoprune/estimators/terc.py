@@ -527,8 +527,8 @@ def _test_fast(
 
     A unit the linear screen (:class:`_Screen`) calls clear-cut is kept without a re-fit.
     The others are tested in blocks of the next k in MI order (stopping before a screened
-    unit): a block whose removal is not significant goes at once and k doubles (up to
-    ``MAX_BLOCK``); a significant block of k > 1 is re-tested as its first k / 2; a single
+    unit): a block whose confidence is below ``BLOCK_REMOVE`` goes at once and k doubles (up
+    to ``MAX_BLOCK``); any other block of k > 1 is re-tested as its first k / 2; a single
     unit is kept or removed as in the reference. The "with" arm re-fits the current
     predictors on the current kept set; a keep changes neither, so it is computed once per
     kept set. After a removal the predictors continue from the "without" arm.
