@@ -81,11 +81,13 @@ class MIPP(PruningMethod):
     full model's or an absolute count, as ITPruner's) or ``ratio=`` (the fraction of
     prunable units to remove, in (0, 1)). MIPP then searches the confidence that lands the
     pruned model at most at the budget and within 2 points of it (:func:`search_confidence`);
-    ``max_passes`` bounds the number of MIPP walks. ``top_up=True`` then spends what the
-    budget has left on removed units, most sure first, each that still fits
-    (:func:`top_up`): at a FLOPs budget these are mostly dense-layer units, which cost little.
-    ``trim="cost"`` trims a walk over the budget by evidence per cost saved instead of by
-    confidence alone (:func:`trim_by_cost`).
+    ``max_passes`` bounds the number of MIPP walks. ``trim="cost"`` (the default) trims a
+    walk over the budget by evidence per cost saved instead of by confidence alone
+    (:func:`trim_by_cost`), and ``top_up=True`` (the default) then spends what the budget has
+    left on removed units, most sure first, each that still fits (:func:`top_up`). Both are
+    ours (budgets are not in the paper); ``trim="confidence", top_up=False`` is the plain
+    search-and-trim finish. Measured on LeNet-5 at 10 / 25 / 50 % of the FLOPs they re-train
+    +0.6 / +0.7 / +0.1 points higher (README, "Budgets at high sparsity").
 
     ``coupled``: ``"prune"`` tests every group; ``"keep"`` leaves groups with several
     producers (residual streams) whole, as App. D.3.2.
@@ -127,8 +129,8 @@ class MIPP(PruningMethod):
         batch_size: int = 64,
         learning_rate: float = 1e-3,
         max_passes: int = 8,
-        top_up: bool = False,
-        trim: str = "confidence",
+        top_up: bool = True,
+        trim: str = "cost",
         checkpoint: str | Path | None = None,
     ) -> None:
         budgets = {k: v for k, v in (("flops", flops), ("params", params), ("ratio", ratio)) if v is not None}
