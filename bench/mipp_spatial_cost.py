@@ -20,6 +20,7 @@ import torch
 import infoprune
 from infoprune.data import load_dataset
 from infoprune.experiments.pipeline import RunConfig, base_model
+from records import append_record
 
 
 def main() -> None:
@@ -51,9 +52,7 @@ def main() -> None:
             "flops_kept": round(result.flops_after / result.flops_before, 4),
         }
         print(json.dumps(record), flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        append_record(args.jsonl, record)
 
 
 if __name__ == "__main__":

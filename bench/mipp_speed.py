@@ -27,6 +27,7 @@ from infoprune.data import load_dataset
 from infoprune.experiments.pipeline import RunConfig, base_model, recipe_for
 from infoprune.training import evaluate, train
 from infoprune.validation import resolve_device
+from records import append_record
 
 
 def one_run(model, calibration, data, device, args, seed: int, **method_params) -> dict:
@@ -131,9 +132,7 @@ def main() -> None:
         record = one_run(copy.deepcopy(model), calibration, data, device, args, seed, **params, **extra)
         records.append(record)
         print(describe(record), flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
+        append_record(args.jsonl, record)
     print("\nsummary")
     for engine in args.engines:
         for confidence in args.confidences:

@@ -27,6 +27,7 @@ from infoprune.experiments.sweep import decode_mask
 from infoprune.methods.mipp import CostBudget, WalkOutcome, top_up, trim_by_cost, trim_or_fill
 from infoprune.network import Network, resolve_target
 from infoprune.training import evaluate, train
+from records import append_record
 
 
 def topped_up(record: dict, cache_dir: str | None, trim: str) -> dict:
@@ -105,9 +106,7 @@ def main() -> None:
             summary["baseline"] = baseline(summary, args.baseline)
         summary.pop("config")
         print(json.dumps(summary), flush=True)
-        if args.jsonl:
-            with open(args.jsonl, "a") as handle:
-                handle.write(json.dumps(summary) + "\n")
+        append_record(args.jsonl, summary)
 
 
 if __name__ == "__main__":
