@@ -86,8 +86,8 @@ class MIPP(PruningMethod):
     (:func:`trim_by_cost`), and ``top_up=True`` (the default) then spends what the budget has
     left on removed units, most sure first, each that still fits (:func:`top_up`). Both are
     ours (budgets are not in the paper); ``trim="confidence", top_up=False`` is the plain
-    search-and-trim finish. Measured on LeNet-5 at 10 / 25 / 50 % of the FLOPs they re-train
-    +0.6 / +0.7 / +0.1 points higher (README, "Budgets at high sparsity").
+    search-and-trim finish. Measured on LeNet-5 at 10 / 25 / 50 % of the FLOPs (2 seeds) they
+    re-train +0.7 / +0.7 / +0.05 points higher (README, "Budgets at high sparsity").
 
     ``coupled``: ``"prune"`` tests every group; ``"keep"`` leaves groups with several
     producers (residual streams) whole, as App. D.3.2.
