@@ -152,10 +152,10 @@ def test_a_shared_with_arm_equals_a_fresh_one_and_is_charged_once():
     x, y = teacher_layer()
     config = SMALL["fast"]
     start = terc_prepare(x, y, config, torch.Generator().manual_seed(0))
-    shared = _Arm(start.members, start, start.keep, config)
+    shared = _Arm(start.members, start, start.keep, config, int(start.keep.sum()))
     assert shared.losses_at(40)[1] == 40 * config.repeats
     losses, charged = shared.losses_at(80)
-    fresh, fresh_charged = _Arm(start.members, start, start.keep, config).losses_at(80)
+    fresh, fresh_charged = _Arm(start.members, start, start.keep, config, int(start.keep.sum())).losses_at(80)
     assert torch.equal(losses, fresh) and charged == 40 * config.repeats and fresh_charged == 80 * config.repeats
     assert shared.losses_at(80)[1] == 0 and shared.losses_at(40)[1] == 0
 

@@ -1,0 +1,74 @@
+"""How accurate can a LeNet-5 of a given width be? Narrow LeNet-5s trained from scratch.
+
+    python bench/lenet5_capacity.py --threads 1 --epochs 2 5 10 --widths 1/7/22/21
+    python bench/lenet5_capacity.py --threads 1 --epochs 30 --widths 3/7/6/6 --pixels 196
+
+A width is conv1/conv2/fc1/fc2 units (LeNet-5's shape otherwise). Each net is trained from
+scratch with the MNIST recipe (SGD, lr 1e-2 decayed at 1/3 and 2/3 of the epochs, MIPP Table 2)
+on all 50 000 training images, seed 0, and its test accuracy printed. ``--pixels k`` multiplies
+the input by a fixed mask that keeps the k most variable training pixels, chosen as 2 × 2 patches
+(k / 4 of them), as MIPP's ``input_patch=2`` does. It is the yardstick for the pruning targets at
+high sparsity (issue 14): what a net of the pruned shape reaches without any pruning decision.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from torch import nn
+
+from infoprune.data import load_dataset
+from infoprune.training import evaluate, recipe_for, train
+
+
+class NarrowLeNet5(nn.Module):
+    """LeNet-5 with ``widths`` = (conv1, conv2, fc1, fc2) units and an optional fixed input mask."""
+
+    def __init__(self, widths: tuple[int, int, int, int], input_mask: torch.Tensor | None = None) -> None:
+        super().__init__()
+        conv1, conv2, fc1, fc2 = widths
+        self.conv1 = nn.Conv2d(1, conv1, 5, padding=2)
+        self.conv2 = nn.Conv2d(conv1, conv2, 5)
+        self.fc1, self.fc2, self.fc3 = nn.Linear(conv2 * 25, fc1), nn.Linear(fc1, fc2), nn.Linear(fc2, 10)
+        self.pool, self.relu = nn.MaxPool2d(2), nn.ReLU()
+        self.register_buffer("input_mask", torch.ones(28, 28) if input_mask is None else input_mask)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.pool(self.relu(self.conv1(x * self.input_mask)))
+        x = self.pool(self.relu(self.conv2(x)))
+        return self.fc3(self.relu(self.fc2(self.relu(self.fc1(torch.flatten(x, 1))))))
+
+
+def most_variable_patches(images: torch.Tensor, pixels: int) -> torch.Tensor:
+    """A 28 × 28 mask keeping the ``pixels`` / 4 most variable 2 × 2 patches of ``images``."""
+    variance = images.float().var(0).reshape(14, 2, 14, 2).sum((1, 3)).flatten()
+    keep = torch.zeros(196, dtype=torch.bool)
+    keep[variance.argsort(descending=True)[: pixels // 4]] = True
+    return keep.reshape(14, 14).repeat_interleave(2, 0).repeat_interleave(2, 1).float()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--widths", nargs="+", required=True, help="conv1/conv2/fc1/fc2, e.g. 3/7/6/6")
+    parser.add_argument("--epochs", type=int, nargs="+", default=[10])
+    parser.add_argument("--pixels", type=int, default=None, help="keep only this many pixels (a multiple of 4)")
+    parser.add_argument("--threads", type=int, default=None)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    data = load_dataset("mnist")
+    mask = None if args.pixels is None else most_variable_patches(data.train.inputs, args.pixels)
+    for spec in args.widths:
+        widths = tuple(int(w) for w in spec.split("/"))
+        for epochs in args.epochs:
+            torch.manual_seed(0)
+            model = NarrowLeNet5(widths, mask)
+            train(model, data.train, recipe_for("mnist", retrain=False, epochs=epochs), "cpu", seed=0,
+                  transform=data.train_transform, desc=f"{spec}, {epochs} epochs")
+            pixels = 784 if mask is None else int(mask.sum())
+            print(f"widths {spec}, {pixels} pixels, {epochs} epochs: test accuracy {evaluate(model, data.test):.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
