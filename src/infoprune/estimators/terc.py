@@ -479,11 +479,11 @@ def _sequential_decision(confidence_at: Callable[[int], float], config: TercConf
     and removed early below ``FUTILITY``.
 
     Two looks, not one: with ``repeats`` = 5 (4 degrees of freedom) a unit's t statistic swings
-    widely between looks (measured on trained LeNet-5: t = 15.9, 13.8, 5.8 at 40, 80, 150
+    widely between looks (measured on trained LeNet-5: t = 29.2, 15.7, 6.3 at 40, 80, 150
     iterations), so keeping on the first look above the threshold kept units that the full-length
-    test removes: 2 of 114 early keeps at x = 0.9, 5 of 30 at 0.999 and 3 of 7 at 0.9999 (seed 0,
-    every look evaluated). Requiring two consecutive looks kept none of them, and it only
-    tightens the union bound of :func:`look_thresholds`."""
+    test removes: 1 of 65 early keeps at x = 0.9, 7 of 35 at 0.999 and 3 of 6 at 0.9999 (seed 0,
+    every look evaluated). Requiring two consecutive looks kept 0 of 34, 1 of 6 and none, and
+    it only tightens the union bound of :func:`look_thresholds`."""
     looks = refit_looks(config)
     early, last = look_thresholds(config)
     previous = 0.0
@@ -507,7 +507,7 @@ def _batch_stream(start: TercStart, tested_against: int) -> torch.Generator:
     derived from the layer's generator state and the kept count alone, so a resumed run draws
     the same batches. One stream for the whole layer (every arm replaying the same batches) made
     the walk remove far more than the reference: seed 2 of trained LeNet-5 kept 44 of fc1's 120
-    units at x = 0.9 against 88–103 for the reference's seeds, and 97 with a stream per kept set.
+    units at x = 0.9 against 88–103 for the reference's seeds, and 96 with a stream per kept set.
     """
     layer = torch.Generator().set_state(start.generator_state)
     base = int(torch.randint(2**62, (1,), generator=layer))
