@@ -185,3 +185,38 @@ def test_linear_screen_equals_refitting_without_each_feature(width: int) -> None
             expected[unit] += (heldout_loss(without, train, heldout) - heldout_loss(kept, train, heldout)) / split.folds
     assert torch.allclose(linear_loss_increase(x, y, split, kept, width=width), expected, atol=1e-12)
     assert expected[0] > 10 * expected[-1].abs()  # the informative feature loses more than a noise one
+
+
+def test_an_early_keep_needs_two_consecutive_looks_above_the_early_threshold():
+    """One look above the early threshold is not enough (the t statistic of 5 repeats swings
+    between looks); two in a row keep at the second, and the last look decides otherwise."""
+    from infoprune.estimators.terc import _sequential_decision
+
+    fast = replace(FAST, engine="fast", refit_iterations=150, confidence=0.9)
+    early, last = look_thresholds(fast)
+
+    def run(confidences: dict[int, float]):
+        asked = []
+
+        def confidence_at(look: int) -> float:
+            asked.append(look)
+            return confidences[look]
+
+        return _sequential_decision(confidence_at, fast), asked
+
+    high, middle = (early + 1) / 2, (last + early) / 2  # above the early threshold; between the two
+    assert run({40: high, 80: middle, 150: 0.5}) == ((0.5, 150, False), [40, 80, 150])
+    assert run({40: high, 80: high, 150: 0.0}) == ((high, 80, True), [40, 80])
+    assert run({40: middle, 80: high, 150: middle}) == ((middle, 150, True), [40, 80, 150])
+    assert run({40: high, 80: 0.1, 150: 1.0}) == ((0.1, 80, False), [40, 80])  # futility from look 2
+
+
+def test_each_kept_set_has_its_own_batch_stream():
+    """Arms tested against one kept set draw the same mini-batches (paired, shareable); another
+    kept set draws others; the stream depends only on the layer's start, so a resume redraws it."""
+    from infoprune.estimators.terc import _batch_stream
+
+    start = terc_prepare(*teacher_layer(), SMALL["fast"], torch.Generator().manual_seed(0))
+    draw = lambda kept: torch.randint(1000, (64,), generator=_batch_stream(start, kept))  # noqa: E731
+    assert torch.equal(draw(9), draw(9))
+    assert not torch.equal(draw(9), draw(8))
