@@ -59,3 +59,54 @@ def test_the_onnx_check_is_relative_to_the_output_scale(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as refused:
         export_onnx(model, x, tmp_path / "far.onnx")
     assert "differs from torch by up to 0.5 (> 0.1, 0.0001 of the largest output)" in str(refused.value)
+
+
+def test_missing_onnxruntime_is_a_clear_error(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now raises ImportError
+    message = r"onnxruntime is missing\): pip install 'infoprune\[onnx\]'"
+    with pytest.raises(ImportError, match=message):
+        require_onnx()
+    model, x = pruned("lenet5", (1, 28, 28))
+    with pytest.raises(ImportError, match=message):
+        export_onnx(model, x[:2], tmp_path / "model.onnx")
+    assert not (tmp_path / "model.onnx").exists()
+    # a run then records torch latency only
+    latency = measured_latency({"pruned": model}, x[:2])
+    assert "onnxruntime" not in latency["pruned"] and set(latency["pruned"]["cpu"]) == {"1", "64"}
+
+
+def test_export_command_writes_a_checked_onnx_file(tmp_path, capsys):
+    torch.manual_seed(0)
+    x = torch.randn(16, 1, 28, 28)
+    result = infoprune.prune(build_model("lenet5").eval(), x, method="l1", ratio=0.5, device="cpu")
+    run_dir = tmp_path / "run"
+    save_pruned(run_dir / "pruned_model.pt", result.model, result.masks)
+    record = {"config": {"model": "lenet5"}, "num_classes": 10, "input_shape": [1, 28, 28]}
+    (run_dir / "summary.json").write_text(json.dumps(record))
+    assert cli.main(["export", str(run_dir), "--onnx", str(tmp_path / "model.onnx")]) == 0
+    assert f"(ONNX opset {ONNX_OPSET}); ONNX Runtime matches torch" in capsys.readouterr().out
+    session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x.numpy()})
+    torch.testing.assert_close(torch.from_numpy(got), result.model.eval()(x).detach(), atol=1e-4, rtol=1e-4)
+    assert cli.main(["export", str(tmp_path), "--onnx", str(tmp_path / "other.onnx")]) == 2
+    assert "has no summary.json and pruned_model.pt" in capsys.readouterr().err
+
+
+def test_latency_profiles_time_every_backend_and_batch(tmp_path):
+    model, x = pruned("lenet5", (1, 28, 28))
+    path = export_onnx(model, x[:2], tmp_path / "model.onnx").path
+    profiles = latency_profiles({"pruned": model}, x[:2], repeats=3, onnx_paths={"pruned": path})
+    profile = profiles["pruned"]
+    assert profile["threads"] == torch.get_num_threads() and profile["batch_sizes"] == [1, 64]
+    for backend in ("cpu", "onnxruntime"):
+        for batch in ("1", "64"):
+            timing = profile[backend][batch]
+            assert 0 < timing["min"] <= timing["median"]
+
+
+def test_interleaved_timings_run_the_calls_in_turn():
+    order: list[str] = []
+    calls = {name: (lambda name=name: order.append(name)) for name in ("a", "b")}
+    timings = interleaved_timings(calls, repeats=3, warmup=1)
+    assert order == ["a", "b"] * 4  # warm-up and repeats, the calls taking turns
+    assert set(timings) == {"a", "b"} and all(0 < t["min"] <= t["median"] for t in timings.values())
