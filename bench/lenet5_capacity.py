@@ -16,28 +16,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from torch import nn
 
 from infoprune.data import load_dataset
+from infoprune.models.lenet import LeNet5
+from infoprune.network.surgery import InputMasked
 from infoprune.training import evaluate, recipe_for, train
-
-
-class NarrowLeNet5(nn.Module):
-    """LeNet-5 with ``widths`` = (conv1, conv2, fc1, fc2) units and an optional fixed input mask."""
-
-    def __init__(self, widths: tuple[int, int, int, int], input_mask: torch.Tensor | None = None) -> None:
-        super().__init__()
-        conv1, conv2, fc1, fc2 = widths
-        self.conv1 = nn.Conv2d(1, conv1, 5, padding=2)
-        self.conv2 = nn.Conv2d(conv1, conv2, 5)
-        self.fc1, self.fc2, self.fc3 = nn.Linear(conv2 * 25, fc1), nn.Linear(fc1, fc2), nn.Linear(fc2, 10)
-        self.pool, self.relu = nn.MaxPool2d(2), nn.ReLU()
-        self.register_buffer("input_mask", torch.ones(28, 28) if input_mask is None else input_mask)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.pool(self.relu(self.conv1(x * self.input_mask)))
-        x = self.pool(self.relu(self.conv2(x)))
-        return self.fc3(self.relu(self.fc2(self.relu(self.fc1(torch.flatten(x, 1))))))
 
 
 def most_variable_patches(images: torch.Tensor, pixels: int) -> torch.Tensor:
@@ -63,7 +46,7 @@ def main() -> None:
         widths = tuple(int(w) for w in spec.split("/"))
         for epochs in args.epochs:
             torch.manual_seed(0)
-            model = NarrowLeNet5(widths, mask)
+            model = LeNet5(widths=widths) if mask is None else InputMasked(LeNet5(widths=widths), mask)
             train(model, data.train, recipe_for("mnist", retrain=False, epochs=epochs), "cpu", seed=0,
                   transform=data.train_transform, desc=f"{spec}, {epochs} epochs")
             pixels = 784 if mask is None else int(mask.sum())

@@ -26,7 +26,9 @@ from infoprune.estimators import terc
 from infoprune.experiments.pipeline import RunConfig, base_model
 
 
-def record_looks(confidence: float, seed: int, hidden_size: int) -> list[list[float]]:
+def record_looks(
+    model: torch.nn.Module, calibration, confidence: float, seed: int, hidden_size: int
+) -> list[list[float]]:
     """The confidences at every look of every test of one MIPP walk (decided at the last look)."""
     tests: list[list[float]] = []
 
@@ -36,13 +38,10 @@ def record_looks(confidence: float, seed: int, hidden_size: int) -> list[list[fl
         tests.append(confidences)
         return confidences[-1], looks[-1], confidences[-1] >= terc.look_thresholds(config)[1]
 
-    data = load_dataset("mnist")
-    model = base_model(RunConfig(train_epochs=3, cache_dir="runs/cache", seed=0), data, torch.device("cpu"))
     decide, terc._sequential_decision = terc._sequential_decision, every_look
     try:
         infoprune.prune(
-            model, data.train.subset(2000, seed=1), "mipp", confidence=confidence, seed=seed, engine="fast",
-            hidden_size=hidden_size,
+            model, calibration, "mipp", confidence=confidence, seed=seed, engine="fast", hidden_size=hidden_size,
         )
     finally:
         terc._sequential_decision = decide
@@ -85,7 +84,10 @@ def main() -> None:
     if args.analyse:
         looks = {float(x): tests for x, tests in json.load(open(args.analyse)).items()}
     else:
-        looks = {x: record_looks(x, args.seed, args.hidden_size) for x in args.confidences}
+        data = load_dataset("mnist")
+        model = base_model(RunConfig(train_epochs=3, cache_dir="runs/cache", seed=0), data, torch.device("cpu"))
+        calibration = data.train.subset(2000, seed=1)
+        looks = {x: record_looks(model, calibration, x, args.seed, args.hidden_size) for x in args.confidences}
         if args.out:
             json.dump({str(x): tests for x, tests in looks.items()}, open(args.out, "w"))
     for x, tests in looks.items():

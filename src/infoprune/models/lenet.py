@@ -10,15 +10,20 @@ class LeNet5(nn.Module):
     """conv(6, 5×5, pad 2) → pool → conv(16, 5×5) → pool → fc 120 → fc 84 → fc classes.
 
     ReLU activations and 2×2 max-pooling; expects ``(N, in_channels, 28, 28)`` inputs.
+    ``widths`` = (conv1, conv2, fc1, fc2) units gives a narrower net of the same shape (what a
+    pruned LeNet-5 reaches trained from scratch: ``bench/lenet5_capacity.py``).
     """
 
-    def __init__(self, num_classes: int = 10, in_channels: int = 1) -> None:
+    def __init__(
+        self, num_classes: int = 10, in_channels: int = 1, widths: tuple[int, int, int, int] = (6, 16, 120, 84)
+    ) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(in_channels, 6, kernel_size=5, padding=2)
-        self.conv2 = nn.Conv2d(6, 16, kernel_size=5)
-        self.fc1 = nn.Linear(16 * 5 * 5, 120)
-        self.fc2 = nn.Linear(120, 84)
-        self.fc3 = nn.Linear(84, num_classes)
+        conv1, conv2, fc1, fc2 = widths
+        self.conv1 = nn.Conv2d(in_channels, conv1, kernel_size=5, padding=2)
+        self.conv2 = nn.Conv2d(conv1, conv2, kernel_size=5)
+        self.fc1 = nn.Linear(conv2 * 5 * 5, fc1)
+        self.fc2 = nn.Linear(fc1, fc2)
+        self.fc3 = nn.Linear(fc2, num_classes)
         self.relu = nn.ReLU()
         self.pool = nn.MaxPool2d(2)
 
