@@ -33,7 +33,7 @@ def redundant_net(copies=3, dead=3, seed=0):
     return net
 
 
-@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize("engine", ["gaussian", "fast", "reference"])
 def test_removes_copies_and_dead_units_keeps_unique_ones(engine):
     net = redundant_net()
     x = torch.randn(600, 6, generator=torch.Generator().manual_seed(1))

@@ -44,7 +44,7 @@ from typing import Any
 
 import torch
 
-from infoprune.estimators.terc import ENGINES, TercConfig, TercProgress, TercResult, TercStart, terc_prepare, terc_test
+from infoprune.estimators.terc import DEFAULT_ENGINE, ENGINES, RIDGE, TercConfig, TercProgress, TercResult, TercStart, terc_prepare, terc_test
 from infoprune.io import atomic_write_bytes
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
@@ -72,10 +72,14 @@ class MIPP(PruningMethod):
     layer harder to predict; higher x prunes more (§4.2.2, App. D.1). Iteration counts
     default to App. D.3.2 (1500 / 150 / 35; the paper uses 20 re-fit iterations for VGG).
 
-    ``engine``: ``"fast"`` (default) stops fits once decided or converged, shares one "with"
-    arm per kept set, removes blocks of clearly uninformative units at once and keeps
+    ``engine``: ``"gaussian"`` (default) runs the same test in closed form under a
+    linear-Gaussian model, a ridge regression instead of the paper's MLP (transfer entropy =
+    Granger causality for Gaussian variables; :mod:`infoprune.estimators.gaussian`, with
+    ``ridge`` and ``copula``; a deviation from the paper, measured in the README "Engines");
+    ``"fast"`` is the paper's MLP test that stops fits once decided or converged, shares one
+    "with" arm per kept set, removes blocks of clearly uninformative units at once and keeps
     clear-cut units by a linear screen (:mod:`infoprune.estimators.terc` names the five
-    approximations); ``"reference"`` runs every fit to its full length, as the paper.
+    approximations); ``"reference"`` runs every MLP fit to its full length, as the paper.
 
     Budgets (instead of ``confidence``): ``flops=`` / ``params=`` (a fraction ≤ 1 of the
     full model's or an absolute count, as ITPruner's) or ``ratio=`` (the fraction of
@@ -113,7 +117,7 @@ class MIPP(PruningMethod):
         flops: float | None = None,
         params: float | None = None,
         ratio: float | None = None,
-        engine: str = "fast",
+        engine: str = DEFAULT_ENGINE,
         map_reduction: str = "l1",
         spatial: int | str = 1,
         select_inputs: bool = False,
@@ -132,6 +136,8 @@ class MIPP(PruningMethod):
         top_up: bool = True,
         trim: str = "cost",
         checkpoint: str | Path | None = None,
+        ridge: float = RIDGE,
+        copula: bool = False,
     ) -> None:
         budgets = {k: v for k, v in (("flops", flops), ("params", params), ("ratio", ratio)) if v is not None}
         if len(budgets) > 1:
@@ -174,6 +180,8 @@ class MIPP(PruningMethod):
             raise ValueError(f"trim must be one of {TRIMS}, got {trim!r}.")
         self.trim = trim
         self.checkpoint = None if checkpoint is None else str(checkpoint)
+        self.ridge, self.copula = ridge, bool(copula)
+        self.terc_config(self.confidence or DEFAULT_CONFIDENCE)  # validates ridge
 
     def minimum_samples(self, widest: int) -> int:
         """Samples needed: ≥ 10 per held-out fold, and twice the widest tested layer.
@@ -194,6 +202,8 @@ class MIPP(PruningMethod):
             batch_size=self.batch_size,
             learning_rate=self.learning_rate,
             engine=self.engine,
+            ridge=self.ridge,
+            copula=self.copula,
         )
 
     def decide(self, context: PruningContext) -> MaskDecision:
