@@ -5,8 +5,8 @@ import math
 import pytest
 import torch
 
+from infoprune.estimators import gaussian
 from infoprune.estimators.gaussian import (
-    FoldStatistics,
     gaussian_conditional_information,
     gaussian_copula,
     gaussian_sequential_test,
@@ -52,34 +52,52 @@ def test_single_information_is_the_closed_form_and_orders_features():
 
 
 @pytest.mark.parametrize("width", [1, 3])
-def test_loss_increase_and_removal_equal_re_solving_the_ridge_fits(width: int):
-    """Each fold's held-out loss increase of dropping a feature, and the down-dated fit after a
-    removal, are exactly those of ridge regressions re-solved from scratch."""
+def test_sequential_decisions_equal_re_solving_the_ridge_fits(width: int, monkeypatch):
+    """Every tested feature's per-fold held-out loss increase, with removals down-dated inside
+    and across blocks, equals that of ridge regressions re-solved from scratch each step."""
+    monkeypatch.setattr(gaussian, "BLOCK", 4)  # several blocks on 12 features
     generator = torch.Generator().manual_seed(0)
-    x = torch.randn(150, 12, generator=generator, dtype=torch.float64)
-    y = x[:, :3] @ torch.randn(3, 2, generator=generator, dtype=torch.float64) + 0.5 * torch.randn(150, 2, generator=generator, dtype=torch.float64)
-    split = CrossFitSplit.make(150, 5, generator)
+    features = 12
+    x = torch.randn(300, features * width, generator=generator, dtype=torch.float64)
+    y = x[:, : 3 * width] @ torch.randn(3 * width, 2, generator=generator, dtype=torch.float64)
+    y = y + 2.0 * torch.randn(300, 2, generator=generator, dtype=torch.float64)
+    split = CrossFitSplit.make(300, 5, generator)
     ridge = 1e-3
 
-    def heldout_losses(kept_columns: torch.Tensor) -> torch.Tensor:
+    def heldout_losses(kept: torch.Tensor) -> torch.Tensor:
         losses = []
         for train, heldout in zip(split.train, split.heldout):
-            xk = x[:, kept_columns]
+            xk = x[:, kept.repeat_interleave(width)]
             gram = xk[train].T @ xk[train] + ridge * len(train) * torch.eye(xk.shape[1], dtype=torch.float64)
             error = y[heldout] - xk[heldout] @ torch.linalg.solve(gram, xk[train].T @ y[train])
             losses.append(error.pow(2).mean())
         return torch.stack(losses)
 
-    kept = torch.ones(12, dtype=torch.bool)
-    statistics = FoldStatistics(x, y, split.heldout, kept, ridge)
-    for feature in (1, 2):  # test one, remove it, then test the next against the down-dated fit
-        columns = slice(feature * width, (feature + 1) * width)
+    order = torch.randperm(features, generator=generator).tolist()
+    increases = []
+
+    def recorded_test(difference: torch.Tensor) -> float:
+        increases.append(difference)
+        return confidence_loss_increased(difference)
+
+    outcome = gaussian_sequential_test(
+        x, y, split.heldout, torch.ones(features, dtype=torch.bool), order, 0.9, recorded_test, width, ridge
+    )
+    kept, expected = torch.ones(features, dtype=torch.bool), []
+    for feature in order:
+        if kept.sum() == 1:
+            break
         without = kept.clone()
-        without[columns] = False
-        increase, a, parts = statistics.loss_increase(columns)
-        assert torch.allclose(increase, heldout_losses(without) - heldout_losses(kept), atol=1e-12)
-        statistics.remove(columns, a, parts)
-        kept = without
+        without[feature] = False
+        difference = heldout_losses(without) - heldout_losses(kept)
+        expected.append(difference)
+        if confidence_loss_increased(difference) < 0.9:
+            kept = without
+    assert torch.equal(outcome.keep, kept)
+    assert 0 < kept.sum() < features  # the check covers keeps and removals
+    assert len(increases) == len(expected)
+    for got, want in zip(increases, expected):
+        assert torch.allclose(got, want, atol=1e-10)
 
 
 def teacher_layer(samples=600, copies=3, dead=3, seed=0):
