@@ -1,6 +1,7 @@
 """The closed-form (linear-Gaussian) TERC engine: known answers and its algebra against re-solving."""
 
 import math
+import re
 
 import pytest
 import torch
@@ -159,3 +160,32 @@ def test_sequential_test_never_empties_a_layer_and_counts_its_work():
 def test_ridge_setting_is_validated():
     with pytest.raises(ValueError, match=r"ridge must be a number in \(0, 1\) \(the penalty per training row\), got 0"):
         TercConfig(ridge=0)
+
+
+def test_too_few_samples_for_the_widest_group_is_refused_before_any_work():
+    import infoprune
+    from torch import nn
+
+    net = nn.Sequential(nn.Linear(8, 40), nn.ReLU(), nn.Linear(40, 3))
+    x = torch.randn(60, 8, generator=torch.Generator().manual_seed(0))
+    message = (
+        "MIPP needs at least 80 calibration samples here (5 cross-fitting folds of ≥ 10, and twice the widest "
+        "tested layer, '0' with 40 units); got 60. Pass more calibration data."
+    )
+    with pytest.raises(ValueError, match=re.escape(message)):
+        infoprune.prune(net, x, "mipp", engine="gaussian", progress=None)
+
+
+def test_non_finite_activations_are_named_not_spread_through_the_algebra():
+    import infoprune
+    from torch import nn
+
+    class Exp(nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.exp(x)
+
+    net = nn.Sequential(nn.Linear(4, 6), Exp(), nn.Linear(6, 2))
+    x = torch.randn(200, 4, generator=torch.Generator().manual_seed(0))
+    x[-1] = 1e4  # exp overflows to inf on this sample
+    with pytest.raises(ValueError, match=r"Non-finite \(NaN or inf\) activations at the units of '0'"):
+        infoprune.prune(net, x, "mipp", engine="gaussian", progress=None)

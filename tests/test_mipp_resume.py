@@ -21,10 +21,10 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[3])
     from test_mipp_resume import lenet_and_inputs, SETTINGS
     import infoprune
-    from infoprune.methods import mipp
+    from infoprune.methods.mipp import walk
     units_into_second_layer = int(sys.argv[4])  # 0: kill as the second layer starts
     engine = sys.argv[5]
-    mipp.SNAPSHOT_SECONDS = 0.0  # inside a layer, write the state after every unit
+    walk.SNAPSHOT_SECONDS = 0.0  # inside a layer, write the state after every unit
 
     class KillInSecondLayer:  # a progress bar that kills the process in MIPP's second layer
         layers, units = [], 0
