@@ -34,7 +34,7 @@ update instead of hundreds of optimiser steps.
 Deviations from the paper, named: a linear predictor instead of an MLP (information a unit
 carries only non-linearly is invisible; ``copula=True`` rank-transforms every column to normal
 scores first, Ince et al. 2017, so monotone non-linear relations become linear), and the
-redundancy rule above. Their measured effect on LeNet-5 is in the README ("Engines").
+redundancy rule above. Their measured effect on LeNet-5 is in docs/methods/mipp.md and docs/results/mipp-scaling.
 """
 
 from __future__ import annotations

@@ -40,8 +40,10 @@ known-answer tests in tests/test_terc.py):
   Both engines take widths: the fast engine's blocks and linear screen drop a feature's
   columns together (:func:`linear_loss_increase` solves one width × width system per feature).
 
-Two engines (``TercConfig.engine``). ``"reference"`` is the protocol above with every fit run
-to its full length. ``"fast"`` (:func:`_test_fast`) approximates it in five named ways:
+Three engines (``TercConfig.engine``). ``"gaussian"`` (the default) runs the same protocol with
+a ridge regression in closed form instead of the MLP (:mod:`infoprune.estimators.gaussian`).
+``"reference"`` is the protocol above with every fit run to its full length. ``"fast"``
+(:func:`_test_fast`) approximates it in five named ways:
 
 1. *Converged initial fit*: it stops once two held-out checks (every ``FIT_CHECK``) improved
    the loss by less than ``FIT_TOLERANCE``.
@@ -69,9 +71,9 @@ to its full length. ``"fast"`` (:func:`_test_fast`) approximates it in five name
    units with a smaller one (calibrated on the layer's own tests; its confidence is recorded
    as 1). On fc2 → logits the linear increase orders the MLP's decisions almost perfectly.
 
-Measured agreement with the reference (trained LeNet-5, MNIST, paper counts; README "Engines"):
+Measured agreement with the reference (trained LeNet-5, MNIST, paper counts; docs/methods/mipp.md "Engines"):
 per-layer kept counts against the reference's seed-to-seed range and iteration / CPU-time
-ratios. The fast engine is *not* the ≥ 8× faster engine issue 11 asked for (README).
+ratios (the fast engine is 1.2–2.8× cheaper in iterations).
 """
 
 from __future__ import annotations
@@ -138,7 +140,7 @@ def _columns(units: Tensor, width: int) -> Tensor:
 
 ENGINES = ("gaussian", "fast", "reference")
 DEFAULT_ENGINE = "gaussian"
-"""The engine MIPP uses unless told (README "Engines": the measured choice)."""
+"""The engine MIPP uses unless told (docs/methods/mipp.md: the measured choice)."""
 
 FIRST_LOOK = 40
 """Fast engine: the first look at the paired re-fit, after this many iterations (then doubling).

@@ -30,7 +30,7 @@ class MIPP(PruningMethod):
     ``engine``: ``"gaussian"`` (default) runs the same test in closed form under a
     linear-Gaussian model, a ridge regression instead of the paper's MLP (transfer entropy =
     Granger causality for Gaussian variables; :mod:`infoprune.estimators.gaussian`, with
-    ``ridge`` and ``copula``; a deviation from the paper, measured in the README "Engines");
+    ``ridge`` and ``copula``; a deviation from the paper, measured in docs/methods/mipp.md);
     ``"fast"`` is the paper's MLP test that stops fits once decided or converged, shares one
     "with" arm per kept set, removes blocks of clearly uninformative units at once and keeps
     clear-cut units by a linear screen (:mod:`infoprune.estimators.terc` names the five
@@ -46,7 +46,7 @@ class MIPP(PruningMethod):
     left on removed units, most sure first, each that still fits (:func:`top_up`). Both are
     ours (budgets are not in the paper); ``trim="confidence", top_up=False`` is the plain
     search-and-trim finish. Measured on LeNet-5 at 10 / 25 / 50 % of the FLOPs (2 seeds) they
-    re-train +0.7 / +0.7 / +0.05 points higher (README, "Budgets at high sparsity").
+    re-train +0.7 / +0.7 / +0.05 points higher (docs/methods/mipp.md, "Budgets at high sparsity").
 
     ``coupled``: ``"prune"`` tests every group; ``"keep"`` leaves groups with several
     producers (residual streams) whole, as App. D.3.2.
