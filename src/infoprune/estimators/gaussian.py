@@ -124,7 +124,7 @@ class FoldFits:
         self.heldout_x = heldout_x
         self.residual = heldout_y - heldout_x @ self.coefficients
         self.scale = 1.0 / (heldout.shape[1] * y.shape[1])  # squared error → mean per held-out entry
-        self.pending: list[tuple[Tensor, Tensor, Tensor]] = []  # removals not yet folded into A, β
+        self.pending: list[tuple[Tensor, Tensor, Tensor, Tensor]] = []  # removals not yet folded into A, β, E
         self.removed: list[Tensor] = []  # their columns
 
     def block(self, columns: Tensor) -> Block:
@@ -138,9 +138,10 @@ class FoldFits:
         """Fold the pending removals into A and β (one matrix product) and drop their columns."""
         if not self.pending:
             return
-        a, t, c = (torch.cat(parts, dim) for parts, dim in zip(zip(*self.pending), (2, 1, 1)))
+        a, t, c, u = (torch.cat(parts, dim) for parts, dim in zip(zip(*self.pending), (2, 1, 1, 2)))
         self.inverse -= a @ t
         self.coefficients -= a @ c
+        self.residual += u @ c
         removed = torch.zeros(len(self.columns), dtype=torch.bool, device=self.columns.device)
         for columns in self.removed:
             removed[torch.searchsorted(self.columns, columns)] = True
@@ -176,14 +177,14 @@ class Block:
         return float(torch.linalg.eigvalsh(torch.linalg.inv(alpha)).amax(dim=1).mean() / self.fits.train_rows)
 
     def remove(self, s: slice, alpha: Tensor, change: Tensor) -> None:
-        """Drop the columns ``s``: E gains u c; the block's statistics follow (a rank-w
-        down-date each); A and β are down-dated at the next :meth:`FoldFits.refresh`."""
+        """Drop the columns ``s``: the block's statistics follow (a rank-w down-date each);
+        A, β and the residuals E (which gain u c) follow at the next :meth:`FoldFits.refresh`,
+        in one matrix product for the whole block."""
         fits, a_s, u_s = self.fits, self.a[:, :, s].clone(), self.u[:, :, s].clone()
         t = torch.linalg.solve(alpha, a_s[:, self.index].transpose(1, 2))  # α⁻¹ A[S, block]
         gram_s, gram_ss, cross_s = self.gram[:, :, s].clone(), self.gram[:, s, s].clone(), self.cross[:, s].clone()
-        fits.pending.append((a_s, torch.linalg.solve(alpha, a_s.transpose(1, 2)), change))
+        fits.pending.append((a_s, torch.linalg.solve(alpha, a_s.transpose(1, 2)), change, u_s))
         fits.removed.append(fits.columns[self.index[s]])
-        fits.residual += u_s @ change
         self.beta -= a_s[:, self.index] @ change
         self.cross += gram_s @ change - t.transpose(1, 2) @ (cross_s + gram_ss @ change)
         self.gram += t.transpose(1, 2) @ gram_ss @ t - gram_s @ t - t.transpose(1, 2) @ gram_s.transpose(1, 2)

@@ -149,14 +149,20 @@ class Walk:
     def _test(
         self, index: int, name: str, target: torch.Tensor, target_key: str, confidence: float, bar: Any
     ) -> tuple[torch.Tensor, dict]:
-        """Run TERC on one layer, re-using its ordering and initial fit when they exist."""
+        """Run TERC on one layer, re-using its ordering and initial fit when they exist.
+
+        Only the MLP engines' starts are kept (their initial fit is costly); the closed-form
+        engine's start is cheap beside the copies of the layer's data it holds, which on a
+        network of thousands of units would pile up over the walks of a budget search."""
         config = self.method.terc_config(confidence)
-        if target_key not in self.starts:
+        start = self.starts.get(target_key)
+        if start is None:
             generator = torch.Generator().manual_seed(_layer_seed(self.context.seed, index))
-            self.starts[target_key] = terc_prepare(self.recorded[name], target, config, generator, self.width[name])
-            self.iterations += self.starts[target_key].iterations
-            self.seconds["ordering"] += self.starts[target_key].seconds
-        start = self.starts[target_key]
+            start = terc_prepare(self.recorded[name], target, config, generator, self.width[name])
+            self.iterations += start.iterations
+            self.seconds["ordering"] += start.seconds
+            if config.engine != "gaussian":
+                self.starts[target_key] = start
         key = f"{target_key}|x={confidence!r}"
         resume = self.state.get_progress(key)
         bar.update(0 if resume is None else resume.tested)
