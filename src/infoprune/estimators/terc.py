@@ -87,6 +87,7 @@ import torch
 from scipy import stats
 
 from infoprune.estimators.gaussian import RIDGE, gaussian_copula, gaussian_sequential_test, single_gaussian_information
+from infoprune.validation import check_count
 from infoprune.estimators.predictive import (
     CrossFitSplit,
     PredictorEnsemble,
@@ -195,10 +196,28 @@ class TercConfig:
     copula: bool = False
 
     def __post_init__(self) -> None:
+        """Validate every setting, with a message naming the value and what is accepted."""
+        if not _is_number(self.confidence) or not 0 < self.confidence < 1:
+            raise ValueError(f"confidence must lie in (0, 1), got {self.confidence!r}.")
+        for name in ("hidden_size", "fit_iterations", "refit_iterations", "ordering_iterations", "batch_size"):
+            check_count(name, getattr(self, name), 1)
+        check_count("repeats", self.repeats, 2)
+        if not _is_number(self.learning_rate) or not self.learning_rate > 0:
+            raise ValueError(
+                f"learning_rate must be a positive number, got {self.learning_rate!r} ({type(self.learning_rate).__name__}); "
+                "pass e.g. learning_rate=1e-3."
+            )
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}.")
-        if isinstance(self.ridge, bool) or not isinstance(self.ridge, (int, float)) or not 0 < self.ridge < 1:
+        if not _is_number(self.ridge) or not 0 < self.ridge < 1:
             raise ValueError(f"ridge must be a number in (0, 1) (the penalty per training row), got {self.ridge!r}.")
+        if not isinstance(self.copula, bool):
+            raise ValueError(f"copula must be True or False, got {self.copula!r}.")
+
+
+def _is_number(value: object) -> bool:
+    """A real number (not a bool, not a string)."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass

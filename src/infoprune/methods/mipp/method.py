@@ -4,10 +4,11 @@ describes the algorithm)."""
 from __future__ import annotations
 
 import time
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
-from infoprune.estimators.terc import DEFAULT_ENGINE, ENGINES, RIDGE, TercConfig
+from infoprune.estimators.terc import DEFAULT_ENGINE, RIDGE, TercConfig
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 from infoprune.methods.mipp.budget import CostBudget, search_confidence
@@ -106,9 +107,6 @@ class MIPP(PruningMethod):
         self.flops = None if flops is None else check_target("FLOPs", flops)
         self.params = None if params is None else check_target("params", params)
         self.ratio = None if ratio is None else check_fraction("ratio", ratio)
-        if engine not in ENGINES:
-            raise ValueError(f"engine must be one of {ENGINES}, got {engine!r}.")
-        self.engine = engine
         if map_reduction not in MAP_REDUCTIONS:
             raise ValueError(f"map_reduction must be one of {MAP_REDUCTIONS}, got {map_reduction!r}.")
         self.map_reduction = map_reduction
@@ -120,23 +118,24 @@ class MIPP(PruningMethod):
             raise ValueError(f"coupled must be one of {COUPLED}, got {coupled!r}.")
         self.coupled = coupled
         self.select_inputs = bool(select_inputs)
-        self.hidden_size = check_positive_int("hidden_size", hidden_size)
-        self.fit_iterations = check_positive_int("fit_iterations", fit_iterations)
-        self.refit_iterations = check_positive_int("refit_iterations", refit_iterations)
-        self.ordering_iterations = check_positive_int("ordering_iterations", ordering_iterations)
-        self.repeats = check_positive_int("repeats", repeats, minimum=2)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
-        self.learning_rate = float(learning_rate)
         self.max_passes = check_positive_int("max_passes", max_passes)
         self.top_up = bool(top_up)
         if trim not in TRIMS:
             raise ValueError(f"trim must be one of {TRIMS}, got {trim!r}.")
         self.trim = trim
         self.checkpoint = None if checkpoint is None else str(checkpoint)
-        self.ridge, self.copula = ridge, bool(copula)
-        self.terc_config(self.confidence or DEFAULT_CONFIDENCE)  # validates ridge
+        self.test = TercConfig(
+            confidence=self.confidence or DEFAULT_CONFIDENCE, repeats=repeats, hidden_size=hidden_size,
+            fit_iterations=fit_iterations, refit_iterations=refit_iterations, ordering_iterations=ordering_iterations,
+            batch_size=batch_size, learning_rate=learning_rate, engine=engine, ridge=ridge, copula=copula,
+        )
+        """The test's settings (one owner, validated there); each walk runs it at its own confidence."""
+
+    def config(self) -> dict[str, Any]:
+        """The method's parameters, the test's among them (for the JSON summary and the state file)."""
+        own = {k: v for k, v in vars(self).items() if not k.startswith("_") and k != "test"}
+        test = {f.name: getattr(self.test, f.name) for f in fields(self.test) if f.name != "confidence"}
+        return {**own, **test}
 
     def minimum_samples(self, widest: int) -> int:
         """Samples needed: ≥ 10 per held-out fold, and twice the widest tested layer.
@@ -144,22 +143,11 @@ class MIPP(PruningMethod):
         With fewer samples than units, every unit is (on the calibration set) a linear
         combination of the others, and no test can see a unit's own contribution.
         """
-        return max(10 * self.repeats, 2 * widest)
+        return max(10 * self.test.repeats, 2 * widest)
 
     def terc_config(self, confidence: float) -> TercConfig:
-        return TercConfig(
-            confidence=confidence,
-            repeats=self.repeats,
-            hidden_size=self.hidden_size,
-            fit_iterations=self.fit_iterations,
-            refit_iterations=self.refit_iterations,
-            ordering_iterations=self.ordering_iterations,
-            batch_size=self.batch_size,
-            learning_rate=self.learning_rate,
-            engine=self.engine,
-            ridge=self.ridge,
-            copula=self.copula,
-        )
+        """The test's settings at ``confidence``."""
+        return replace(self.test, confidence=confidence)
 
     def decide(self, context: PruningContext) -> MaskDecision:
         self._check_samples(context)
@@ -191,7 +179,7 @@ class MIPP(PruningMethod):
         samples, needed = context.inputs.shape[0], self.minimum_samples(widths[widest])
         if samples < needed:
             raise ValueError(
-                f"MIPP needs at least {needed} calibration samples here ({self.repeats} cross-fitting "
+                f"MIPP needs at least {needed} calibration samples here ({self.test.repeats} cross-fitting "
                 f"folds of ≥ 10, and twice the widest tested layer, {widest!r} with {widths[widest]} "
                 f"units); got {samples}. Pass more calibration data."
             )
