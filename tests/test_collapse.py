@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
+import pytest
 import torch
 from torch import nn
 
@@ -25,12 +29,22 @@ def retrain_briefly(model: nn.Module, x: torch.Tensor) -> None:
     train(model, data, get_recipe("mnist-retrain", epochs=3, batch_size=4), device="cpu", seed=0)
 
 
-def test_global_l1_empties_the_layer_of_tiny_weights_and_reports_the_collapse():
+def test_global_l1_empties_the_layer_of_tiny_weights_and_reports_the_collapse(caplog):
     model, x = chain(), torch.randn(8, 20)
     with torch.no_grad():
         model[2].weight.mul_(1e-3)
         model[2].bias.fill_(0.5)  # the unit surgery keeps stays active, so its outgoing weights get gradients
-    result = infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu")
+    refused = (
+        "Method 'l1' at ratio=0.5 collapses the network: layer(s) ['2'] lost every unit; no path from the input to "
+        "the output survives, so the pruned model outputs a constant. Ask for a smaller budget, pass min_units=1 "
+        "where the method takes it, or pass allow_collapse=True (CLI: --allow-collapse) to get the collapsed "
+        "result anyway."
+    )
+    with pytest.raises(ValueError, match=re.escape(refused)):  # a budgeted call never returns a dead model silently
+        infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="infoprune"):
+        result = infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu", allow_collapse=True)
+    assert "COLLAPSE: method 'l1' at ratio=0.5: layer(s) ['2'] lost every unit; no path" in caplog.text
     assert result.collapsed_layers == ["2"] and result.layers["2"].kept == 0
     assert result.disconnected and result.collapsed and result.summary()["collapsed"]
     with torch.no_grad():  # the physical model agrees: its output no longer depends on the input

@@ -49,6 +49,7 @@ from infoprune.io import atomic_write_bytes
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 from infoprune.network import Group, Network, check_target, resolve_target
+from infoprune.validation import check_positive_number
 
 MAP_REDUCTIONS = ("l1", "l2", "mean", "std")
 FLATTEN = "flatten"
@@ -165,9 +166,7 @@ class MIPP(PruningMethod):
         self.ordering_iterations = check_positive_int("ordering_iterations", ordering_iterations)
         self.repeats = check_positive_int("repeats", repeats, minimum=2)
         self.batch_size = check_positive_int("batch_size", batch_size)
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be positive, got {learning_rate!r}.")
-        self.learning_rate = float(learning_rate)
+        self.learning_rate = check_positive_number("learning_rate", learning_rate)
         self.max_passes = check_positive_int("max_passes", max_passes)
         self.top_up = bool(top_up)
         if trim not in TRIMS:
