@@ -121,6 +121,63 @@ def norm_mlp(norm: Callable[[int], nn.Module]) -> nn.Module:
     return nn.Sequential(nn.Linear(6, 8), norm(8), nn.ReLU(), nn.Linear(8, CLASSES))
 
 
+class FeatureOp(nn.Module):
+    """Linear(6, 8) → ReLU → Linear(8, 8) → ``op`` over the 8 features → Linear(``head_in``, 3):
+    an operation that mixes the features of the pruned layer fc2 (issue 27)."""
+
+    def __init__(self, op: Callable[[FeatureOp, torch.Tensor], torch.Tensor], head_in: int = 8) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head, self.op = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(head_in, CLASSES), op
+        self.register_buffer("perm", torch.randperm(8, generator=torch.Generator().manual_seed(3)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.op(self, self.fc2(torch.relu(self.fc1(x)))))
+
+
+class ChannelOp(nn.Module):
+    """Conv(1, 8) → ReLU → Conv(8, 8) → a channel-mixing module or op → Linear."""
+
+    def __init__(self, op: Callable[[torch.Tensor], torch.Tensor], head_in: int) -> None:
+        super().__init__()
+        self.c1, self.c2, self.op, self.head = nn.Conv2d(1, 8, 3), nn.Conv2d(8, 8, 3), op, nn.Linear(head_in, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.op(self.c2(torch.relu(self.c1(x)))).flatten(1))
+
+
+def _rows(h: torch.Tensor) -> int:
+    return h.shape[0]
+
+
+FEATURE_OPS: dict[str, Callable[[], nn.Module]] = {
+    "amax gate": lambda: FeatureOp(lambda m, h: h * h.amax(1, keepdim=True)),
+    "max added": lambda: FeatureOp(lambda m, h: torch.relu(h) + torch.max(h, dim=1, keepdim=True).values),
+    "min subtracted": lambda: FeatureOp(lambda m, h: h - h.amin(1, keepdim=True)),
+    "top-k mask": lambda: FeatureOp(lambda m, h: h * (h >= h.topk(3, dim=1).values[:, -1:]).float()),
+    "sort": lambda: FeatureOp(lambda m, h: torch.sort(h, dim=1).values),
+    "softmax": lambda: FeatureOp(lambda m, h: torch.softmax(h, dim=1)),
+    "norm over features": lambda: FeatureOp(lambda m, h: h / h.norm(dim=1, keepdim=True)),
+    "index_select by buffer": lambda: FeatureOp(lambda m, h: torch.relu(h).index_select(1, m.perm)),
+    "indexing by buffer": lambda: FeatureOp(lambda m, h: torch.relu(h)[:, m.perm]),
+    "cumsum": lambda: FeatureOp(lambda m, h: h.cumsum(1)),
+    "GLU": lambda: FeatureOp(lambda m, h: F.glu(h, dim=1), head_in=4),
+    "reshape folding features": lambda: FeatureOp(lambda m, h: h.reshape(_rows(h), 2, 4).sum(1), head_in=4),
+    "feature shuffle": lambda: FeatureOp(lambda m, h: h.reshape(_rows(h), 2, 4).transpose(1, 2).flatten(1)),
+    "nn.ChannelShuffle": lambda: ChannelOp(nn.ChannelShuffle(2), 8 * 4 * 4),
+    "nn.PixelShuffle": lambda: ChannelOp(nn.PixelShuffle(2), 2 * 8 * 8),
+    "nn.GLU over channels": lambda: ChannelOp(nn.GLU(1), 4 * 4 * 4),
+    "amax over channels": lambda: ChannelOp(lambda h: h.amax(1), 4 * 4),
+    "reshape folding channels": lambda: ChannelOp(lambda h: h.reshape(_rows(h), 4, 2, 4, 4).sum(1), 2 * 4 * 4),
+}
+"""Models whose pruned layer (fc2 / c2) feeds an operation across its features: each must be
+pruned exactly or have that layer left whole (issue 27: max, top-k and permutations were pruned
+silently wrong, GLU, shuffles and reshapes crashed)."""
+
+
+def feature_op_sample_shape(name: str) -> tuple[int, ...]:
+    return (6,) if isinstance(FEATURE_OPS[name](), FeatureOp) else (1, 8, 8)
+
+
 @dataclass
 class Case:
     """A bad input: ``make()`` returns (model, calibration data, extra prune arguments).
@@ -179,6 +236,8 @@ CASES = [
     Case("dict output", lambda: (TupleOutput(as_dict=True), labelled(), {})),
     Case("frozen first layer", lambda: (frozen(mlp(), first_only=True), labelled(), {})),
     Case("frozen model", lambda: (frozen(mlp(), first_only=False), labelled(), {})),
+    *[Case(f"op: {name}", lambda name=name: (FEATURE_OPS[name](), labelled(inputs(shape=feature_op_sample_shape(name))), {}),
+           "either", feature_op_sample_shape(name)) for name in FEATURE_OPS],
 ]
 
 
@@ -248,3 +307,23 @@ def test_prune_inside_no_grad_works(method):
         result = infoprune.prune(mlp(), data, method, device="cpu", **OPTIONS[method])
         assert not torch.is_grad_enabled()
     assert result.params_after < result.params_before
+
+
+@pytest.mark.parametrize("name", list(FEATURE_OPS))
+def test_operations_across_features_are_pruned_exactly_or_left_whole(name: str, caplog):
+    """Physical == masked to 1e-5 on 200 probes (a max or top-k picks another unit on some of
+    them); where the mixing layer is left whole, the log says why."""
+    shape = feature_op_sample_shape(name)
+    model = FEATURE_OPS[name]().eval()
+    mixing = "fc2" if isinstance(model, FeatureOp) else "c2"
+    with caplog.at_level("INFO", logger="infoprune"):
+        result = infoprune.prune(model, inputs(60, shape), "l1", ratio=0.5, device="cpu", allow_collapse=True)
+    probe = torch.randn(200, *shape, generator=torch.Generator().manual_seed(2))
+    network = Network(model, probe[:2])
+    with torch.no_grad():
+        physical = result.model(probe)
+        with network.masked(result.masks):
+            masked = model(probe)
+    torch.testing.assert_close(physical, masked, rtol=1e-5, atol=1e-5)
+    if mixing not in result.masks:
+        assert f"Group {mixing!r} is left whole: " in caplog.text

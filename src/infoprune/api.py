@@ -111,6 +111,11 @@ def _prune(
     """The body of :func:`prune` on checked arguments (run inside a forked RNG)."""
     working = copy.deepcopy(model).to(device).eval()
     example = inputs[:2].to(device)
+    if getattr(pruning_method, "select_inputs", False) and not inputs.is_floating_point():
+        raise ValueError(
+            f"select_inputs=True selects input features, but the calibration inputs are {inputs.dtype} (e.g. "
+            "token ids), which cannot be masked; leave select_inputs off for integer inputs."
+        )
     classes = _check_model_accepts(working, example)
     if labels is not None:
         check_labels(labels, classes, method)

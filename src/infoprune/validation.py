@@ -156,6 +156,12 @@ def check_labels(labels: torch.Tensor, classes: int | None, method: str) -> None
     them are checked all the same: they are the calibration set's classes.
     """
     use = "the methods that read labels take them as classification targets or draw samples per class"
+    if labels.dim() > 1 and not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
+        raise ValueError(
+            f"The calibration labels given to method {method!r} have shape {tuple(labels.shape)}: per-position "
+            f"(dense, e.g. segmentation) labels are not supported; {use}, one class per sample. Pass the inputs "
+            "alone and use a method that needs no labels (e.g. 'l1', 'mipp')."
+        )
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
         raise ValueError(
             f"The calibration labels given to method {method!r} are a {labels.dtype} tensor of shape "

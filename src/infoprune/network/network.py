@@ -30,7 +30,8 @@ from infoprune.validation import ignore_entries
 Masks = Mapping[str, torch.Tensor]
 MISMATCH = (
     "pruning its channels would change more than masking them does (an operation across channels "
-    "between its producers and consumers, e.g. mean-centring or a softmax over features)"
+    "between its producers and consumers, e.g. mean-centring, a softmax, max, top-k or sort over features, "
+    "or a permutation of them)"
 )
 
 
@@ -105,7 +106,11 @@ class Network:
             logger.info("Group %r is left whole: %s.", name, reason)
         if not self.groups:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.whole.items())
-            raise ValueError(f"The model has no prunable group of channels ({reasons}).")
+            raise ValueError(
+                f"The model has no prunable group of channels ({reasons}): nothing can be removed without changing "
+                "what it computes. Change an operation named here if you can (e.g. call a layer as a module instead "
+                "of F.linear on its weight), or ignore= fewer layers."
+            )
 
     def _not_equal_to_masking(self) -> dict[str, str]:
         """Groups whose physical removal does not compute what masking them computes, with why.
