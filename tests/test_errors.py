@@ -725,8 +725,8 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypa
     ("text", "problem"),
     [
         ('{"config": {"model": "lenet5"}, "input_sh', "is not valid JSON (Unterminated string starting at: line 1 column 33 (char 32); truncated?)"),
-        ('{"config": {"model": "lenet5"}}', "lacks input_shape, num_classes, which export needs"),
-        ('{"input_shape": [1, 28, 28], "num_classes": 10}', "lacks config.model, which export needs"),
+        ('{"config": {"model": "lenet5"}}', "lacks input_shape, num_classes, which export and characterise need"),
+        ('{"input_shape": [1, 28, 28], "num_classes": 10}', "lacks config.model, which export and characterise need"),
         ('{"config": {"model": "lenet5"}, "input_shape": "28x28", "num_classes": 10}', "holds input_shape '28x28', not a list of positive sizes"),
     ],
     ids=["truncated", "no input_shape", "no model", "bad input_shape"],

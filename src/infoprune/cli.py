@@ -251,38 +251,10 @@ def command_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def read_summary(path: Path) -> dict[str, Any]:
-    """The ``summary.json`` of an ``infoprune prune`` folder, with the keys ``export`` reads;
-    a ValueError naming the file and what is wrong with it otherwise."""
-    import json
-
-    from infoprune.models import MODELS
-
-    redo = "re-run `infoprune prune` into that folder to write it again"
-    try:
-        record = json.loads(path.read_text())
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ValueError(f"{path} is not valid JSON ({error}; truncated?): {redo}.") from None
-    model = record.get("config", {}).get("model") if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
-    missing = [key for key in ("input_shape", "num_classes") if not isinstance(record, dict) or key not in record]
-    if model is None:
-        missing.insert(0, "config.model")
-    if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)}, which export needs: {redo}.")
-    shape, classes = record["input_shape"], record["num_classes"]
-    if not (isinstance(shape, list) and shape and all(isinstance(n, int) and n > 0 for n in shape)):
-        raise ValueError(f"{path} holds input_shape {shape!r}, not a list of positive sizes: {redo}.")
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
-        raise ValueError(f"{path} holds num_classes {classes!r}, not a positive integer: {redo}.")
-    if model not in MODELS:
-        raise ValueError(f"{path} names the model {model!r}, which is not registered here; known: {', '.join(sorted(MODELS))}.")
-    return record
-
-
 def command_export(args: argparse.Namespace) -> int:
     import torch
 
-    from infoprune.experiments.pipeline import architecture
+    from infoprune.experiments.pipeline import architecture, read_summary
     from infoprune.io import export_onnx, load_pruned
 
     summary, weights = args.dir / "summary.json", args.dir / "pruned_model.pt"
