@@ -327,3 +327,38 @@ def test_operations_across_features_are_pruned_exactly_or_left_whole(name: str, 
     torch.testing.assert_close(physical, masked, rtol=1e-5, atol=1e-5)
     if mixing not in result.masks:
         assert f"Group {mixing!r} is left whole: " in caplog.text
+
+
+class TokenIds(nn.Module):
+    """Token ids → embedding → mean over the sequence → two hidden layers → 3 classes."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.emb, self.fc1, self.fc2, self.head = nn.Embedding(20, 8), nn.Linear(8, 16), nn.Linear(16, 8), nn.Linear(8, CLASSES)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.head(self.fc2(torch.relu(self.fc1(self.emb(tokens).mean(1)))))
+
+
+@pytest.mark.parametrize("method", infoprune.available_methods())
+def test_token_ids_go_through_every_method(method: str):
+    """Integer calibration inputs into an nn.Embedding: never cast to float (issue 27: SynFlow and
+    the final connectivity check fed float ones to the embedding)."""
+    if _module_missing(method):
+        pytest.skip(f"{method!r} is registered but its module is not on this branch yet")
+    model = TokenIds().eval()
+    tokens = torch.randint(0, 20, (60, 5), generator=torch.Generator().manual_seed(0))
+    data = LabelledTensors(tokens, labels())
+    try:
+        result = infoprune.prune(model, data, method, device="cpu", allow_collapse=True, **OPTIONS[method])
+    except ValueError as error:
+        assert raised_by_infoprune(error) and REFUSALS.get(method, "\0") in str(error), str(error)
+        return
+    network = Network(model, tokens[:2])
+    with torch.no_grad():
+        physical = result.model(tokens)
+        if result.after_surgery:
+            return
+        with network.masked(result.masks):
+            masked = model(tokens)
+    torch.testing.assert_close(physical, masked, rtol=1e-4, atol=1e-5)

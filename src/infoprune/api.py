@@ -92,13 +92,13 @@ def prune(
     seed = check_seed(seed)
     ignore = ignore_entries(ignore)
     pruning_method = _build_method(method, method_kwargs)
-    inputs, labels = calibration_tensors(calibration_data, calibration_samples)
-    if inputs.shape[0] == 0:
-        raise ValueError("The calibration data is empty; pass at least a few hundred samples.")
-    device = resolve_device(device)
-    model = check_prunable_model(model)
-    check_finite_model(model)
-    with preserved_rng():
+    with preserved_rng():  # a shuffling DataLoader draws from the global RNG too
+        inputs, labels = calibration_tensors(calibration_data, calibration_samples)
+        if inputs.shape[0] == 0:
+            raise ValueError("The calibration data is empty; pass at least a few hundred samples.")
+        device = resolve_device(device)
+        model = check_prunable_model(model)
+        check_finite_model(model)
         budget = {name: method_kwargs[name] for name in BUDGETS if method_kwargs.get(name) is not None}
         collapse = CollapsePolicy(budget, allow_collapse)
         return _prune(model, inputs, labels, method, pruning_method, device, seed, progress, ignore, collapse)
