@@ -145,6 +145,51 @@ class ChannelOp(nn.Module):
         return self.head(self.op(self.c2(torch.relu(self.c1(x)))).flatten(1))
 
 
+class OwnParameter(nn.Module):
+    """fc2's parameters used through F.linear (fc2 is never called as a module)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(F.linear(torch.relu(self.fc1(x)), self.fc2.weight, self.fc2.bias)))
+
+
+class AddsInput(nn.Module):
+    """A residual add of the raw input, and of a registered buffer, to hidden layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(6, 6), nn.Linear(6, 8), nn.Linear(8, CLASSES)
+        self.register_buffer("shift", torch.randn(8, generator=torch.Generator().manual_seed(4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)) + x) + self.shift))
+
+
+class AddsBuffer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.head = nn.Linear(6, 8), nn.Linear(8, 8), nn.Linear(8, CLASSES)
+        self.register_buffer("shift", torch.randn(8, generator=torch.Generator().manual_seed(4)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.fc2(torch.relu(self.fc1(x)) + self.shift)))
+
+
+class LinearAfterTranspose(nn.Module):
+    """A Conv1d's channels read by a Linear over the channel axis after a transpose."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv, self.mix, self.head = nn.Conv1d(2, 8, 1), nn.Linear(8, 8), nn.Linear(8 * 3, CLASSES)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = torch.relu(self.conv(x.reshape(-1, 2, 3))).transpose(1, 2)
+        return self.head(torch.relu(self.mix(h)).flatten(1))
+
+
 def _rows(h: torch.Tensor) -> int:
     return h.shape[0]
 
@@ -236,6 +281,10 @@ CASES = [
     Case("dict output", lambda: (TupleOutput(as_dict=True), labelled(), {})),
     Case("frozen first layer", lambda: (frozen(mlp(), first_only=True), labelled(), {})),
     Case("frozen model", lambda: (frozen(mlp(), first_only=False), labelled(), {})),
+    Case("F.linear with a layer's own parameters", lambda: (OwnParameter(), labelled(), {})),
+    Case("residual add of the raw input and a buffer", lambda: (AddsInput(), labelled(), {})),
+    Case("add of a registered buffer", lambda: (AddsBuffer(), labelled(), {})),
+    Case("linear over channels after a transpose", lambda: (LinearAfterTranspose(), labelled(), {})),
     *[Case(f"op: {name}", lambda name=name: (FEATURE_OPS[name](), labelled(inputs(shape=feature_op_sample_shape(name))), {}),
            "either", feature_op_sample_shape(name)) for name in FEATURE_OPS],
 ]
