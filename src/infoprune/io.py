@@ -297,7 +297,11 @@ def export_onnx(
     onnxruntime = require_onnx()
     cpu = copy.deepcopy(model).cpu().eval()
     example = example_input.cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"The folder of the ONNX destination {path} cannot be created ({error.strerror}); pass another path.") from None
+    check_writable(path.parent, "The folder of the ONNX destination")
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
     os.close(handle)
     try:
