@@ -17,15 +17,40 @@ from infoprune.methods import MaskDecision, PruningContext, get_method
 from infoprune.metrics import count_flops, count_params
 from infoprune.network import InputMasked, Network, emptied_groups
 from infoprune.running import evaluating, preserved_rng, primary_output
-from infoprune.progress import progress_bar
+from infoprune.progress import logger, progress_bar
 from infoprune.result import LayerSummary, PruningResult
-from infoprune.progress import logger
 from infoprune.validation import (
     check_finite_model, check_labels, check_prunable_model, check_seed, ignore_entries, resolve_device,
 )
 
 BUDGETS = ("flops", "params", "ratio")
 """The method arguments that make a call *budgeted*: it asks for a size, not for a criterion."""
+
+
+@dataclass(frozen=True)
+class CollapsePolicy:
+    """What :func:`prune` does with a collapsed result: ``budget`` holds the budget arguments
+    the call gave (``flops``/``params``/``ratio``), ``allow`` is its ``allow_collapse``."""
+
+    budget: dict[str, Any]
+    allow: bool
+
+    def check(self, method: str, emptied: list[str], disconnected: bool) -> None:
+        """Warn about emptied layers or a disconnected network; refuse a disconnected network
+        from a budgeted call unless allowed (a ValueError naming the ways out)."""
+        if not (emptied or disconnected):
+            return
+        what = f"layer(s) {emptied} lost every unit" if emptied else "no layer is empty"
+        if disconnected:
+            what += "; no path from the input to the output survives, so the pruned model outputs a constant"
+        asked = ", ".join(f"{k}={v}" for k, v in self.budget.items())
+        if disconnected and self.budget and not self.allow:
+            raise ValueError(
+                f"Method {method!r} at {asked} collapses the network: {what}. Ask for a smaller budget, pass "
+                "min_units=1 where the method takes it, or pass allow_collapse=True (CLI: --allow-collapse) to "
+                "get the collapsed result anyway."
+            )
+        logger.warning("COLLAPSE: method %r%s: %s.", method, f" at {asked}" if asked else "", what)
 
 
 def _build_method(method: str, method_kwargs: dict[str, Any]):
@@ -157,30 +182,3 @@ def _prune(
         details=decision.details,
         after_surgery=tuple(decision.after_surgery),
     )
-
-
-
-@dataclass(frozen=True)
-class CollapsePolicy:
-    """What :func:`prune` does with a collapsed result: ``budget`` holds the budget arguments
-    the call gave (``flops``/``params``/``ratio``), ``allow`` is its ``allow_collapse``."""
-
-    budget: dict[str, Any]
-    allow: bool
-
-    def check(self, method: str, emptied: list[str], disconnected: bool) -> None:
-        """Warn about emptied layers or a disconnected network; refuse a disconnected network
-        from a budgeted call unless allowed (a ValueError naming the ways out)."""
-        if not (emptied or disconnected):
-            return
-        what = f"layer(s) {emptied} lost every unit" if emptied else "no layer is empty"
-        if disconnected:
-            what += "; no path from the input to the output survives, so the pruned model outputs a constant"
-        asked = ", ".join(f"{k}={v}" for k, v in self.budget.items())
-        if disconnected and self.budget and not self.allow:
-            raise ValueError(
-                f"Method {method!r} at {asked} collapses the network: {what}. Ask for a smaller budget, pass "
-                "min_units=1 where the method takes it, or pass allow_collapse=True (CLI: --allow-collapse) to "
-                "get the collapsed result anyway."
-            )
-        logger.warning("COLLAPSE: method %r%s: %s.", method, f" at {asked}" if asked else "", what)

@@ -175,13 +175,14 @@ class Network:
             extra = 6 if x[0].numel() <= 10_000 else 2  # fewer for large inputs (ImageNet-sized: ~0.6 M values each)
             noise = torch.randn((extra, *x.shape[1:]), generator=generator, dtype=torch.float64)
             x = torch.cat([x.double(), noise * (spread if math.isfinite(spread) and spread > 0 else 1.0) + float(x.double().mean())])
-        model = copy.deepcopy(self.model).cpu()
+        double = copy.deepcopy(self.model).cpu().double()
         try:
-            double = copy.deepcopy(model).double()
             with evaluating(double):
                 double(x)
             return double, x, (1e-7, 1e-9)
         except Exception:  # e.g. a forward that casts to float32 itself: check in the model's own dtype
+            del double
+            model = copy.deepcopy(self.model).cpu()
             dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
             return model, x.to(dtype) if x.is_floating_point() else x, (1e-4, 1e-5)
 
@@ -356,17 +357,16 @@ class Network:
         return self._signal(masks, input_mask) == 0
 
     def _signal(self, masks: Masks, input_mask: torch.Tensor | None) -> float:
-        """The output sum of the linearised masked network (0: no input→output path)."""
+        """The output sum of the linearised masked network (0: no input→output path), in
+        float64, or in float32 for a model whose forward casts to float32 itself."""
+        try:
+            return self._linearised_output(masks, input_mask, torch.float64)
+        except RuntimeError:
+            return self._linearised_output(masks, input_mask, torch.float32)
+
+    def _linearised_output(self, masks: Masks, input_mask: torch.Tensor | None, dtype: torch.dtype) -> float:
         example = self.example_input[:1]
-        for dtype in (torch.float64, torch.float32):
-            probe = torch.ones_like(example, dtype=dtype) if example.is_floating_point() else example
-            try:
-                with evaluating(self.model), self.masked(masks, input_mask):
-                    state = linearised_state(self.model, zero_biases=True, dtype=dtype)
-                    output = functional_call(self.model, state, (probe,))
-            except RuntimeError:  # a forward that casts to float32 itself: try that
-                if dtype == torch.float32:
-                    raise
-                continue
-            return float(sum(t.double().sum() for t in all_outputs(output) if t.is_floating_point()))
-        raise AssertionError("unreachable")
+        probe = torch.ones_like(example, dtype=dtype) if example.is_floating_point() else example
+        with evaluating(self.model), self.masked(masks, input_mask):
+            output = functional_call(self.model, linearised_state(self.model, zero_biases=True, dtype=dtype), (probe,))
+        return float(sum(t.double().sum() for t in all_outputs(output) if t.is_floating_point()))
