@@ -546,7 +546,9 @@ def test_a_single_string_for_ignore_is_one_layer_name():
     model = nn.Sequential(*[m for _ in range(6) for m in (nn.Linear(8, 8), nn.ReLU())], nn.Linear(8, 3))
     result = infoprune.prune(model, torch.randn(60, 8), "l1", ratio=0.5, scope="layer", device="cpu", ignore="10")
     assert "10" not in result.masks and result.layers["0"].kept == 4
-    with pytest.raises(TypeError, match=exactly("ignore= must be a layer name, a module type or a list of them, got int 10.")):
+    as_module = infoprune.prune(model, torch.randn(60, 8), "l1", ratio=0.5, scope="layer", device="cpu", ignore=model[10])
+    assert "10" not in as_module.masks and "0" in as_module.masks  # a module instance, as Torch-Pruning takes
+    with pytest.raises(TypeError, match=exactly("ignore= must be a layer name, a module, a module type or a list of them, got int 10.")):
         infoprune.prune(model, torch.randn(60, 8), "l1", ratio=0.5, ignore=10)
 
 

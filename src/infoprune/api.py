@@ -53,6 +53,13 @@ class CollapsePolicy:
         logger.warning("COLLAPSE: method %r%s: %s.", method, f" at {asked}" if asked else "", what)
 
 
+def _by_name(model: nn.Module, ignore: tuple) -> tuple:
+    """``ignore`` with module instances replaced by their names in ``model`` (the analysis runs on
+    a copy, which holds other instances); modules not in ``model`` stay as they are, to be refused."""
+    names = {id(module): name for name, module in model.named_modules()}
+    return tuple(names.get(id(entry), entry) if isinstance(entry, nn.Module) else entry for entry in ignore)
+
+
 def _build_method(method: str, method_kwargs: dict[str, Any]):
     cls = get_method(method)
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
@@ -124,6 +131,7 @@ def prune(
         device = resolve_device(device)
         model = check_prunable_model(model)
         check_finite_model(model)
+        ignore = _by_name(model, ignore)
         budget = {name: method_kwargs[name] for name in BUDGETS if method_kwargs.get(name) is not None}
         collapse = CollapsePolicy(budget, allow_collapse)
         return _prune(model, inputs, labels, method, pruning_method, device, seed, progress, ignore, collapse)

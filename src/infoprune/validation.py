@@ -58,26 +58,26 @@ def check_seed(seed: object) -> int:
 
 
 def ignore_entries(ignore: object) -> tuple:
-    """``ignore=`` as a tuple of layer names and module types.
+    """``ignore=`` as a tuple of layer names, modules and module types.
 
-    A single name (``ignore="10"``) or type (``ignore=nn.Conv2d``) means that one entry: it is
-    never read character by character. Anything else must be an iterable of names and types.
+    A single name (``ignore="10"``), module or type (``ignore=nn.Conv2d``) means that one entry:
+    a name is never read character by character. Anything else must be an iterable of them.
     """
     if ignore is None:
         return ()
-    if isinstance(ignore, (str, type)):
+    if isinstance(ignore, (str, type, nn.Module)):
         return (ignore,)
     try:
         entries = tuple(ignore)
     except TypeError:
         raise TypeError(
-            f"ignore= must be a layer name, a module type or a list of them, got {type(ignore).__name__} {ignore!r}."
+            f"ignore= must be a layer name, a module, a module type or a list of them, got {type(ignore).__name__} {ignore!r}."
         ) from None
     for entry in entries:
-        if not isinstance(entry, (str, type)):
+        if not isinstance(entry, (str, type, nn.Module)):
             raise TypeError(
-                f"ignore= holds {entry!r} ({type(entry).__name__}); pass layer names (str, e.g. 'features.0') "
-                "or module types (e.g. nn.Conv2d)."
+                f"ignore= holds {entry!r} ({type(entry).__name__}); pass layer names (str, e.g. 'features.0'), "
+                "the modules themselves or module types (e.g. nn.Conv2d)."
             )
     return entries
 

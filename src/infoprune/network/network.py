@@ -37,10 +37,12 @@ MISMATCH = (
 
 def resolve_ignore(model: nn.Module, ignore: Iterable[str | type]) -> set[str]:
     """Module names meant by ``ignore``: names of Linear/Conv modules (or of modules holding
-    them) and module types, as Torch-Pruning's ``ignored_layers``."""
+    them), such modules themselves and module types, as Torch-Pruning's ``ignored_layers``."""
     modules = dict(model.named_modules())
     names: set[str] = set()
     for entry in ignore_entries(ignore):
+        if isinstance(entry, nn.Module):  # a module instance, as Torch-Pruning's ignored_layers takes
+            entry = next((n for n, m in modules.items() if m is entry), entry)
         if isinstance(entry, type):
             names |= {n for n, m in modules.items() if isinstance(m, entry)}
         elif isinstance(entry, str) and entry in modules:
