@@ -98,13 +98,16 @@ class ResidualNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def test_a_dead_branch_beside_a_live_skip_is_not_a_collapse():
+def test_a_dead_branch_beside_a_live_skip_is_not_a_collapse(caplog):
     torch.manual_seed(0)
     model, x = ResidualNet().eval(), torch.randn(4, 1, 8, 8)
     structure = structure_of(model, x)
     assert structure.names == ["stem", "conv_a"]
     assert [p.name for p in structure.group("stem").producers] == ["stem", "conv_b"]
     dead_branch = {"conv_a": torch.zeros(6, dtype=torch.bool)}
-    result = infoprune.prune(model, x, method="reinit", masks=dead_branch, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="infoprune"):
+        result = infoprune.prune(model, x, method="reinit", masks=dead_branch, device="cpu")
     assert result.collapsed_layers == ["conv_a"]
+    assert ("EMPTIED LAYERS: method 'reinit': layer(s) ['conv_a'] lost every unit (a path from the input to the "
+            "output survives, e.g. through a skip connection).") in caplog.text  # fmt: skip
     assert not result.disconnected and not result.collapsed

@@ -723,6 +723,20 @@ def test_an_unwritable_out_is_refused_before_any_work(tmp_path, capsys, monkeypa
     assert capsys.readouterr().err == f"infoprune: error: {message}\n"
 
 
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_out_is_refused_before_any_work(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(pipeline, "run", lambda *a, **k: pytest.fail("the run started"))
+    out = tmp_path / "out"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        assert cli.main(["prune", "--out", str(out), "--device", "cpu"]) == 2
+    finally:
+        out.chmod(0o700)
+    message = f"--out {out} is not writable (Permission denied); pass a folder you can write to."
+    assert capsys.readouterr().err == f"infoprune: error: {message}\n"
+
+
 @pytest.mark.parametrize(
     ("text", "problem"),
     [

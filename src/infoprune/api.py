@@ -40,7 +40,7 @@ class CollapsePolicy:
         from a budgeted call unless allowed (a ValueError naming the ways out)."""
         if not (emptied or disconnected):
             return
-        what = f"layer(s) {emptied} lost every unit" if emptied else "no layer is empty"
+        what = f"layer(s) {emptied} lost every unit" if emptied else "no layer is empty"  # a cut can leave none empty
         if disconnected:
             what += "; no path from the input to the output survives, so the pruned model outputs a constant"
         asked = ", ".join(f"{k}={v}" for k, v in self.budget.items())
@@ -50,7 +50,10 @@ class CollapsePolicy:
                 "min_units=1 where the method takes it, or pass allow_collapse=True (CLI: --allow-collapse) to "
                 "get the collapsed result anyway."
             )
-        logger.warning("COLLAPSE: method %r%s: %s.", method, f" at {asked}" if asked else "", what)
+        if not disconnected:
+            what += " (a path from the input to the output survives, e.g. through a skip connection)"
+        label = "COLLAPSE" if disconnected else "EMPTIED LAYERS"
+        logger.warning("%s: method %r%s: %s.", label, method, f" at {asked}" if asked else "", what)
 
 
 def _by_name(model: nn.Module, ignore: tuple) -> tuple:

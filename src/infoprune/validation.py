@@ -18,6 +18,8 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
+from infoprune.progress import logger
+
 
 def check_count(name: str, value: object, minimum: int = 0, *, optional: bool = False) -> int | None:
     """``value`` as an ``int`` ≥ ``minimum`` (None passes when ``optional``); a ValueError otherwise.
@@ -189,6 +191,7 @@ def check_prunable_model(model: object) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
     if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        logger.info("pruning the %s's .module; result.model is not wrapped", type(model).__name__)
         model = model.module
     from torch.nn.utils import parametrize
     from torch.nn.utils import prune as torch_prune
