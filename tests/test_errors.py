@@ -755,6 +755,15 @@ def test_export_of_a_broken_summary_names_the_file_and_the_problem(tmp_path, cap
     assert capsys.readouterr().err == f"infoprune: error: {message}\n"
 
 
+def test_characterise_of_a_truncated_summary_names_the_file(tmp_path, capsys):
+    (tmp_path / "summary.json").write_text('{"config": {"mod')
+    (tmp_path / "pruned_model.pt").write_bytes(b"")
+    assert cli.main(["characterise", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"infoprune: error: {tmp_path / 'summary.json'} is not valid JSON (") and err.endswith(
+        "; truncated?): re-run `infoprune prune` into that folder to write it again.\n")
+
+
 def test_onnx_export_onto_a_folder_is_refused(tmp_path):
     message = f"The ONNX destination {tmp_path} is a folder; pass a file name such as {tmp_path / 'model.onnx'}."
     with pytest.raises(ValueError, match=exactly(message)):
