@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
+import pytest
 import torch
 from torch import nn
 
@@ -25,12 +29,22 @@ def retrain_briefly(model: nn.Module, x: torch.Tensor) -> None:
     train(model, data, get_recipe("mnist-retrain", epochs=3, batch_size=4), device="cpu", seed=0)
 
 
-def test_global_l1_empties_the_layer_of_tiny_weights_and_reports_the_collapse():
+def test_global_l1_empties_the_layer_of_tiny_weights_and_reports_the_collapse(caplog):
     model, x = chain(), torch.randn(8, 20)
     with torch.no_grad():
         model[2].weight.mul_(1e-3)
         model[2].bias.fill_(0.5)  # the unit surgery keeps stays active, so its outgoing weights get gradients
-    result = infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu")
+    refused = (
+        "Method 'l1' at ratio=0.5 collapses the network: layer(s) ['2'] lost every unit; no path from the input to "
+        "the output survives, so the pruned model outputs a constant. Ask for a smaller budget, pass min_units=1 "
+        "where the method takes it, or pass allow_collapse=True (CLI: --allow-collapse) to get the collapsed "
+        "result anyway."
+    )
+    with pytest.raises(ValueError, match=re.escape(refused)):  # a budgeted call never returns a dead model silently
+        infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="infoprune"):
+        result = infoprune.prune(model, x, method="l1", ratio=0.5, device="cpu", allow_collapse=True)
+    assert "COLLAPSE: method 'l1' at ratio=0.5: layer(s) ['2'] lost every unit; no path" in caplog.text
     assert result.collapsed_layers == ["2"] and result.layers["2"].kept == 0
     assert result.disconnected and result.collapsed and result.summary()["collapsed"]
     with torch.no_grad():  # the physical model agrees: its output no longer depends on the input
@@ -84,13 +98,16 @@ class ResidualNet(nn.Module):
         return self.fc(x.mean(dim=(2, 3)))
 
 
-def test_a_dead_branch_beside_a_live_skip_is_not_a_collapse():
+def test_a_dead_branch_beside_a_live_skip_is_not_a_collapse(caplog):
     torch.manual_seed(0)
     model, x = ResidualNet().eval(), torch.randn(4, 1, 8, 8)
     structure = structure_of(model, x)
     assert structure.names == ["stem", "conv_a"]
     assert [p.name for p in structure.group("stem").producers] == ["stem", "conv_b"]
     dead_branch = {"conv_a": torch.zeros(6, dtype=torch.bool)}
-    result = infoprune.prune(model, x, method="reinit", masks=dead_branch, device="cpu")
+    with caplog.at_level(logging.WARNING, logger="infoprune"):
+        result = infoprune.prune(model, x, method="reinit", masks=dead_branch, device="cpu")
     assert result.collapsed_layers == ["conv_a"]
+    assert ("EMPTIED LAYERS: method 'reinit': layer(s) ['conv_a'] lost every unit (a path from the input to the "
+            "output survives, e.g. through a skip connection).") in caplog.text  # fmt: skip
     assert not result.disconnected and not result.collapsed

@@ -54,9 +54,10 @@ def test_cli_prunes_a_checkpoint_of_resnet18_on_an_image_folder(tmp_path):
     root = write_imagefolder_standin(tmp_path / "images", classes=3, per_class=4)
     torch.save(build_model("resnet18-imagenet", num_classes=3).state_dict(), tmp_path / "resnet18.pth")
     argv = ["prune", "--model", "resnet18-imagenet", "--data", "imagefolder", "--data-dir", str(root),
-            "--weights", str(tmp_path / "resnet18.pth"), "--method", "l1", "--ratio", "0.3",
+            "--weights", str(tmp_path / "resnet18.pth"), "--method", "l1", "--ratio", "0.3", "--allow-collapse",
             "--retrain-epochs", "1", "--device", "cpu", "--out", str(tmp_path / "run")]  # fmt: skip
     assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["pruning"]["flops_after"] < summary["pruning"]["flops_before"]
     assert summary["config"]["weights"].endswith("resnet18.pth")
+    assert summary["pruning"]["collapsed"]  # global l1 empties this random-init stem: refused without --allow-collapse

@@ -78,7 +78,7 @@ def test_missing_onnxruntime_is_a_clear_error(monkeypatch, tmp_path):
 def test_export_command_writes_a_checked_onnx_file(tmp_path, capsys):
     torch.manual_seed(0)
     x = torch.randn(16, 1, 28, 28)
-    result = infoprune.prune(build_model("lenet5").eval(), x, method="l1", ratio=0.5, device="cpu")
+    result = infoprune.prune(build_model("lenet5").eval(), x, method="l1", ratio=0.5, device="cpu", allow_collapse=True)
     run_dir = tmp_path / "run"
     save_pruned(run_dir / "pruned_model.pt", result.model, result.masks)
     record = {"config": {"model": "lenet5"}, "num_classes": 10, "input_shape": [1, 28, 28]}

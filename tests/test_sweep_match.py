@@ -24,7 +24,9 @@ def prune_only(config, data, on_stage=None):
     """A runner that prunes an untrained LeNet-5 (no training): what matching needs, fast."""
     torch.manual_seed(config.seed)
     model = build_model("lenet5").eval()
-    result = infoprune.prune(model, DATA, config.method, device="cpu", seed=config.seed, **config.method_params)
+    result = infoprune.prune(
+        model, DATA, config.method, device="cpu", seed=config.seed, allow_collapse=True, **config.method_params
+    )  # as the pipeline does for sweeps: collapses are counted, not refused
     accuracy = {"train": 0.5, "test": 1 - result.flops_after / result.flops_before}  # a stand-in, monotone in FLOPs
     record = {"pruning": result.summary(), "accuracy_original": accuracy, "accuracy_pruned": accuracy,
               "accuracy_retrained": accuracy, "collapsed": result.collapsed, "prune_seconds": 0.0}  # fmt: skip

@@ -6,6 +6,7 @@ import copy
 import inspect
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -15,10 +16,51 @@ from infoprune.data.base import calibration_tensors
 from infoprune.methods import MaskDecision, PruningContext, PruningMethod, get_method
 from infoprune.metrics import count_flops, count_params
 from infoprune.network import InputMasked, Network, emptied_groups
-from infoprune.running import evaluating, primary_output
-from infoprune.progress import progress_bar
+from infoprune.running import evaluating, preserved_rng, primary_output
+from infoprune.progress import logger, progress_bar
 from infoprune.result import LayerSummary, PruningResult
-from infoprune.validation import check_finite_model, check_labels, resolve_device
+from infoprune.validation import (
+    check_finite_model, check_labels, check_prunable_model, check_seed, ignore_entries, resolve_device,
+)
+
+BUDGETS = ("flops", "params", "ratio")
+"""The method arguments that make a call *budgeted*: it asks for a size, not for a criterion."""
+
+
+@dataclass(frozen=True)
+class CollapsePolicy:
+    """What :func:`prune` does with a collapsed result: ``budget`` holds the budget arguments
+    the call gave (``flops``/``params``/``ratio``), ``allow`` is its ``allow_collapse``."""
+
+    budget: dict[str, Any]
+    allow: bool
+
+    def check(self, method: str, emptied: list[str], disconnected: bool) -> None:
+        """Warn about emptied layers or a disconnected network; refuse a disconnected network
+        from a budgeted call unless allowed (a ValueError naming the ways out)."""
+        if not (emptied or disconnected):
+            return
+        what = f"layer(s) {emptied} lost every unit" if emptied else "no layer is empty"  # a cut can leave none empty
+        if disconnected:
+            what += "; no path from the input to the output survives, so the pruned model outputs a constant"
+        asked = ", ".join(f"{k}={v}" for k, v in self.budget.items())
+        if disconnected and self.budget and not self.allow:
+            raise ValueError(
+                f"Method {method!r} at {asked} collapses the network: {what}. Ask for a smaller budget, pass "
+                "min_units=1 where the method takes it, or pass allow_collapse=True (CLI: --allow-collapse) to "
+                "get the collapsed result anyway."
+            )
+        if not disconnected:
+            what += " (a path from the input to the output survives, e.g. through a skip connection)"
+        label = "COLLAPSE" if disconnected else "EMPTIED LAYERS"
+        logger.warning("%s: method %r%s: %s.", label, method, f" at {asked}" if asked else "", what)
+
+
+def _by_name(model: nn.Module, ignore: tuple) -> tuple:
+    """``ignore`` with module instances replaced by their names in ``model`` (the analysis runs on
+    a copy, which holds other instances); modules not in ``model`` stay as they are, to be refused."""
+    names = {id(module): name for name, module in model.named_modules()}
+    return tuple(names.get(id(entry), entry) if isinstance(entry, nn.Module) else entry for entry in ignore)
 
 
 def _build_method(method: str | PruningMethod, method_kwargs: dict[str, Any]) -> PruningMethod:
@@ -44,10 +86,18 @@ def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> int | None:
     try:
         with evaluating(model):
             output = primary_output(model(inputs[:2]))
-    except Exception as error:  # any failure here means the shapes do not fit the model
+    except Exception as error:  # any failure here means the shapes (or dtypes) do not fit the model
+        hint = "Pass inputs shaped as the model expects."
+        if not inputs.is_floating_point():
+            hint = (
+                f"The inputs are {inputs.dtype}: pass them shaped and typed as the model expects "
+                "(images stored as integers: convert them as in training, e.g. x.float() / 255)."
+            )
+        elif inputs.dtype != torch.float32:
+            hint = f"The inputs are {inputs.dtype}: pass them shaped and typed as the model expects (e.g. x.float())."
         raise ValueError(
             f"The model rejects calibration inputs of shape {tuple(inputs.shape[1:])} (per sample): "
-            f"{type(error).__name__}: {error}. Pass inputs shaped as the model expects."
+            f"{type(error).__name__}: {error}. {hint}"
         ) from error
     return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
 
@@ -61,7 +111,8 @@ def prune(
     device: torch.device | str | None = None,
     seed: int = 0,
     progress=progress_bar,
-    ignore: Iterable[str | type] = (),
+    ignore: Iterable[str | type] | str | type = (),
+    allow_collapse: bool = False,
     **method_kwargs: Any,
 ) -> PruningResult:
     """Prune ``model`` structurally with ``method`` and return a :class:`PruningResult`.
@@ -72,21 +123,49 @@ def prune(
     ``method``: a method name with its settings as ``method_kwargs`` (e.g. ``"mipp",
     confidence=0.9``), or a configured method object (``MIPP(flops=0.5)``) and no ``method_kwargs``.
     ``ignore``: layer names (or modules holding them) and module types whose channels stay
-    whole, as Torch-Pruning's ``ignored_layers``; the output layer is always left whole.
-    ``progress``: the progress-bar factory (None: no bars). The input model is not modified;
+    whole, as Torch-Pruning's ``ignored_layers``; a single string is one name. The output
+    layer is always left whole.
+    ``allow_collapse``: a result that empties a layer or disconnects the network is always
+    logged as a warning; a *budgeted* call (``flops=``, ``params=`` or ``ratio=``) that would
+    return a disconnected (dead) network raises a ValueError instead, unless ``allow_collapse``
+    (research sweeps pass it, to count collapses).
+    ``progress``: the progress-bar factory (None: no bars). The input model and the global
+    random state are left as they were (``seed`` seeds a forked RNG);
     ``result.model`` is a physically smaller copy on ``device`` (CUDA when present unless given).
+    A ``DataParallel`` model is pruned through its ``.module``.
     """
+    seed = check_seed(seed)
+    ignore = ignore_entries(ignore)
     pruning_method = _build_method(method, method_kwargs)
-    inputs, labels = calibration_tensors(calibration_data, calibration_samples)
-    if inputs.shape[0] == 0:
-        raise ValueError("The calibration data is empty; pass at least a few hundred samples.")
-    device = resolve_device(device)
-    check_finite_model(model)
+    with preserved_rng():  # a shuffling DataLoader draws from the global RNG too
+        inputs, labels = calibration_tensors(calibration_data, calibration_samples)
+        if inputs.shape[0] == 0:
+            raise ValueError("The calibration data is empty; pass at least a few hundred samples.")
+        device = resolve_device(device)
+        model = check_prunable_model(model)
+        check_finite_model(model)
+        ignore = _by_name(model, ignore)
+        budget = {name: method_kwargs[name] for name in BUDGETS if method_kwargs.get(name) is not None}
+        collapse = CollapsePolicy(budget, allow_collapse)
+        return _prune(model, inputs, labels, method, pruning_method, device, seed, progress, ignore, collapse)
+
+
+def _prune(
+    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, method: str, pruning_method,
+    device: torch.device, seed: int, progress, ignore: tuple, collapse: CollapsePolicy,
+) -> PruningResult:
+    """The body of :func:`prune` on checked arguments (run inside a forked RNG)."""
     working = copy.deepcopy(model).to(device).eval()
     example = inputs[:2].to(device)
+    if getattr(pruning_method, "select_inputs", False) and not inputs.is_floating_point():
+        raise ValueError(
+            f"select_inputs=True selects input features, but the calibration inputs are {inputs.dtype} (e.g. "
+            "token ids), which cannot be masked; leave select_inputs off for integer inputs."
+        )
     classes = _check_model_accepts(working, example)
     if labels is not None:
         check_labels(labels, classes, method)
+        labels = labels.long()  # int32 / uint8 class indices: every loss and one_hot takes int64
     network = Network(working, example, ignore)
 
     torch.manual_seed(seed)
@@ -99,6 +178,7 @@ def prune(
     network.check_masks(masks)
 
     disconnected = network.is_disconnected(masks, decision.input_mask)
+    collapse.check(method, emptied_groups(masks), disconnected)
     params_before, flops_before = count_params(working), count_flops(working, example)
     pruned = network.apply_masks(masks, inplace=True)  # the network describes the unpruned model no more
     for step in decision.after_surgery:

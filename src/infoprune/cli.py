@@ -57,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--cache-dir", type=Path, help="cache trained base models here (default: OUT/cache)")
     prune.add_argument("--weights", type=Path,
                        help="prune this checkpoint (.pth state dict or .safetensors) instead of training")
+    prune.add_argument("--allow-collapse", action="store_true",
+                       help="return the pruned model even when the budget disconnects the network (default: refuse)")
     prune.add_argument("--characterise", action="store_true",
                        help="also record ECE and adversarial accuracy, original and pruned (MINT §IV-E)")
 
@@ -100,14 +102,18 @@ def method_params(args: argparse.Namespace) -> dict[str, Any]:
     return params
 
 
-def prepare_out(folder: Path) -> None:
-    """Create the output folder, or a clear error when it cannot be one (checked before any work)."""
+def prepare_out(folder: Path, what: str = "--out") -> None:
+    """Create the output folder, or a clear error when it cannot be one or is not writable
+    (checked before any work)."""
+    from infoprune.io import check_writable
+
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):
-        raise ValueError(f"--out {folder} is (or lies inside) an existing file, not a folder; pass a folder.") from None
+        raise ValueError(f"{what} {folder} is (or lies inside) an existing file, not a folder; pass a folder.") from None
     except PermissionError:
-        raise ValueError(f"--out {folder} cannot be created here (permission denied); pass a writable folder.") from None
+        raise ValueError(f"{what} {folder} cannot be created here (permission denied); pass a writable folder.") from None
+    check_writable(folder, what)
 
 
 def state_file(args: argparse.Namespace, params: dict[str, Any]) -> Path | None:
@@ -123,13 +129,25 @@ def state_file(args: argparse.Namespace, params: dict[str, Any]) -> Path | None:
 
 
 def command_prune(args: argparse.Namespace) -> int:
+    from infoprune.io import exclusive_folder
+
+    prepare_out(args.out)  # before the run: an unusable --out must not cost the work
+    with exclusive_folder(args.out, PRUNE_LOCK, "infoprune prune"):  # one run per folder at a time
+        return _prune_into(args)
+
+
+PRUNE_LOCK = ".prune.lock"
+"""Held in ``--out`` while ``infoprune prune`` runs there (see :func:`infoprune.io.exclusive_folder`)."""
+
+
+def _prune_into(args: argparse.Namespace) -> int:
+    """The body of ``infoprune prune``, run while holding the ``--out`` folder's lock."""
     import torch
 
     from infoprune.experiments.pipeline import RunConfig, run
     from infoprune.io import atomic_write_json, save_pruned
     from infoprune.plots import plot_layer_ratios
 
-    prepare_out(args.out)  # before the run: an unusable --out must not cost the work
     params = method_params(args)
     state = state_file(args, params)
     config = RunConfig(
@@ -147,8 +165,10 @@ def command_prune(args: argparse.Namespace) -> int:
         weights=None if args.weights is None else str(args.weights),
         characterise=args.characterise,
     )
+    if args.cache_dir is not None:
+        prepare_out(args.cache_dir, "--cache-dir")
     try:
-        result, record = run(config)
+        result, record = run(config, allow_collapse=args.allow_collapse)
     except KeyboardInterrupt:
         kept = f"finished training epochs are kept in {config.cache_dir}" + (
             f" and finished MIPP layers in {state}" if state is not None else "")
@@ -161,6 +181,11 @@ def command_prune(args: argparse.Namespace) -> int:
     if state is not None:
         state.unlink(missing_ok=True)  # done: an interrupted run would have continued from it
     acc = {k: record[k]["test"] for k in ("accuracy_original", "accuracy_pruned", "accuracy_retrained")}
+    if result.collapsed:
+        print(f"WARNING: the pruned network collapsed: no input-output path survives (the model outputs a constant); "
+              f"layers that lost every unit: {result.collapsed_layers}")
+    elif result.collapsed_layers:
+        print(f"WARNING: layers {result.collapsed_layers} lost every unit (a path from the input to the output survives)")
     print(
         f"{args.method}: removed {100 * result.units_removed_fraction:.1f}% of units "
         f"({', '.join(f'{n} {s.kept}/{s.total}' for n, s in result.layers.items())}); "
@@ -227,17 +252,15 @@ def command_report(args: argparse.Namespace) -> int:
 
 
 def command_export(args: argparse.Namespace) -> int:
-    import json
-
     import torch
 
-    from infoprune.experiments.pipeline import architecture
+    from infoprune.experiments.pipeline import architecture, read_summary
     from infoprune.io import export_onnx, load_pruned
 
     summary, weights = args.dir / "summary.json", args.dir / "pruned_model.pt"
     if not (summary.is_file() and weights.is_file()):
         raise FileNotFoundError(f"{args.dir} has no summary.json and pruned_model.pt: pass a folder `infoprune prune --out` wrote.")
-    record = json.loads(summary.read_text())
+    record = read_summary(summary)
     shape = record["input_shape"]
     unpruned = architecture(record["config"]["model"], record["num_classes"], shape[0])
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
@@ -275,7 +298,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "export":
             return command_export(args)
         return command_list()
-    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:
+    except (ValueError, TypeError, FileNotFoundError, ImportError) as error:  # our own errors
         print(f"infoprune: error: {error}", file=sys.stderr)
         return 2
 

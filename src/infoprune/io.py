@@ -14,7 +14,10 @@ from __future__ import annotations
 import copy
 import json
 import os
+import socket
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from infoprune.running import evaluating
+from infoprune.running import evaluating, preserved_rng
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -40,6 +43,48 @@ def atomic_write_bytes(path: Path, write) -> None:
 
 def atomic_write_json(path: Path, data: Any) -> None:
     atomic_write_bytes(path, lambda f: f.write(json.dumps(data, indent=2).encode()))
+
+
+def check_writable(folder: Path, what: str) -> None:
+    """A ValueError unless a file can be created in the existing ``folder`` (checked by
+    creating and removing a temp file; ``what`` names the option, e.g. ``--out``)."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise ValueError(
+            f"{what} {folder} is not writable ({error.strerror or type(error).__name__}); pass a folder you can "
+            "write to."
+        ) from None
+
+
+@contextmanager
+def exclusive_folder(folder: Path, lock_name: str, command: str) -> Iterator[None]:
+    """Hold ``folder/lock_name`` (an advisory ``flock``) for the block; a ValueError naming the
+    holder when another process holds it, so two runs never mix their files in one folder.
+    Without ``fcntl`` (Windows) there is no lock."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(folder / lock_name, "a+") as file:
+        try:
+            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            file.seek(0)
+            holder = file.read().strip() or "another process"
+            raise ValueError(
+                f"Another `{command}` ({holder}) is writing to {folder}; wait for it to end or pass another folder."
+            ) from None
+        file.seek(0)
+        file.truncate(0)
+        file.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        file.flush()
+        try:
+            yield
+        finally:
+            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def architecture(model: nn.Module) -> list[str]:
@@ -124,14 +169,28 @@ def load_pruned(path: str | Path, unpruned: nn.Module, example_input: torch.Tens
 
     Refuses (ValueError) a model whose architecture differs from the saved one: another module
     tree, or, for files saved with an example input, other outputs on the probe input (e.g.
-    the same shapes with another activation function).
+    the same shapes with another activation function), and an ``example_input`` the model
+    does not run on. ``unpruned`` itself is not modified (its copy is rebuilt), nor
+    is the global random state.
     """
+    with preserved_rng():
+        return _load_pruned(path, unpruned, example_input)
+
+
+def _load_pruned(path: str | Path, unpruned: nn.Module, example_input: torch.Tensor) -> nn.Module:
+    """The body of :func:`load_pruned`."""
     from infoprune.network import Network  # here, so that training (which writes through this module) needs no graph
 
     path = Path(path)
     payload = read_pruned_file(path)
-    unpruned = unpruned.cpu().eval()
+    if not isinstance(unpruned, nn.Module) or not isinstance(example_input, torch.Tensor):
+        raise TypeError(
+            f"load_pruned(path, unpruned, example_input) needs an nn.Module and a tensor, got "
+            f"{type(unpruned).__name__} and {type(example_input).__name__}."
+        )
+    unpruned = copy.deepcopy(unpruned).cpu().eval()  # the caller's model keeps its mode and device
     example = example_input.cpu()
+    _check_example(unpruned, example, payload.get("probe"), path)
     try:
         pruned = Network(unpruned, example).apply_masks(payload["masks"], payload["input_mask"])
     except (KeyError, ValueError) as error:
@@ -155,6 +214,25 @@ def load_pruned(path: str | Path, unpruned: nn.Module, example_input: torch.Tens
                 "(same layers and activation functions)."
             )
     return pruned.eval()
+
+
+def _check_example(model: nn.Module, example: torch.Tensor, probe: dict | None, path: Path) -> None:
+    """A ValueError unless ``example`` is a batch the unpruned ``model`` runs on (and, for a
+    file saved with a probe, of the saved per-sample shape)."""
+    shape = tuple(example.shape[1:])
+    if probe is not None and shape != tuple(probe["shape"]):
+        raise ValueError(
+            f"The example input has samples of shape {shape}, but {path} was saved for samples of shape "
+            f"{tuple(probe['shape'])}; pass a batch such as torch.zeros(2, {', '.join(map(str, probe['shape']))})."
+        )
+    try:
+        with evaluating(model):
+            model(example[:2])
+    except Exception as error:  # any failure: the example does not fit the model
+        raise ValueError(
+            f"The given model rejects the example input of shape {tuple(example.shape)}: {type(error).__name__}: "
+            f"{error}. Pass a batch of inputs (N, ...) shaped as the model expects."
+        ) from None
 
 
 def _check_same(tree: list[str], saved: list[str] | None, path: Path) -> None:
@@ -213,11 +291,17 @@ def export_onnx(
     exported from a CPU copy in eval mode; it is not modified.
     Needs the ``onnx`` extra (:func:`require_onnx`).
     """
-    onnxruntime = require_onnx()
     path = Path(path)
+    if path.is_dir():
+        raise ValueError(f"The ONNX destination {path} is a folder; pass a file name such as {path / 'model.onnx'}.")
+    onnxruntime = require_onnx()
     cpu = copy.deepcopy(model).cpu().eval()
     example = example_input.cpu()
-    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise ValueError(f"The folder of the ONNX destination {path} cannot be created ({error.strerror}); pass another path.") from None
+    check_writable(path.parent, "The folder of the ONNX destination")
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
     os.close(handle)
     try:

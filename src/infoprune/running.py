@@ -33,6 +33,13 @@ def evaluating(model: nn.Module, hooks: list | None = None, grad: bool = False) 
         model.train(was_training)
 
 
+def preserved_rng():
+    """A context that restores the global RNG state (CPU and every CUDA device) on exit, so
+    that library calls leave the caller's random streams as they were."""
+    devices = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+    return torch.random.fork_rng(devices=devices)
+
+
 @contextmanager
 def differentiable_attention() -> Iterator[None]:
     """Attention through its plain-math kernel inside the block: the fused CPU kernels of

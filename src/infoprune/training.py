@@ -19,7 +19,7 @@ from torch import nn
 from infoprune.data.augment import compose, cutout
 from infoprune.data.base import BatchTransform, LabelledTensors
 from infoprune.io import atomic_write_bytes
-from infoprune.progress import progress_bar
+from infoprune.progress import logger, progress_bar
 from infoprune.running import evaluating, primary_output
 from infoprune.validation import check_count, resolve_device
 
@@ -125,10 +125,25 @@ def mixup(
 
 
 def _resume(path: Path, recipe: Recipe, seed: int) -> dict | None:
-    """The checkpoint at ``path`` if there is one; an error if it belongs to another run."""
+    """The checkpoint at ``path`` if there is one; an error if it belongs to another run.
+
+    A checkpoint that cannot be read (truncated, or not a training checkpoint) is set aside
+    as ``PATH.corrupt`` with a warning, and training starts afresh.
+    """
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        if not (isinstance(state, dict) and {"recipe", "seed", "model", "optimizer", "generator", "losses"} <= set(state)):
+            raise ValueError("not a training checkpoint")
+    except Exception as error:  # any unreadable file: torch's zip / unpickling errors included
+        corrupt = path.with_name(path.name + ".corrupt")
+        path.replace(corrupt)
+        logger.warning(
+            "the training checkpoint %s cannot be read (%s): moved it to %s and training from the start",
+            path, type(error).__name__, corrupt,
+        )  # fmt: skip
+        return None
     if state["recipe"] != asdict(recipe) or state["seed"] != seed:
         raise ValueError(
             f"The checkpoint {path} was written by a run with recipe {state['recipe']} and seed "

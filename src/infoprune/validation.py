@@ -10,11 +10,15 @@ words: counts (:func:`check_count`), devices (:func:`resolve_device`), finite te
 from __future__ import annotations
 
 import argparse
+import math
+import numbers
 import operator
 from collections.abc import Callable
 
 import torch
 from torch import nn
+
+from infoprune.progress import logger
 
 
 def check_count(name: str, value: object, minimum: int = 0, *, optional: bool = False) -> int | None:
@@ -35,6 +39,49 @@ def check_count(name: str, value: object, minimum: int = 0, *, optional: bool = 
         none = " or None" if optional else ""
         raise ValueError(f"{name} must be an integer ≥ {minimum}{none}, got {value!r}.")
     return number
+
+
+def check_positive_number(name: str, value: object) -> float:
+    """``value`` as a finite ``float`` > 0; a ValueError naming ``name`` otherwise.
+
+    Strings (``"0.01"``), booleans, NaN and infinities are refused rather than converted.
+    """
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive number, got {value!r} ({type(value).__name__}); pass e.g. {name}=1e-3.")
+    number = float(value)
+    if not (number > 0 and math.isfinite(number)):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}.")
+    return number
+
+
+def check_seed(seed: object) -> int:
+    """The random seed: an integer ≥ 0 (booleans and floats such as ``1.5`` are refused)."""
+    return check_count("seed", seed, 0)
+
+
+def ignore_entries(ignore: object) -> tuple:
+    """``ignore=`` as a tuple of layer names, modules and module types.
+
+    A single name (``ignore="10"``), module or type (``ignore=nn.Conv2d``) means that one entry:
+    a name is never read character by character. Anything else must be an iterable of them.
+    """
+    if ignore is None:
+        return ()
+    if isinstance(ignore, (str, type, nn.Module)):
+        return (ignore,)
+    try:
+        entries = tuple(ignore)
+    except TypeError:
+        raise TypeError(
+            f"ignore= must be a layer name, a module, a module type or a list of them, got {type(ignore).__name__} {ignore!r}."
+        ) from None
+    for entry in entries:
+        if not isinstance(entry, (str, type, nn.Module)):
+            raise TypeError(
+                f"ignore= holds {entry!r} ({type(entry).__name__}); pass layer names (str, e.g. 'features.0'), "
+                "the modules themselves or module types (e.g. nn.Conv2d)."
+            )
+    return entries
 
 
 def count_argument(minimum: int) -> Callable[[str], int]:
@@ -111,6 +158,12 @@ def check_labels(labels: torch.Tensor, classes: int | None, method: str) -> None
     them are checked all the same: they are the calibration set's classes.
     """
     use = "the methods that read labels take them as classification targets or draw samples per class"
+    if labels.dim() > 1 and not (labels.is_floating_point() or labels.is_complex() or labels.dtype == torch.bool):
+        raise ValueError(
+            f"The calibration labels given to method {method!r} have shape {tuple(labels.shape)}: per-position "
+            f"(dense, e.g. segmentation) labels are not supported; {use}, one class per sample. Pass the inputs "
+            "alone and use a method that needs no labels (e.g. 'l1', 'mipp')."
+        )
     if labels.dtype == torch.bool or labels.is_floating_point() or labels.is_complex() or labels.dim() != 1:
         raise ValueError(
             f"The calibration labels given to method {method!r} are a {labels.dtype} tensor of shape "
@@ -126,3 +179,46 @@ def check_labels(labels: torch.Tensor, classes: int | None, method: str) -> None
             f"The calibration labels given to method {method!r} range over [{low}, {high}]; class indices "
             f"must lie in {limit} ({use})."
         )
+
+
+def check_prunable_model(model: object) -> nn.Module:
+    """The module to prune: ``model`` itself, or the ``.module`` of a ``DataParallel`` /
+    ``DistributedDataParallel`` wrapper. Refuses (ValueError, naming the fix) layers whose
+    weights are computed from other tensors, which structured surgery cannot shrink consistently:
+    ``torch.nn.utils.parametrize`` parametrizations (weight/spectral norm, orthogonal), the
+    legacy ``weight_norm``/``spectral_norm`` hooks and ``torch.nn.utils.prune`` masks.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}.")
+    if isinstance(model, (nn.DataParallel, nn.parallel.DistributedDataParallel)):
+        logger.info("pruning the %s's .module; result.model is not wrapped", type(model).__name__)
+        model = model.module
+    from torch.nn.utils import parametrize
+    from torch.nn.utils import prune as torch_prune
+    from torch.nn.utils.spectral_norm import SpectralNorm
+    from torch.nn.utils.weight_norm import WeightNorm
+
+    for name, module in model.named_modules():
+        where = f"layer {name or '(root)'!r}"
+        if parametrize.is_parametrized(module):
+            tensors = sorted(module.parametrizations.keys())
+            raise ValueError(
+                f"{where} has parametrized tensors {tensors} (torch.nn.utils.parametrize, e.g. weight_norm or "
+                "spectral_norm), which infoprune cannot shrink consistently. Remove them first: "
+                f"torch.nn.utils.parametrize.remove_parametrizations(model.get_submodule({name!r}), {tensors[0]!r}) "
+                "(this keeps the current weights)."
+            )
+        for hook in module._forward_pre_hooks.values():
+            if isinstance(hook, WeightNorm):
+                fix = f"torch.nn.utils.remove_weight_norm(model.get_submodule({name!r}))"
+            elif isinstance(hook, SpectralNorm):
+                fix = f"torch.nn.utils.remove_spectral_norm(model.get_submodule({name!r}))"
+            elif isinstance(hook, torch_prune.BasePruningMethod):
+                fix = f"torch.nn.utils.prune.remove(model.get_submodule({name!r}), {getattr(hook, '_tensor_name', 'weight')!r})"
+            else:
+                continue
+            raise ValueError(
+                f"{where} computes its weights in a hook ({type(hook).__name__}), which infoprune cannot shrink "
+                f"consistently. Make the weights plain parameters first: {fix} (this keeps the current weights)."
+            )
+    return model

@@ -74,8 +74,9 @@ def calibration_tensors(data, max_samples: int | None = None) -> tuple[torch.Ten
     ``data`` may be a tensor of inputs, a :class:`LabelledTensors`, a bare ``(inputs, labels)``
     tuple (labels 1-D, one per input row), or a DataLoader (any iterable) yielding input
     tensors or ``(inputs, labels)`` pairs. Reading stops after ``max_samples`` samples; an
-    iterable without a length stops after :data:`CALIBRATION_CAP` when none is given, and
-    says so, so that an endless generator cannot hang ``prune``.
+    iterable without a length (a generator, a DataLoader over an ``IterableDataset``) stops
+    after :data:`CALIBRATION_CAP` when none is given, and says so, so that an endless stream
+    cannot hang ``prune``.
     """
     max_samples = check_count("calibration_samples", max_samples, minimum=1, optional=True)
     if _is_inputs_and_labels(data):
@@ -116,7 +117,7 @@ def _is_inputs_and_labels(data) -> bool:
 def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Concatenate the batches of an iterable; every batch must hold samples of one shape."""
     cap = max_samples
-    if cap is None and not hasattr(data, "__len__"):
+    if cap is None and not _has_length(data):
         cap = CALIBRATION_CAP
     xs: list[torch.Tensor] = []
     ys: list[torch.Tensor | None] = []
@@ -148,6 +149,15 @@ def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Te
         raise ValueError("The calibration data is empty: the DataLoader yielded no batch.")
     labels = None if ys[0] is None else torch.cat([y for y in ys if y is not None])
     return torch.cat(xs), labels
+
+
+def _has_length(data) -> bool:
+    """``len(data)`` works: a DataLoader over an ``IterableDataset`` has ``__len__`` but raises."""
+    try:
+        len(data)
+    except TypeError:
+        return False
+    return True
 
 
 def _split_batch(batch, number: int) -> tuple[torch.Tensor, torch.Tensor | None]:

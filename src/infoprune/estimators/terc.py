@@ -87,7 +87,7 @@ import torch
 from scipy import stats
 
 from infoprune.estimators.gaussian import RIDGE, gaussian_copula, gaussian_sequential_test, single_gaussian_information
-from infoprune.validation import check_count
+from infoprune.validation import check_count, check_positive_number
 from infoprune.estimators.predictive import (
     CrossFitSplit,
     PredictorEnsemble,
@@ -202,11 +202,7 @@ class TercConfig:
         for name in ("hidden_size", "fit_iterations", "refit_iterations", "ordering_iterations", "batch_size"):
             check_count(name, getattr(self, name), 1)
         check_count("repeats", self.repeats, 2)
-        if not _is_number(self.learning_rate) or not self.learning_rate > 0:
-            raise ValueError(
-                f"learning_rate must be a positive number, got {self.learning_rate!r} ({type(self.learning_rate).__name__}); "
-                "pass e.g. learning_rate=1e-3."
-            )
+        check_positive_number("learning_rate", self.learning_rate)
         if self.engine not in ENGINES:
             raise ValueError(f"engine must be one of {ENGINES}, got {self.engine!r}.")
         if not _is_number(self.ridge) or not 0 < self.ridge < 1:

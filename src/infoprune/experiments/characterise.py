@@ -16,7 +16,6 @@ their own scale, clipped to [0, 1] (the user's tensors are assumed to be pixels)
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
@@ -71,13 +70,13 @@ class LoadedRun:
 
 def load_run(directory: str | Path, data: DatasetSplits | None = None, device: str = "cpu") -> LoadedRun:
     """Rebuild a run's original and pruned networks (the original from the run's cache)."""
-    from infoprune.experiments.pipeline import RunConfig, base_model
+    from infoprune.experiments.pipeline import RunConfig, base_model, read_summary
 
     directory = Path(directory)
     missing = [f for f in ("summary.json", "pruned_model.pt") if not (directory / f).is_file()]
     if missing:
         raise FileNotFoundError(f"{directory} is not a run directory of `infoprune prune`: it lacks {', '.join(missing)}.")
-    record = json.loads((directory / "summary.json").read_text())
+    record = read_summary(directory / "summary.json")
     known = {f.name for f in fields(RunConfig)}
     config = RunConfig(**{k: v for k, v in record["config"].items() if k in known})
     config = replace(config, device=device)

@@ -6,6 +6,7 @@ same training, calibration, surgery and evaluation.
 
 from __future__ import annotations
 
+import json
 import tempfile
 import time
 from collections.abc import Callable
@@ -56,10 +57,39 @@ class RunConfig:
             check_count(name, getattr(self, name), minimum)
         check_count("train_samples", self.train_samples, 1, optional=True)
         resolve_device(self.device)
+        if self.data_dir is not None and not Path(self.data_dir).expanduser().exists():
+            raise FileNotFoundError(
+                f"The data directory {self.data_dir} does not exist; pass the folder (or file) holding the "
+                f"{self.dataset!r} data, or leave --data-dir out to use the default location."
+            )
         if self.pretrained and self.train_epochs > 0:
             recipe_for(self.dataset, retrain=False, epochs=self.train_epochs)
         if self.retrain_epochs > 0:
             recipe_for(self.dataset, retrain=True, epochs=self.retrain_epochs)
+
+
+def read_summary(path: Path) -> dict[str, Any]:
+    """The ``summary.json`` of an ``infoprune prune`` folder, with the keys ``export`` and
+    ``characterise`` read; a ValueError naming the file and what is wrong with it otherwise."""
+    redo = "re-run `infoprune prune` into that folder to write it again"
+    try:
+        record = json.loads(path.read_text())
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path} is not valid JSON ({error}; truncated?): {redo}.") from None
+    model = record.get("config", {}).get("model") if isinstance(record, dict) and isinstance(record.get("config"), dict) else None
+    missing = [key for key in ("input_shape", "num_classes") if not isinstance(record, dict) or key not in record]
+    if model is None:
+        missing.insert(0, "config.model")
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)}, which export and characterise need: {redo}.")
+    shape, classes = record["input_shape"], record["num_classes"]
+    if not (isinstance(shape, list) and shape and all(isinstance(n, int) and n > 0 for n in shape)):
+        raise ValueError(f"{path} holds input_shape {shape!r}, not a list of positive sizes: {redo}.")
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < 1:
+        raise ValueError(f"{path} holds num_classes {classes!r}, not a positive integer: {redo}.")
+    if model not in MODELS:
+        raise ValueError(f"{path} names the model {model!r}, which is not registered here; known: {', '.join(sorted(MODELS))}.")
+    return record
 
 
 def architecture(name: str, num_classes: int, in_channels: int) -> nn.Module:
@@ -90,8 +120,7 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
         source = "" if fingerprint is None else f"-data{fingerprint}"
         key = f"{config.model}-{config.dataset}{source}{subset}-{recipe.epochs}ep-lr{recipe.lr:g}-seed{config.seed}.pt"
         cache = Path(config.cache_dir) / key
-        if cache.is_file():
-            model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
+        if cache.is_file() and _load_cached(model, cache, device):
             logger.info("reused trained base model %s", cache)
             return model.eval()
         checkpoint = cache.with_suffix(".partial.ckpt")
@@ -103,6 +132,22 @@ def base_model(config: RunConfig, data: DatasetSplits, device: torch.device) -> 
         atomic_write_bytes(cache, lambda f: torch.save(state, f))
         checkpoint.unlink(missing_ok=True)
     return model.eval()
+
+
+def _load_cached(model: nn.Module, cache: Path, device: torch.device) -> bool:
+    """Load the cached base model at ``cache`` into ``model``; False (with a warning, the file
+    set aside as ``CACHE.corrupt``) when it cannot be read or does not fit, so it is rebuilt."""
+    try:
+        model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
+    except Exception as error:  # a truncated file, another format or other shapes: rebuild it
+        corrupt = cache.with_name(cache.name + ".corrupt")
+        cache.replace(corrupt)
+        logger.warning(
+            "the cached base model %s cannot be used (%s): moved it to %s and training it again",
+            cache, type(error).__name__, corrupt,
+        )  # fmt: skip
+        return False
+    return True
 
 
 def run_device(config: RunConfig) -> torch.device:
@@ -141,6 +186,7 @@ def run(
     config: RunConfig,
     data: DatasetSplits | None = None,
     on_stage: Callable[[str], None] | None = None,
+    allow_collapse: bool = True,
 ) -> tuple[PruningResult, dict[str, Any]]:
     """Train, prune, re-train and evaluate; returns the result and a JSON-ready record.
 
@@ -148,7 +194,9 @@ def run(
     ``latency`` holds the measured latency of the original and the pruned model
     (:func:`measured_latency`); its ``collapsed`` is True when the network lost its
     input-output path (``result.collapsed``) or re-trained no better than chance (MIPP Fig. 3
-    counts both as collapse).
+    counts both as collapse). ``allow_collapse`` goes to :func:`infoprune.prune`: True (the
+    default) for research sweeps, which count collapses; ``infoprune prune`` passes its
+    ``--allow-collapse`` flag, so a budget that kills the network is refused there.
     """
     stage = on_stage or (lambda name: None)
     device = run_device(config)
@@ -165,7 +213,8 @@ def run(
     calibration = train_split.subset(config.calibration_samples, seed=config.seed + 1)
     start = time.perf_counter()
     result = infoprune.prune(
-        model, calibration, config.method, device=device, seed=config.seed, **config.method_params
+        model, calibration, config.method, device=device, seed=config.seed, allow_collapse=allow_collapse,
+        **config.method_params,
     )
     record["prune_seconds"] = time.perf_counter() - start
     pruned = result.model

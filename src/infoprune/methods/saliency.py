@@ -138,7 +138,8 @@ class SynFlow(WeightScoreMethod):
     the L1 norm of its scores). Units are re-scored and re-ranked over ``rounds`` rounds
     whose kept fraction shrinks as ``(1 − ratio)^(k/rounds)``; pruned units stay pruned.
     Everything runs in float64: R sums products of ``|θ|`` along all input-output paths and
-    overflows float32 on deep networks. Only the input *shape* of the data is used.
+    overflows float32 on deep networks. Only the input *shape* of the data is used (of integer
+    inputs, token ids, the first sample, as the all-ones input of an embedding).
     """
 
     name = "synflow"
@@ -156,7 +157,9 @@ class SynFlow(WeightScoreMethod):
     def weight_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
         params, buffers = linearised_state(context.model, zero_biases=False)
         params = {name: p.requires_grad_() for name, p in params.items()}
-        ones = torch.ones((1, *context.inputs.shape[1:]), dtype=torch.float64, device=context.device)
+        example = context.inputs[:1].to(context.device)
+        # all ones; integer inputs (token ids into an embedding) stay as they are: the rows they pick are the ones
+        ones = torch.ones_like(example, dtype=torch.float64) if example.is_floating_point() else example
         with context.network.masked(masks):
             flow = sum(t.sum() for t in all_outputs(functional_call(context.model, (params, buffers), (ones,))))
         if not torch.isfinite(flow):

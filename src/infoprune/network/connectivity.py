@@ -8,7 +8,8 @@ trained because the signal cannot get through. Two checks:
 * connectivity (``Network.is_disconnected``) — replace every weight by ``|θ|``, every bias
   and BatchNorm mean by 0, feed an all-ones input through the masked network (in float64):
   each output is then a sum over the surviving input→output paths of products of ``|θ|``,
-  so the output sum is zero iff no path survives. In a residual network an emptied branch
+  so the output sum is zero iff no path survives. Integer inputs (token ids into an
+  embedding) are fed as they are: the rows they pick are non-negative like every weight. In a residual network an emptied branch
   beside a live skip connection still lets the signal through: not a collapse.
 
 The check assumes layers that map non-negative inputs to non-negative outputs once weights
@@ -22,8 +23,10 @@ import torch
 from torch import nn
 
 
-def linearised_state(model: nn.Module, zero_biases: bool) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """float64 ``|θ|`` parameters and buffers of ``model``, for ``functional_call``.
+def linearised_state(
+    model: nn.Module, zero_biases: bool, dtype: torch.dtype = torch.float64
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """``|θ|`` parameters and buffers of ``model`` in ``dtype`` (float64), for ``functional_call``.
 
     With ``zero_biases`` the parameters named ``bias`` and the BatchNorm ``running_mean``
     buffers become 0 (no signal source other than the input); otherwise they become
@@ -34,7 +37,7 @@ def linearised_state(model: nn.Module, zero_biases: bool) -> tuple[dict[str, tor
     def linearise(name: str, value: torch.Tensor) -> torch.Tensor:
         if not value.is_floating_point():
             return value
-        value = value.detach().double()
+        value = value.detach().to(dtype)
         if zero_biases and name.rsplit(".", 1)[-1] in ("bias", "running_mean"):
             return torch.zeros_like(value)
         return value.abs()

@@ -9,6 +9,7 @@ connectivity check. Methods receive it as ``context.network``.
 from __future__ import annotations
 
 import copy
+import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 
@@ -24,22 +25,26 @@ from infoprune.network.connectivity import linearised_state
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
 from infoprune.running import all_outputs, evaluating
 from infoprune.progress import logger
+from infoprune.validation import ignore_entries
 
 Masks = Mapping[str, torch.Tensor]
 READ_BYTES = 2**25
 """The most input bytes one recording batch holds (32 MiB: 55 images of 3 × 224 × 224)."""
 MISMATCH = (
     "pruning its channels would change more than masking them does (an operation across channels "
-    "between its producers and consumers, e.g. mean-centring or a softmax over features)"
+    "between its producers and consumers, e.g. mean-centring, a softmax, max, top-k or sort over features, "
+    "or a permutation of them)"
 )
 
 
 def resolve_ignore(model: nn.Module, ignore: Iterable[str | type]) -> set[str]:
     """Module names meant by ``ignore``: names of Linear/Conv modules (or of modules holding
-    them) and module types, as Torch-Pruning's ``ignored_layers``."""
+    them), such modules themselves and module types, as Torch-Pruning's ``ignored_layers``."""
     modules = dict(model.named_modules())
     names: set[str] = set()
-    for entry in ignore:
+    for entry in ignore_entries(ignore):
+        if isinstance(entry, nn.Module):  # a module instance, as Torch-Pruning's ignored_layers takes
+            entry = next((n for n, m in modules.items() if m is entry), entry)
         if isinstance(entry, type):
             names |= {n for n, m in modules.items() if isinstance(m, entry)}
         elif isinstance(entry, str) and entry in modules:
@@ -48,6 +53,28 @@ def resolve_ignore(model: nn.Module, ignore: Iterable[str | type]) -> set[str]:
             layers = [n for n, m in modules.items() if isinstance(m, PRUNABLE_TYPES)]
             raise ValueError(f"ignore= names {entry!r}, which is not a module of the model nor a module type; its Linear/Conv layers: {layers}.")
     return names
+
+
+def tied_groups(model: nn.Module, groups: Iterable[Group]) -> dict[str, str]:
+    """Groups touching a parameter that another module shares (tied weights, e.g. an
+    embedding and the output layer), with why they stay whole: pruning the parameter for one
+    module would change it for the other."""
+    owners: dict[int, list[str]] = {}
+    for name, parameter in model.named_parameters(remove_duplicate=False):
+        owners.setdefault(id(parameter), []).append(name)
+    shared = {name: names for names in owners.values() if len(names) > 1 for name in names}
+    reasons = {}
+    for group in groups:
+        touched = {m.name for m in (*group.producers, *group.members)} | {c.name for c in group.consumers}
+        for name, names in shared.items():
+            if name.rsplit(".", 1)[0] in touched:
+                others = [n for n in names if n != name]
+                reasons[group.name] = (
+                    f"its parameter {name!r} is tied to {others} (shared weights); untie them "
+                    "(e.g. assign a cloned nn.Parameter) to prune this group"
+                )
+                break
+    return reasons
 
 
 class Network:
@@ -74,27 +101,35 @@ class Network:
         groups, self.whole = find_groups(model, self.graph, order, resolve_ignore(model, ignore))
         self.modules = dict(model.named_modules())
         self.groups: tuple[Group, ...] = tuple(groups)
-        for group in self._not_equal_to_masking():
-            self.whole[group.name] = MISMATCH
+        for name, reason in tied_groups(model, self.groups).items():
+            self.whole.setdefault(name, reason)
+        self.groups = tuple(g for g in self.groups if g.name not in self.whole)
+        self.whole.update(self._not_equal_to_masking())
         self.groups = tuple(g for g in self.groups if g.name not in self.whole)
         for name, reason in self.whole.items():
             logger.info("Group %r is left whole: %s.", name, reason)
         if not self.groups:
             reasons = "; ".join(f"{n}: {r}" for n, r in self.whole.items())
-            raise ValueError(f"The model has no prunable group of channels ({reasons}).")
+            raise ValueError(
+                f"The model has no prunable group of channels ({reasons}): nothing can be removed without changing "
+                "what it computes. Change an operation named here if you can (e.g. call a layer as a module instead "
+                "of F.linear on its weight), or ignore= fewer layers."
+            )
 
-    def _not_equal_to_masking(self) -> list[Group]:
-        """Groups whose physical removal does not compute what masking them computes.
+    def _not_equal_to_masking(self) -> dict[str, str]:
+        """Groups whose physical removal does not compute what masking them computes, with why.
 
         torch-pruning passes channels through every operation it does not know as if it were
-        elementwise, so an operation across channels (mean-centring, a softmax over features)
-        would go unnoticed. Each group is checked instead: a float64 CPU copy of the model with
-        about half of every group's units masked is compared with the same copy pruned, all
-        groups at once and, only if that differs, one by one.
+        elementwise, so an operation across channels (mean-centring, a softmax, a max, top-k or
+        sort over features, a permutation by an index buffer, a GLU, a reshape folding
+        channels) would go unnoticed. Each group is checked instead: a float64 CPU copy of the
+        model (float32 where the model does not run in float64) with about half of every
+        group's units masked is compared with the same copy pruned, on the example input and
+        random inputs like it, once with the masks and once with their complements (so that
+        the unit a max or top-k picks is removed in one of the two) — all groups at once and,
+        only if that differs, one by one. Surgery that fails counts as a difference.
         """
-        reference = copy.deepcopy(self.model).cpu().double()
-        x = self.example_input.cpu()
-        x = x.double() if x.is_floating_point() else x
+        reference, x, (rtol, atol) = self._reference_copy()
         generator = torch.Generator().manual_seed(0)
         masks = {}
         for group in self.groups:
@@ -102,19 +137,58 @@ class Network:
                 keep = torch.rand(group.units, generator=generator) < 0.5
                 keep[0], keep[-1] = True, False
                 masks[group.name] = keep
+        trials = (masks, {name: ~keep for name, keep in masks.items()})
+        failures: dict[str, str] = {}
 
         def equal(names: list[str]) -> bool:
-            chosen = {name: masks[name] for name in names}
-            with evaluating(reference):
-                with self.masked(chosen, model=reference):
-                    expected = all_outputs(reference(x))
-                pruned = surgery.apply_masks(reference, self.groups, chosen).eval()
-                actual = all_outputs(pruned(x))
-            return all(a.shape == e.shape and torch.allclose(a, e, rtol=1e-7, atol=1e-9) for a, e in zip(actual, expected))
+            for trial in trials:
+                chosen = {name: trial[name] for name in names}
+                try:
+                    with evaluating(reference):
+                        with self.masked(chosen, model=reference):
+                            expected = all_outputs(reference(x))
+                        pruned = surgery.apply_masks(reference, self.groups, chosen).eval()
+                        actual = all_outputs(pruned(x))
+                except Exception as error:  # surgery or the pruned model fails: not prunable as traced
+                    if len(names) == 1:
+                        failures[names[0]] = f"pruning its channels fails ({type(error).__name__}: {error})"
+                    return False
+                same = len(actual) == len(expected) and all(
+                    a.shape == e.shape and torch.allclose(a, e, rtol=rtol, atol=atol) for a, e in zip(actual, expected)
+                )
+                if not same:
+                    return False
+            return True
 
         if equal(list(masks)):
-            return []
-        return [g for g in self.groups if g.name in masks and not equal([g.name])]
+            return {}
+        return {g.name: failures.get(g.name, MISMATCH) for g in self.groups if g.name in masks and not equal([g.name])}
+
+    def _reference_copy(self) -> tuple[nn.Module, torch.Tensor, tuple[float, float]]:
+        """A CPU copy of the model, probe inputs for it and the tolerances ``(rtol, atol)`` of
+        the masking check: in float64 where the model runs so, else in its own dtype.
+
+        The probe inputs are the example input and, for float inputs of up to 1 000 values per
+        sample, 2 random samples with its mean and spread (the complementary masks already
+        remove, for every sample, the unit a max picks in one of the two trials).
+        """
+        x = self.example_input.cpu()
+        if x.is_floating_point():
+            generator = torch.Generator().manual_seed(1)
+            spread = float(x.double().std()) if x.numel() > 1 else 1.0
+            extra = 2 if x[0].numel() <= 1_000 else 0  # small inputs only: the cost grows with the samples
+            noise = torch.randn((extra, *x.shape[1:]), generator=generator, dtype=torch.float64)
+            x = torch.cat([x.double(), noise * (spread if math.isfinite(spread) and spread > 0 else 1.0) + float(x.double().mean())])
+        double = copy.deepcopy(self.model).cpu().double()
+        try:
+            with evaluating(double):
+                double(x[:1])
+            return double, x, (1e-7, 1e-9)
+        except Exception:  # e.g. a forward that casts to float32 itself: check in the model's own dtype
+            del double
+            model = copy.deepcopy(self.model).cpu()
+            dtype = next((p.dtype for p in model.parameters() if p.is_floating_point()), torch.float32)
+            return model, x.to(dtype) if x.is_floating_point() else x, (1e-4, 1e-5)
 
     # --- the groups ------------------------------------------------------------------------
 
@@ -280,8 +354,28 @@ class Network:
     @torch.no_grad()
     def is_disconnected(self, masks: Masks, input_mask: torch.Tensor | None = None) -> bool:
         """True when no path from the (masked) input to the output survives ``masks``
-        (see :mod:`infoprune.network.connectivity`). The model is left unchanged."""
-        ones = torch.ones((1, *self.example_input.shape[1:]), dtype=torch.float64, device=self.example_input.device)
+        (see :mod:`infoprune.network.connectivity`). The model is left unchanged.
+
+        Float inputs are probed with all ones, integer ones (token ids) with the example
+        sample itself (an embedding row is a path as any weight). Where the check cannot see a
+        path even in the unpruned model (inputs centred by a constant in the model's forward),
+        it does not apply and the answer is False.
+        """
+        if self._signal({}, None) == 0:
+            return False
+        return self._signal(masks, input_mask) == 0
+
+    def _signal(self, masks: Masks, input_mask: torch.Tensor | None) -> float:
+        """The output sum of the linearised masked network (0: no input→output path), in
+        float64, or in float32 for a model whose forward casts to float32 itself."""
+        try:
+            return self._linearised_output(masks, input_mask, torch.float64)
+        except RuntimeError:
+            return self._linearised_output(masks, input_mask, torch.float32)
+
+    def _linearised_output(self, masks: Masks, input_mask: torch.Tensor | None, dtype: torch.dtype) -> float:
+        example = self.example_input[:1]
+        probe = torch.ones_like(example, dtype=dtype) if example.is_floating_point() else example
         with evaluating(self.model), self.masked(masks, input_mask):
-            output = functional_call(self.model, linearised_state(self.model, zero_biases=True), (ones,))
-        return bool(sum(t.sum() for t in all_outputs(output)) == 0)
+            output = functional_call(self.model, linearised_state(self.model, zero_biases=True, dtype=dtype), (probe,))
+        return float(sum(t.double().sum() for t in all_outputs(output) if t.is_floating_point()))
