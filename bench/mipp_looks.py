@@ -9,7 +9,7 @@ each test's confidence at every look. Then, per x: how many units an early keep 
 consecutive looks, at the early threshold of ``terc.look_thresholds``) would keep that the
 full-length test removes, and how many units a futility rule "t below f · t₁₋ₓ" at 40 or 80
 iterations would remove early, and wrongly. This is a measurement of the engine's internals: it
-replaces ``terc._sequential_decision`` for the run, nothing else.
+replaces the fast engine's ``sequential_decision`` for the run, nothing else.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from scipy import stats
 
 import infoprune
 from infoprune.data import load_dataset
-from infoprune.estimators import terc
+from infoprune.estimators import terc, terc_fast
 from infoprune.experiments.pipeline import RunConfig, base_model
 
 
@@ -38,13 +38,13 @@ def record_looks(
         tests.append(confidences)
         return confidences[-1], looks[-1], confidences[-1] >= terc.look_thresholds(config)[1]
 
-    decide, terc._sequential_decision = terc._sequential_decision, every_look
+    decide, terc_fast.sequential_decision = terc_fast.sequential_decision, every_look
     try:
         infoprune.prune(
             model, calibration, "mipp", confidence=confidence, seed=seed, engine="fast", hidden_size=hidden_size,
         )
     finally:
-        terc._sequential_decision = decide
+        terc_fast.sequential_decision = decide
     return tests
 
 

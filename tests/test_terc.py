@@ -150,7 +150,7 @@ def test_a_shared_with_arm_equals_a_fresh_one_and_is_charged_once():
     """What lets consecutive tests share the "with" arm: evaluating it lazily, look by look,
     gives the losses a fresh arm run straight to that look gives, and a look asked twice is
     run (and counted) once."""
-    from infoprune.estimators.terc import _Arm
+    from infoprune.estimators.terc_fast import _Arm
 
     x, y = teacher_layer()
     config = SMALL["fast"]
@@ -193,7 +193,7 @@ def test_linear_screen_equals_refitting_without_each_feature(width: int) -> None
 def test_an_early_keep_needs_two_consecutive_looks_above_the_early_threshold():
     """One look above the early threshold is not enough (the t statistic of 5 repeats swings
     between looks); two in a row keep at the second, and the last look decides otherwise."""
-    from infoprune.estimators.terc import _sequential_decision
+    from infoprune.estimators.terc_protocol import sequential_decision
 
     fast = replace(FAST, engine="fast", refit_iterations=150, confidence=0.9)
     early, last = look_thresholds(fast)
@@ -205,7 +205,7 @@ def test_an_early_keep_needs_two_consecutive_looks_above_the_early_threshold():
             asked.append(look)
             return confidences[look]
 
-        return _sequential_decision(confidence_at, fast), asked
+        return sequential_decision(confidence_at, fast), asked
 
     high, middle = (early + 1) / 2, (last + early) / 2  # above the early threshold; between the two
     assert run({40: high, 80: middle, 150: 0.5}) == ((0.5, 150, False), [40, 80, 150])
@@ -217,7 +217,7 @@ def test_an_early_keep_needs_two_consecutive_looks_above_the_early_threshold():
 def test_each_kept_set_has_its_own_batch_stream():
     """Arms tested against one kept set draw the same mini-batches (paired, shareable); another
     kept set draws others; the stream depends only on the layer's start, so a resume redraws it."""
-    from infoprune.estimators.terc import _batch_stream
+    from infoprune.estimators.terc_fast import _batch_stream
 
     start = terc_prepare(*teacher_layer(), SMALL["fast"], torch.Generator().manual_seed(0))
     draw = lambda kept: torch.randint(1000, (64,), generator=_batch_stream(start, kept))  # noqa: E731
