@@ -8,8 +8,8 @@ Networks: MLPs 784-h-h-10 trained one epoch on real MNIST (``--widths``), pruned
 would, ``prune(model, data, "mipp", confidence=0.9)`` on max(2000, 2h) training images; CIFAR-
 shaped ResNet-20/56/18 and ResNet-50 at 224 × 224 (random init, Gaussian stand-in images: the
 cost does not depend on what the images show), pruned to ``flops=0.5``, on twice the widest
-group's units in images (MIPP's sample rule). Each run is its own process (so peak memory is
-its own) at each of ``--threads``. Per run: wall and CPU seconds, the estimator's work (TERC
+group's units in images (MIPP's sample rule), at least 1024. Each run is its own process (so
+peak memory is its own) at each of ``--threads``. Per run: wall and CPU seconds, the estimator's work (TERC
 tests, and MLP optimiser steps for the MLP engines), peak resident memory, kept units per
 group, FLOPs kept, and the time of one training epoch of the same network at the same
 threads (MLPs: the measured MNIST epoch; CNNs: 20 SGD steps extrapolated to 50,000 CIFAR
@@ -68,7 +68,7 @@ def run_one(spec: dict) -> dict:
         model = build_model(spec["net"])
         epoch = _epoch_seconds(model, size, epoch_images, batch, device)
         widest = max(module.out_channels for module in model.modules() if isinstance(module, torch.nn.Conv2d))
-        calibration = torch.randn(2 * widest, 3, size, size, generator=torch.Generator().manual_seed(1))
+        calibration = torch.randn(max(2 * widest, 1024), 3, size, size, generator=torch.Generator().manual_seed(1))
         accuracy = None
     wall, cpu = time.perf_counter(), time.process_time()
     result = infoprune.prune(model, calibration, "mipp", device=device, progress=None, **params)
@@ -144,8 +144,10 @@ def summarise(records: list[dict]) -> str:
         for threads in sorted({r["threads"] for r in records}):
             mlps = [r for r in records if r["net"] == "mlp" and r["engine"] == engine and r["threads"] == threads]
             if len(mlps) >= 2:
+                widest = sorted(mlps, key=lambda r: r["width"])[-2:]
                 lines.append(f"cost exponent in width, MLPs, {engine}, {threads} thread(s): {exponent(mlps):.2f} "
-                             f"(least squares of log CPU s on log h, h = {[r['width'] for r in mlps]})")
+                             f"(least squares of log CPU s on log h, h = {[r['width'] for r in mlps]}); "
+                             f"between the two widest: {exponent(widest):.2f}")
     return "\n".join(lines)
 
 
