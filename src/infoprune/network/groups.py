@@ -24,12 +24,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from infoprune.running import all_outputs, evaluating
+
+if TYPE_CHECKING:
+    from infoprune.network.attention import Heads
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d, nn.Conv1d)
 NOT_CHANNELWISE = (nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
@@ -74,7 +78,9 @@ class Member:
 @dataclass(frozen=True)
 class Group:
     """Channels removed together. ``name``/``module``: its first producer in forward order
-    (a group of one Linear/Conv has that layer's name); ``units``: its width."""
+    (a group of one Linear/Conv has that layer's name); ``units``: its width. ``heads``: for
+    a group of attention heads (:mod:`infoprune.network.attention`), the attention module, its
+    adapter and layout; None for channel groups."""
 
     name: str
     module: nn.Module
@@ -82,9 +88,12 @@ class Group:
     producers: tuple[Member, ...]
     consumers: tuple[Consumer, ...]
     members: tuple[Member, ...]
+    heads: Heads | None = None
 
     @property
     def kind(self) -> str:
+        if self.heads is not None:
+            return "heads"
         return "linear" if isinstance(self.module, nn.Linear) else "conv"
 
     @property
@@ -197,15 +206,16 @@ def _unit_positions(positions: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def find_groups(
-    model: nn.Module, graph: tp.DependencyGraph, order: list[str], ignored: set[str]
+    model: nn.Module, graph: tp.DependencyGraph, order: list[str], ignored: set[str], claimed: frozenset[str] = frozenset()
 ) -> tuple[list[Group], dict[str, str]]:
-    """Every group rooted at a Conv/Linear of ``order`` (forward order), and why the others stay whole."""
+    """Every group rooted at a Conv/Linear of ``order`` (forward order), and why the others stay
+    whole. Layers in ``claimed`` (the head projections of attention modules) root no group."""
     names: dict[object, str] = {m: n for n, m in model.named_modules()}
     names.update({p: n for n, p in model.named_parameters()})
     modules = dict(model.named_modules())
     groups: list[Group] = []
     whole: dict[str, str] = {}
-    visited: set[str] = set()
+    visited: set[str] = set(claimed)
     for root_name in order:
         if root_name in visited:
             continue

@@ -17,10 +17,11 @@ from torch import nn
 from torch.func import functional_call
 
 from infoprune.network import costs, surgery
+from infoprune.network.attention import find_head_groups
 from infoprune.network.activations import (
-    MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_on_grid,
+    MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_maps, reduce_on_grid,
 )
-from infoprune.network.connectivity import linearised_state
+from infoprune.network.connectivity import linearised_state, path_input
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
 from infoprune.running import all_outputs, evaluating
 from infoprune.progress import logger
@@ -28,7 +29,9 @@ from infoprune.progress import logger
 Masks = Mapping[str, torch.Tensor]
 MISMATCH = (
     "pruning its channels would change more than masking them does (an operation across channels "
-    "between its producers and consumers, e.g. mean-centring or a softmax over features)"
+    "between its producers and consumers, e.g. mean-centring or a softmax over features), or breaks "
+    "the forward pass (channels reshaped into attention heads: register an adapter for the attention "
+    "module with infoprune.network.register_attention)"
 )
 
 
@@ -69,9 +72,12 @@ class Network:
             )
         self.output_name = order[-1]
         self.graph = dependency_graph(model, example_input)
-        groups, self.whole = find_groups(model, self.graph, order, resolve_ignore(model, ignore))
+        ignored = resolve_ignore(model, ignore)
+        heads, head_whole, claimed = find_head_groups(model, order, ignored)
+        groups, self.whole = find_groups(model, self.graph, order, ignored, claimed)
+        self.whole.update(head_whole)
         self.modules = dict(model.named_modules())
-        self.groups: tuple[Group, ...] = tuple(groups)
+        self.groups: tuple[Group, ...] = tuple(sorted(groups + heads, key=lambda g: order.index(g.name)))
         for group in self._not_equal_to_masking():
             self.whole[group.name] = MISMATCH
         self.groups = tuple(g for g in self.groups if g.name not in self.whole)
@@ -88,7 +94,8 @@ class Network:
         elementwise, so an operation across channels (mean-centring, a softmax over features)
         would go unnoticed. Each group is checked instead: a float64 CPU copy of the model with
         about half of every group's units masked is compared with the same copy pruned, all
-        groups at once and, only if that differs, one by one.
+        groups at once and, only if that differs, one by one. A pruned copy whose forward
+        fails (a reshape into heads of an attention no adapter describes) differs too.
         """
         reference = copy.deepcopy(self.model).cpu().double()
         x = self.example_input.cpu()
@@ -107,7 +114,10 @@ class Network:
                 with self.masked(chosen, model=reference):
                     expected = all_outputs(reference(x))
                 pruned = surgery.apply_masks(reference, self.groups, chosen).eval()
-                actual = all_outputs(pruned(x))
+                try:
+                    actual = all_outputs(pruned(x))
+                except RuntimeError:  # e.g. a view into heads of channels pruned one by one
+                    return False
             return all(a.shape == e.shape and torch.allclose(a, e, rtol=1e-7, atol=1e-9) for a, e in zip(actual, expected))
 
         if equal(list(masks)):
@@ -225,7 +235,9 @@ class Network:
         module named in ``extra_outputs``, its output reduced per channel the same way (used
         as regression targets, e.g. the logits). ``grid`` > 1 (or None: every position)
         reduces each map per cell of a grid instead (:func:`reduce_on_grid`): a group's
-        columns are then its units' cells, ``(N, units · cells)``.
+        columns are then its units' cells, ``(N, units · cells)``. A group of attention heads
+        has ``heads.width`` columns per unit (a head's output channels, each reduced over the
+        tokens; ``grid`` does not apply): unit j's are columns j·width … (j + 1)·width − 1.
         """
         collected: dict[str, list[torch.Tensor]] = {}
         collected["__input__"] = [inputs.flatten(1)]
@@ -237,6 +249,10 @@ class Network:
                 raise ValueError(f"{where}: {error}; use spatial=1 (one value per map) for it.") from None
 
         def units(group: Group, maps: torch.Tensor) -> None:
+            if group.heads is not None:  # a head is a feature of width columns, each reduced over the tokens
+                maps = maps.reshape(maps.shape[0], group.units * group.heads.width, -1)
+                collected.setdefault(group.name, []).append(reduce_maps(maps, map_reduction).cpu())
+                return
             collected.setdefault(group.name, []).append(reduce(maps, f"The units of {group.name!r}"))
 
         def output(name: str) -> Callable[[torch.Tensor], None]:
@@ -274,7 +290,7 @@ class Network:
     def is_disconnected(self, masks: Masks, input_mask: torch.Tensor | None = None) -> bool:
         """True when no path from the (masked) input to the output survives ``masks``
         (see :mod:`infoprune.network.connectivity`). The model is left unchanged."""
-        ones = torch.ones((1, *self.example_input.shape[1:]), dtype=torch.float64, device=self.example_input.device)
+        ones = path_input(self.example_input)
         with evaluating(self.model), self.masked(masks, input_mask):
             output = functional_call(self.model, linearised_state(self.model, zero_biases=True), (ones,))
         return bool(sum(t.sum() for t in all_outputs(output)) == 0)
