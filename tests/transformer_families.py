@@ -135,7 +135,7 @@ TRANSFORMERS = {
 """Family name → builder of a randomly initialised model."""
 
 
-def transformer_data(name: str, samples: int = 64) -> tuple[nn.Module, torch.Tensor]:
+def transformer_data(name: str, samples: int = 128) -> tuple[nn.Module, torch.Tensor]:
     """A seeded model of family ``name`` and ``samples`` calibration inputs for it."""
     torch.manual_seed(0)
     model = TRANSFORMERS[name]()

@@ -184,7 +184,8 @@ def _describe(graph: tp.DependencyGraph, group, root_channels: int, names: dict)
             continue  # an operation node (add, concat, reshape): nothing to prune
         positions = _positions(list(item.idxs), list(item.root_idxs), root_channels)
         if positions is None:
-            return f"{names[module]} maps its channels unevenly (a channel shuffle or reshape)"
+            return (f"{names[module]} maps its channels unevenly (a channel shuffle or reshape); for attention heads, "
+                    "register an adapter with infoprune.network.register_attention")
         if isinstance(module, nn.LayerNorm) and (len(module.normalized_shape) != 1 or positions.numel() != module.normalized_shape[0]):
             return f"{names[module]} (LayerNorm) normalises over more than this group's channels"
         need = _block(module, positions)

@@ -1,0 +1,223 @@
+"""Attention heads and FFN units of transformers, for every method (plain-torch families of
+tests/transformer_families.py, so no ``transformers`` is needed here).
+
+Checked through ``infoprune.prune``: the physical model equals the masked one, the attention
+modules' own head counts match their projections (a forward at another sequence length runs),
+``flops=`` budgets land within 2 points, the FLOPs form equals the counted FLOPs of the pruned
+model (attention's head products included), saving and loading round-trips, and attention no
+adapter describes is left whole with the reason, never a traceback.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import infoprune
+from families import assert_physical_model_is_the_masked_one
+from infoprune.data.base import calibration_tensors
+from infoprune.io import load_pruned, save_pruned
+from infoprune.metrics import count_flops
+from infoprune.network import Network, ProjectionAttention, register_attention
+from test_families import FAST
+from transformer_families import HIDDEN, TOKENS, Attention, TokenClassifier, token_ids, transformer_data
+
+FAMILIES = ("bert-like", "gpt-like", "vit-like", "llama-like")
+NO_BATCHNORM = "BNScaleImportance finds nothing to score in any prunable group"
+
+
+def labelled(name: str) -> tuple[nn.Module, tuple[torch.Tensor, torch.Tensor]]:
+    model, inputs = transformer_data(name)
+    return model, (inputs, torch.arange(inputs.shape[0]) % 5)
+
+
+def assert_heads_consistent(model: nn.Module) -> None:
+    """Every attention's head counts match its projections (what its forward reads)."""
+    for module in model.modules():
+        if isinstance(module, Attention):
+            assert module.q.out_features == module.num_heads * module.head_dim == module.o.in_features
+            assert module.k.out_features == module.v.out_features == module.num_kv_heads * module.head_dim
+            assert module.num_heads % module.num_kv_heads == 0
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+@pytest.mark.parametrize("family", FAMILIES)
+def test_every_method_prunes_heads_and_ffn_units_to_the_masked_model(family, method):
+    model, data = labelled(family)
+    options = dict(FAST[method], **({"samples": 128} if method == "itpruner" else {}))
+    if method == "tp-bn-scale":
+        with pytest.raises(ValueError, match=NO_BATCHNORM):
+            infoprune.prune(model, data, method=method, device="cpu", progress=None, **options)
+        return
+    result = infoprune.prune(model, data, method=method, device="cpu", progress=None, **options)
+    assert result.flops_after < result.flops_before
+    assert_physical_model_is_the_masked_one(model.eval(), data[0][:8], result)
+    assert_heads_consistent(result.model)
+    if family != "vit-like":  # another sequence length: nothing in the pruned model assumes 8 tokens
+        longer = token_ids(3, tokens=TOKENS + 4)
+        assert result.model(longer).shape == (3, 5)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_heads_are_groups_of_their_projections_and_ffn_units_are_groups(family):
+    model, inputs = transformer_data(family)
+    network = Network(model.eval(), inputs[:2])
+    kinds = {group.name: group.kind for group in network.groups}
+    assert {name for name, kind in kinds.items() if kind == "heads"} == {"blocks.0.attn.q", "blocks.1.attn.q"}
+    up = "blocks.0.ffn.gate" if family == "llama-like" else "blocks.0.ffn.up"
+    assert kinds[up] == "linear" and network.group(up).units == 2 * HIDDEN
+    heads = network.group("blocks.0.attn.q")
+    assert [p.name for p in heads.producers] == ["blocks.0.attn.q", "blocks.0.attn.k", "blocks.0.attn.v"]
+    assert [c.name for c in heads.consumers] == ["blocks.0.attn.o"]
+    assert not any(name.endswith((".k", ".v")) for name in network.names)
+
+
+def test_grouped_query_heads_are_pruned_with_their_key_value_head():
+    """4 query heads share 2 key-value heads: a unit is one kv head and its 2 query heads."""
+    model, inputs = transformer_data("llama-like")
+    network = Network(model.eval(), inputs[:2])
+    heads = network.group("blocks.0.attn.q")
+    assert heads.units == 2 and heads.heads.layout.heads_per_unit == 2 and heads.heads.width == 16
+    rows = {p.name.rsplit(".", 1)[1]: p.positions for p in heads.producers}
+    assert rows["q"].tolist() == [list(range(16)), list(range(16, 32))]
+    assert rows["k"].tolist() == rows["v"].tolist() == [list(range(8)), list(range(8, 16))]
+    pruned = network.apply_masks({"blocks.0.attn.q": torch.tensor([False, True])})
+    attention = pruned.blocks[0].attn
+    assert (attention.num_heads, attention.num_kv_heads, attention.q.out_features, attention.k.out_features) == (2, 1, 16, 8)
+    with network.masked({"blocks.0.attn.q": torch.tensor([False, True])}):
+        masked = model(inputs[:4])
+    torch.testing.assert_close(pruned(inputs[:4]), masked, rtol=1e-4, atol=1e-5)
+
+
+def test_a_head_is_recorded_as_head_dim_columns():
+    model, inputs = transformer_data("bert-like")
+    network = Network(model.eval(), inputs[:2])
+    recorded = network.record(inputs[:16])
+    assert recorded["blocks.0.attn.q"].shape == (16, 4 * 8)  # 4 heads of head_dim 8
+    assert recorded["blocks.0.ffn.up"].shape == (16, 2 * HIDDEN)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_the_flops_form_counts_the_pruned_models_flops_attention_products_included(family):
+    model, inputs = transformer_data(family)
+    network = Network(model.eval(), inputs[:2])
+    generator = torch.Generator().manual_seed(3)
+    masks = {g.name: torch.rand(g.units, generator=generator) < 0.6 for g in network.groups}
+    for mask in masks.values():
+        mask[0] = True
+    pruned = network.apply_masks(masks)
+    predicted = network.flops_cost().at_widths({name: int(mask.sum()) for name, mask in masks.items()})
+    assert predicted == pytest.approx(count_flops(pruned, inputs[:2]), rel=1e-9)
+
+
+@pytest.mark.parametrize("method,options", [
+    ("itpruner", {"samples": 128}), ("mipp", {k: v for k, v in FAST["mipp"].items() if k != "confidence"}),
+])
+@pytest.mark.parametrize("family", ["bert-like", "llama-like"])
+def test_a_flops_budget_lands_within_two_points(family, method, options):
+    model, data = labelled(family)
+    result = infoprune.prune(model, data, method=method, device="cpu", progress=None, flops=0.5, **options)
+    assert 0.48 <= result.flops_after / result.flops_before <= 0.5
+
+
+@pytest.mark.parametrize("method", ["l1", "tp-taylor"])
+def test_a_ranking_meets_a_flops_budget_within_one_head(method):
+    """A ranking removes its lowest units until the budget is met, so it lands below it by at
+    most one unit's cost: here a head, 7 % of this tiny model's FLOPs (0.2 % of BERT-base's)."""
+    model, data = labelled("bert-like")
+    network = Network(model.eval(), data[0][:2])
+    cost = network.flops_cost()
+    one_head = (cost.full - cost.at_widths({"blocks.0.attn.q": 3})) / cost.full
+    result = infoprune.prune(model, data, method=method, device="cpu", progress=None, flops=0.5)
+    assert 0.5 - one_head <= result.flops_after / result.flops_before <= 0.5
+
+
+def test_a_pruned_transformer_saves_and_loads_into_a_fresh_skeleton(tmp_path):
+    model, data = labelled("gpt-like")
+    result = infoprune.prune(model, data, method="random", ratio=0.5, device="cpu", progress=None)
+    assert any(result.masks[f"blocks.{i}.attn.q"].sum() < 4 for i in range(2))
+    ids = data[0][:8]
+    save_pruned(tmp_path / "gpt.pt", result.model, result.masks, example_input=ids)
+    fresh = TokenClassifier(causal=True)
+    loaded = load_pruned(tmp_path / "gpt.pt", fresh, ids[:2])
+    torch.testing.assert_close(loaded(ids), result.model.eval()(ids))
+    assert_heads_consistent(loaded)
+    skeleton = Network(TokenClassifier(causal=True).eval(), ids[:2]).apply_masks(result.masks)
+    skeleton.load_state_dict(result.model.state_dict())  # a plain state dict fits the re-pruned skeleton
+    torch.testing.assert_close(skeleton.eval()(ids), result.model(ids))
+
+
+class OpaqueAttention(nn.Module):
+    """The families' attention under a class no adapter is registered for."""
+
+    def __init__(self, dim: int, heads: int) -> None:
+        super().__init__()
+        self.num_heads, self.num_kv_heads, self.head_dim = heads, heads, dim // heads
+        self.causal, self.rope = False, False
+        self.q, self.k, self.v, self.o = (nn.Linear(dim, dim) for _ in range(4))
+
+    forward = Attention.forward
+
+
+def opaque_model() -> nn.Module:
+    torch.manual_seed(0)
+    model = TokenClassifier()
+    for block in model.blocks:
+        block.attn = OpaqueAttention(HIDDEN, 4)
+    return model
+
+
+def test_attention_without_an_adapter_stays_whole_with_the_fix_and_its_ffn_units_still_prune():
+    model, ids = opaque_model(), token_ids(128)
+    network = Network(model.eval(), ids[:2])
+    assert "blocks.0.attn.q" not in network.names and "blocks.0.ffn.up" in network.names
+    assert network.whole["blocks.0.attn.q"] == (
+        "blocks.0.attn.v maps its channels unevenly (a channel shuffle or reshape); for attention heads, register "
+        "an adapter with infoprune.network.register_attention")
+    result = infoprune.prune(model, (ids, torch.arange(128) % 5), method="l1", ratio=0.5, device="cpu", progress=None)
+    assert result.layers["blocks.0.ffn.up"].kept < 2 * HIDDEN
+    assert_physical_model_is_the_masked_one(model, ids[:8], result)
+
+
+def test_a_registered_adapter_prunes_the_heads_of_a_users_attention_class():
+    register_attention(OpaqueAttention, ProjectionAttention("q", "k", "v", "o", heads="num_heads", kv_heads="num_kv_heads",
+                                                            head_dim="head_dim"))
+    try:
+        model, ids = opaque_model(), token_ids(128)
+        network = Network(model.eval(), ids[:2])
+        assert network.group("blocks.0.attn.q").kind == "heads"
+        result = infoprune.prune(model, (ids, torch.arange(128) % 5), method="random", ratio=0.5, device="cpu", progress=None)
+        assert result.model.blocks[0].attn.num_heads == int(result.masks["blocks.0.attn.q"].sum())
+        assert_physical_model_is_the_masked_one(model, ids[:8], result)
+    finally:
+        from infoprune.network.attention import ADAPTERS
+        ADAPTERS.pop(OpaqueAttention)
+
+
+def test_register_attention_names_what_it_needs():
+    with pytest.raises(TypeError, match=r"^register_attention needs an AttentionAdapter \(e\.g\. ProjectionAttention\(\.\.\.\)\), got dict\.$"):
+        register_attention(OpaqueAttention, {"query": "q"})
+
+
+def test_an_adapter_whose_widths_do_not_match_leaves_the_heads_whole_and_says_why():
+    register_attention(OpaqueAttention, ProjectionAttention("q", "k", "v", "o", heads="heads_said", kv_heads="heads_said"))
+    try:
+        model = opaque_model()
+        model.blocks[0].attn.heads_said, model.blocks[1].attn.heads_said = 3, 4  # 3 heads cannot make 32 channels
+        network = Network(model.eval(), token_ids(4)[:2])
+        assert network.whole["blocks.0.attn"] == (
+            "its attention heads stay whole: its projection widths (32, 32, 32 → 32) do not match 3 query heads "
+            "and 3 key-value heads of width 10"
+        )
+        assert "blocks.0.ffn.up" in network.names
+    finally:
+        from infoprune.network.attention import ADAPTERS
+        ADAPTERS.pop(OpaqueAttention)
+
+
+def test_token_ids_stay_integers_through_calibration():
+    ids = token_ids(16)
+    inputs, labels = calibration_tensors((ids, torch.arange(16) % 5))
+    assert inputs.dtype == torch.int64 and torch.equal(inputs, ids)
