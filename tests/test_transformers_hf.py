@@ -1,0 +1,94 @@
+"""Heads and FFN units of Hugging Face ``transformers`` models (tiny configs, random init).
+
+Every method on BERT; the adapters' families (DistilBERT, ViT, Llama with grouped-query
+attention) with a ranking, a torch-pruning criterion and the information-theoretic methods.
+Skipped when ``transformers`` is not installed (``pip install -e ".[transformers]"``).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+import infoprune
+from families import assert_physical_model_is_the_masked_one
+from hf_families import HEADS, TOKENS, VOCAB, hf_model
+from infoprune.network import Network
+from test_families import FAST
+
+pytest.importorskip("transformers")
+
+SOME = ("random", "tp-taylor", "itpruner", "mipp", "mint")
+
+
+def options(method: str) -> dict:
+    return dict(FAST[method], **({"samples": 128} if method == "itpruner" else {}))
+
+
+def head_counts(model: nn.Module) -> list[tuple[int, int]]:
+    """(query heads said by the module's attributes, query heads its projection holds) per attention."""
+    counts = []
+    for module in model.modules():
+        name = type(module).__name__
+        if name == "BertSelfAttention":
+            counts.append((module.num_attention_heads * module.attention_head_size, module.all_head_size))
+            counts.append((module.all_head_size, module.query.out_features))
+        elif name == "DistilBertSelfAttention":
+            counts.append((module.n_heads * module.attention_head_size, module.q_lin.out_features))
+        elif name == "ViTAttention":
+            counts.append((module.num_attention_heads * module.head_dim, module.q_proj.out_features))
+        elif name == "LlamaAttention":
+            counts.append((module.k_proj.out_features * module.num_key_value_groups, module.q_proj.out_features))
+    return counts
+
+
+def check(family: str, method: str) -> infoprune.PruningResult | None:
+    model, inputs = hf_model(family)
+    labels = torch.arange(inputs.shape[0]) % 5
+    if method == "tp-bn-scale":
+        with pytest.raises(ValueError, match="BNScaleImportance finds nothing to score"):
+            infoprune.prune(model, (inputs, labels), method=method, device="cpu", progress=None, **options(method))
+        return None
+    result = infoprune.prune(model, (inputs, labels), method=method, device="cpu", progress=None, **options(method))
+    assert result.flops_after < result.flops_before
+    assert_physical_model_is_the_masked_one(model, inputs[:8], result)
+    counts = head_counts(result.model)
+    assert counts and all(said == held for said, held in counts)
+    if family != "vit":
+        longer = torch.randint(1, VOCAB, (3, TOKENS + 5), generator=torch.Generator().manual_seed(2))
+        assert result.model(longer).logits.shape == (3, 5)
+    return result
+
+
+@pytest.mark.parametrize("method", sorted(FAST))
+def test_every_method_prunes_bert_heads_and_ffn_units(method):
+    check("bert", method)
+
+
+@pytest.mark.parametrize("method", SOME)
+@pytest.mark.parametrize("family", ["distilbert", "vit", "llama"])
+def test_the_methods_prune_distilbert_vit_and_llama(family, method):
+    check(family, method)
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "vit", "llama"])
+def test_heads_are_groups_of_every_family(family):
+    model, inputs = hf_model(family)
+    network = Network(model, inputs[:2])
+    heads = [g for g in network.groups if g.kind == "heads"]
+    assert len(heads) == 2
+    assert heads[0].units == (2 if family == "llama" else HEADS)  # Llama: 2 key-value groups of 2 query heads
+
+
+def test_a_pruned_llama_reloads_into_a_re_pruned_skeleton_and_keeps_its_kv_groups():
+    result = check("llama", "random")
+    model, inputs = hf_model("llama")
+    kept = [int(result.masks[f"model.layers.{i}.self_attn.q_proj"].sum()) for i in range(2)]
+    skeleton = Network(model, inputs[:2]).apply_masks(result.masks)
+    skeleton.load_state_dict(result.model.state_dict())
+    torch.testing.assert_close(skeleton(inputs[:4]).logits, result.model(inputs[:4]).logits)
+    for i, units in enumerate(kept):
+        attention = skeleton.model.layers[i].self_attn
+        assert attention.k_proj.out_features == units * attention.head_dim
+        assert attention.q_proj.out_features == units * attention.num_key_value_groups * attention.head_dim
