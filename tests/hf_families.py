@@ -26,7 +26,7 @@ def hf_model(name: str) -> tuple[nn.Module, torch.Tensor]:
         model = hf.LlamaForSequenceClassification(hf.LlamaConfig(num_key_value_heads=2, pad_token_id=0, use_cache=False, **text))
     elif name == "gpt2":
         model = hf.GPT2ForSequenceClassification(hf.GPT2Config(
-            vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=4 * TOKENS, pad_token_id=0, **common))
+            vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=4 * TOKENS, n_inner=2 * HIDDEN, pad_token_id=0, use_cache=False, **common))
     elif name == "vit":
         model = hf.ViTForImageClassification(hf.ViTConfig(
             image_size=16, patch_size=4, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,

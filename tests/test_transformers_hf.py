@@ -1,7 +1,8 @@
 """Heads and FFN units of Hugging Face ``transformers`` models (tiny configs, random init).
 
-Every method on BERT; the adapters' families (DistilBERT, ViT, Llama with grouped-query
-attention) with a ranking, a torch-pruning criterion and the information-theoretic methods.
+Every method on BERT; the adapters' other families (DistilBERT, ViT, Llama with grouped-query
+attention, GPT-2 with its Conv1D layers) with a ranking, a torch-pruning criterion and the
+information-theoretic methods.
 Skipped when ``transformers`` is not installed (``pip install -e ".[transformers]"``).
 """
 
@@ -38,6 +39,8 @@ def head_counts(model: nn.Module) -> list[tuple[int, int]]:
             counts.append((module.n_heads * module.attention_head_size, module.q_lin.out_features))
         elif name == "ViTAttention":
             counts.append((module.num_attention_heads * module.head_dim, module.q_proj.out_features))
+        elif name == "GPT2Attention":
+            counts.append((module.num_heads * module.head_dim, module.c_proj.in_features))
         elif name == "LlamaAttention":
             counts.append((module.k_proj.out_features * module.num_key_value_groups, module.q_proj.out_features))
     return counts
@@ -67,12 +70,41 @@ def test_every_method_prunes_bert_heads_and_ffn_units(method):
 
 
 @pytest.mark.parametrize("method", SOME)
-@pytest.mark.parametrize("family", ["distilbert", "vit", "llama"])
-def test_the_methods_prune_distilbert_vit_and_llama(family, method):
+@pytest.mark.parametrize("family", ["distilbert", "vit", "llama", "gpt2"])
+def test_the_methods_prune_distilbert_vit_llama_and_gpt2(family, method):
     check(family, method)
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "vit", "llama"])
+def test_tp_hessian_falls_back_to_one_sample_at_a_time_where_vmap_cannot_batch_the_model():
+    """GPT2ForSequenceClassification indexes the last non-padding token: vmap cannot batch it."""
+    check("gpt2", "tp-hessian")
+
+
+def test_gpt2s_conv1d_layers_are_pruned_as_the_linear_layers_they_compute():
+    from transformers.pytorch_utils import Conv1D
+
+    from infoprune.network.layers import as_linear
+
+    conv = Conv1D(6, 4)
+    x = torch.randn(3, 5, 4)
+    torch.testing.assert_close(as_linear(conv)(x), conv(x))
+    model, inputs = hf_model("gpt2")
+    result = infoprune.prune(model, (inputs, torch.arange(128) % 5), method="random", ratio=0.5, device="cpu", progress=None)
+    attention = result.model.transformer.h[0].attn
+    kept = int(result.masks["transformer.h.0.attn.c_attn"].sum())
+    assert type(attention.c_attn) is nn.Linear and attention.c_attn.out_features == 3 * kept * attention.head_dim
+    assert attention.num_heads == kept and attention.split_size == kept * attention.head_dim
+    assert isinstance(model.transformer.h[0].attn.c_attn, Conv1D)  # the caller's model is untouched
+
+
+def test_a_model_with_a_key_value_cache_is_refused_with_the_fix():
+    model, inputs = hf_model("gpt2")
+    model.config.use_cache = True
+    with pytest.raises(ValueError, match=r"Set model\.config\.use_cache = False: a key/value cache concatenates tensors the tracer cannot follow\.$"):
+        Network(model, inputs[:2])
+
+
+@pytest.mark.parametrize("family", ["bert", "distilbert", "vit", "llama", "gpt2"])
 def test_heads_are_groups_of_every_family(family):
     model, inputs = hf_model(family)
     network = Network(model, inputs[:2])

@@ -44,6 +44,7 @@ from infoprune.methods.base import PruningContext, check_positive_int
 from infoprune.methods.ranked import Masks, RankedPruningMethod, labelled_batches, require_labels
 from infoprune.network import Network, primary_output
 from infoprune.network.groups import Group, dependency_graph
+from infoprune.progress import logger
 
 NORMALIZERS = (None, "mean", "sum", "max", "standarization", "gaussian", "lamp")
 GROUP_REDUCTIONS = ("mean", "sum", "max", "prod", "first")
@@ -219,10 +220,25 @@ class TPHessian(TorchPruningCriterion):
             logits = primary_output(functional_call(model, (weights, buffers), (x.unsqueeze(0),)))
             return F.cross_entropy(logits, y.unsqueeze(0))
 
-        per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+        batched = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+
+        def one_by_one(weights: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
+            grads = [grad(sample_loss)(weights, x, y) for x, y in zip(xs, ys)]
+            return {name: torch.stack([g[name] for g in grads]) for name in weights}
+
+        per_sample = batched
         fisher = {name: torch.zeros_like(p) for name, p in params.items()}
         for x, y, share in labelled_batches(context.inputs, labels, self.batch_size, context.device):
-            for name, g in per_sample(params, x, y).items():
+            try:
+                sample_grads = per_sample(params, x, y)
+            except RuntimeError as error:  # vmap cannot batch data-dependent control flow (.item(), argmax-indexing)
+                if per_sample is one_by_one:
+                    raise
+                logger.info("tp-hessian: per-sample gradients one sample at a time (vmap cannot batch this model: %s)",
+                            str(error).split(".")[0])
+                per_sample = one_by_one
+                sample_grads = per_sample(params, x, y)
+            for name, g in sample_grads.items():
                 fisher[name] += share * g.pow(2).mean(dim=0)
         for name, p in model.named_parameters():
             p.grad = fisher[name]

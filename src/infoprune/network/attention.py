@@ -129,6 +129,38 @@ class ProjectionAttention(AttentionAdapter):
             _set(module, path, heads * layout.head_dim)
 
 
+@dataclass(frozen=True)
+class PackedAttention(AttentionAdapter):
+    """Attention whose query, key and value come from one ``nn.Linear`` (``qkv``, rows: all
+    query rows, then key rows, then value rows) split in three, as GPT-2's ``c_attn`` (a
+    transformers ``Conv1D``, analysed as the Linear it computes). ``heads`` and ``head_dim``
+    are attribute paths; ``sizes`` hold heads × head_dim (GPT-2's ``split_size``)."""
+
+    qkv: str
+    out: str
+    heads: str
+    head_dim: str
+    sizes: tuple[str, ...] = ()
+
+    def layout(self, module: nn.Module) -> HeadLayout | str:
+        qkv, out = module.get_submodule(self.qkv), module.get_submodule(self.out)
+        if not (type(qkv) is nn.Linear and type(out) is nn.Linear):
+            return f"its projections ({self.qkv}, {self.out}) are not nn.Linear"
+        heads, dim = int(_get(module, self.heads)), int(_get(module, self.head_dim))
+        width = heads * dim
+        if qkv.out_features != 3 * width or out.in_features != width:
+            return (f"its projection widths ({qkv.out_features} → {out.in_features}) do not match {heads} heads "
+                    f"of width {dim} packed as query, key, value")
+        rows = torch.arange(width).reshape(heads, dim)
+        packed = torch.cat([rows, rows + width, rows + 2 * width], dim=1)
+        return HeadLayout(heads, 1, dim, ((self.qkv, packed),), (self.out, rows))
+
+    def resize(self, module: nn.Module, layout: HeadLayout, units: int) -> None:
+        _set(module, self.heads, units)
+        for path in self.sizes:
+            _set(module, path, units * layout.head_dim)
+
+
 ADAPTERS: dict[type | str, AttentionAdapter] = {}
 """Attention class (or its ``module.QualName`` path, for classes not imported here) → adapter."""
 
@@ -161,6 +193,8 @@ for _path, _adapter in {
         "q_lin", "k_lin", "v_lin", "out_lin", heads="n_heads", head_dim="attention_head_size"),
     f"{_HF}.vit.modeling_vit.ViTAttention": ProjectionAttention(
         "q_proj", "k_proj", "v_proj", "o_proj", heads="num_attention_heads", head_dim="head_dim"),
+    f"{_HF}.gpt2.modeling_gpt2.GPT2Attention": PackedAttention(
+        "c_attn", "c_proj", heads="num_heads", head_dim="head_dim", sizes=("split_size", "embed_dim")),
     f"{_HF}.llama.modeling_llama.LlamaAttention": ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim"),
     f"{_HF}.mistral.modeling_mistral.MistralAttention": ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim"),
     f"{_HF}.qwen2.modeling_qwen2.Qwen2Attention": ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim"),

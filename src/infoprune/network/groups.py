@@ -133,10 +133,12 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
                 output_transform=lambda out: sum(t.sum() for t in all_outputs(out)),
             )
     except Exception as error:  # torch-pruning's tracer fails in its own words; say what to do
+        cache = " Set model.config.use_cache = False: a key/value cache concatenates tensors the tracer cannot follow." \
+            if getattr(getattr(model, "config", None), "use_cache", False) else ""
         raise ValueError(
             f"torch-pruning could not trace the model's forward pass ({type(error).__name__}: {error}). "
             "infoprune needs a model whose output is a tensor (or tuple/dict of tensors) computed "
-            "from the input with autograd-traceable operations."
+            f"from the input with autograd-traceable operations.{cache}"
         ) from error
     finally:
         for p in frozen:
