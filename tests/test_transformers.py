@@ -221,3 +221,25 @@ def test_token_ids_stay_integers_through_calibration():
     ids = token_ids(16)
     inputs, labels = calibration_tensors((ids, torch.arange(16) % 5))
     assert inputs.dtype == torch.int64 and torch.equal(inputs, ids)
+
+
+@pytest.mark.parametrize("family", ["bert-like", "gpt-like"])
+def test_the_hidden_dimension_is_one_group_through_embeddings_norms_and_every_block(family):
+    model, inputs = transformer_data(family)
+    network = Network(model.eval(), inputs[:2])
+    hidden = network.group("blocks.0.attn.o")  # named after its first Linear producer
+    assert hidden.units == HIDDEN
+    assert [p.name for p in hidden.producers] == ["blocks.0.attn.o", "blocks.0.ffn.down", "blocks.1.attn.o", "blocks.1.ffn.down"]
+    members = {m.name for m in hidden.members}
+    assert {"tokens", "positions", "blocks.0.norm1", "blocks.1.norm2", "norm"} <= members
+    assert {c.name for c in hidden.consumers} >= {"blocks.0.attn.q", "blocks.1.ffn.up", "head"}
+    pruned = network.apply_masks({"blocks.0.attn.o": torch.arange(HIDDEN) % 4 != 0})
+    assert pruned.tokens.embedding_dim == pruned.norm.normalized_shape[0] == HIDDEN * 3 // 4
+    assert_heads_consistent(pruned)
+
+
+def test_the_residual_stream_through_rmsnorm_stays_whole_with_a_reason():
+    """torch-pruning has no pruner for RMSNorm, so pruning the stream would not equal masking it."""
+    model, inputs = transformer_data("llama-like")
+    network = Network(model.eval(), inputs[:2])
+    assert "pruning its channels would change more than masking them does" in network.whole["blocks.0.attn.o"]

@@ -17,7 +17,10 @@ LayerNorm over more than the group's channels or a softmax among its members, an
 mapping that is not one-to-one per unit (channel shuffles), channels that reach the model
 output, or the output layer and ``ignore=``d layers among its producers. A LayerNorm over exactly a group's channels (ConvNeXt's
 channels-last norm) is allowed: masking then normalises over the kept channels only, which is
-what the pruned LayerNorm computes.
+what the pruned LayerNorm computes. So is an ``nn.Embedding`` producing the channels (pruned
+along ``embedding_dim``): a transformer's residual stream is one group through its token and
+position embeddings, every block's LayerNorms and its head. Attention heads are groups of
+their own (:mod:`infoprune.network.attention`).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ if TYPE_CHECKING:
     from infoprune.network.attention import Heads
 
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d, nn.Conv1d)
-NOT_CHANNELWISE = (nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
+NOT_CHANNELWISE = (nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase)
 CROSS_CHANNEL_OPS = ("Softmax", "LogSoftmax")
 
 
