@@ -243,3 +243,38 @@ def test_the_residual_stream_through_rmsnorm_stays_whole_with_a_reason():
     model, inputs = transformer_data("llama-like")
     network = Network(model.eval(), inputs[:2])
     assert "pruning its channels would change more than masking them does" in network.whole["blocks.0.attn.o"]
+
+
+def test_hugging_face_dict_batches_calibrate_a_token_model():
+    model, ids = transformer_data("bert-like", samples=64)
+    labels = torch.arange(64) % 5
+    batches = [{"input_ids": ids[i : i + 16], "attention_mask": torch.ones(16, TOKENS), "labels": labels[i : i + 16]}
+               for i in range(0, 64, 16)]
+    inputs, read = calibration_tensors(batches)
+    assert inputs.dtype == torch.int64 and torch.equal(inputs, ids) and torch.equal(read, labels)
+    one = calibration_tensors({"input_ids": ids, "labels": labels})
+    assert torch.equal(one[0], ids) and torch.equal(one[1], labels)
+    result = infoprune.prune(model, batches, method="l1", ratio=0.5, device="cpu", progress=None)
+    assert result.flops_after < result.flops_before
+
+
+@pytest.mark.parametrize("batch,message", [
+    ({"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])},
+     "Batch 1 of the calibration data pads its sequences (its attention_mask has zeros): infoprune runs the model on "
+     "input_ids alone, so padding would be read as tokens. Pass sequences of one length without padding (truncate "
+     "them, or group them by length)."),
+    ({"ids": torch.ones(2, 3, dtype=torch.long)},
+     "Batch 1 of the calibration data is a dict without input_ids (keys: ['ids']); a dict batch holds input_ids and, "
+     "optionally, labels and an attention_mask."),
+    ({"input_ids": torch.ones(2, 3, dtype=torch.long), "pixel_values": torch.ones(2, 3)},
+     "Batch 1 of the calibration data holds ['pixel_values'] besides ['input_ids', 'attention_mask', 'labels', "
+     "'token_type_ids']: infoprune runs the model on input_ids alone. Drop those entries (or wrap the model so that "
+     "it takes input_ids only)."),
+    ({"input_ids": torch.ones(2, 3, dtype=torch.long), "token_type_ids": torch.tensor([[0, 1, 1], [0, 0, 0]])},
+     "Batch 1 of the calibration data has non-zero token_type_ids: infoprune runs the model on input_ids alone. "
+     "Pass single-segment sequences (or wrap the model so that it takes input_ids only)."),
+])
+def test_dict_batches_the_model_would_need_more_than_input_ids_for_are_refused_with_the_fix(batch, message):
+    with pytest.raises(ValueError) as error:
+        calibration_tensors([batch])
+    assert str(error.value) == message
