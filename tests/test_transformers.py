@@ -278,3 +278,14 @@ def test_dict_batches_the_model_would_need_more_than_input_ids_for_are_refused_w
     with pytest.raises(ValueError) as error:
         calibration_tensors([batch])
     assert str(error.value) == message
+
+
+@pytest.mark.parametrize("family", ["bert-like", "gpt-like", "vit-like"])
+def test_a_pruned_transformer_exports_to_onnx_and_computes_the_same(family, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from infoprune.io import export_onnx
+
+    model, inputs = transformer_data(family, samples=64)
+    result = infoprune.prune(model, (inputs, torch.arange(64) % 5), method="random", ratio=0.5, device="cpu", progress=None)
+    exported = export_onnx(result.model, inputs[:4], tmp_path / "pruned.onnx")
+    assert exported.max_abs_error < 1e-5
