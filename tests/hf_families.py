@@ -18,6 +18,12 @@ def hf_model(name: str) -> tuple[nn.Module, torch.Tensor]:
                 intermediate_size=2 * HIDDEN, max_position_embeddings=4 * TOKENS, **common)
     if name == "bert":
         model = hf.BertForSequenceClassification(hf.BertConfig(**text))
+    elif name == "roberta":
+        model = hf.RobertaForSequenceClassification(hf.RobertaConfig(**text))
+    elif name in ("mistral", "qwen2"):
+        config, cls = {"mistral": (hf.MistralConfig, hf.MistralForSequenceClassification),
+                       "qwen2": (hf.Qwen2Config, hf.Qwen2ForSequenceClassification)}[name]
+        model = cls(config(num_key_value_heads=2, pad_token_id=0, use_cache=False, **text))
     elif name == "distilbert":
         model = hf.DistilBertForSequenceClassification(hf.DistilBertConfig(
             vocab_size=VOCAB, dim=HIDDEN, n_layers=LAYERS, n_heads=HEADS, hidden_dim=2 * HIDDEN,
@@ -34,8 +40,8 @@ def hf_model(name: str) -> tuple[nn.Module, torch.Tensor]:
         return model.eval(), torch.randn(128, 3, 16, 16, generator=torch.Generator().manual_seed(1))
     else:
         raise KeyError(name)
-    ids = torch.randint(1, VOCAB, (128, TOKENS), generator=torch.Generator().manual_seed(1))
+    ids = torch.randint(3, VOCAB, (128, TOKENS), generator=torch.Generator().manual_seed(1))
     return model.eval(), ids
 
 
-HF_FAMILIES = ("bert", "distilbert", "vit", "llama", "gpt2")
+HF_FAMILIES = ("bert", "roberta", "distilbert", "vit", "gpt2", "llama", "mistral", "qwen2")

@@ -14,7 +14,7 @@ from torch import nn
 
 import infoprune
 from families import assert_physical_model_is_the_masked_one
-from hf_families import HEADS, TOKENS, VOCAB, hf_model
+from hf_families import HEADS, HF_FAMILIES, TOKENS, VOCAB, hf_model
 from infoprune.network import Network
 from test_families import FAST
 
@@ -41,7 +41,9 @@ def head_counts(model: nn.Module) -> list[tuple[int, int]]:
             counts.append((module.num_attention_heads * module.head_dim, module.q_proj.out_features))
         elif name == "GPT2Attention":
             counts.append((module.num_heads * module.head_dim, module.c_proj.in_features))
-        elif name == "LlamaAttention":
+        elif name == "RobertaSelfAttention":
+            counts.append((module.num_attention_heads * module.attention_head_size, module.query.out_features))
+        elif name in ("LlamaAttention", "MistralAttention", "Qwen2Attention"):
             counts.append((module.k_proj.out_features * module.num_key_value_groups, module.q_proj.out_features))
     return counts
 
@@ -104,13 +106,19 @@ def test_a_model_with_a_key_value_cache_is_refused_with_the_fix():
         Network(model, inputs[:2])
 
 
-@pytest.mark.parametrize("family", ["bert", "distilbert", "vit", "llama", "gpt2"])
+@pytest.mark.parametrize("family", HF_FAMILIES)
 def test_heads_are_groups_of_every_family(family):
     model, inputs = hf_model(family)
     network = Network(model, inputs[:2])
     heads = [g for g in network.groups if g.kind == "heads"]
     assert len(heads) == 2
-    assert heads[0].units == (2 if family == "llama" else HEADS)  # Llama: 2 key-value groups of 2 query heads
+    grouped_query = family in ("llama", "mistral", "qwen2")  # 2 key-value groups of 2 query heads
+    assert heads[0].units == (2 if grouped_query else HEADS)
+
+
+@pytest.mark.parametrize("family", ["roberta", "mistral", "qwen2"])
+def test_the_other_registered_families_prune_to_the_masked_model(family):
+    check(family, "random")
 
 
 def test_a_pruned_llama_reloads_into_a_re_pruned_skeleton_and_keeps_its_kv_groups():
