@@ -289,3 +289,63 @@ def test_a_pruned_transformer_exports_to_onnx_and_computes_the_same(family, tmp_
     result = infoprune.prune(model, (inputs, torch.arange(64) % 5), method="random", ratio=0.5, device="cpu", progress=None)
     exported = export_onnx(result.model, inputs[:4], tmp_path / "pruned.onnx")
     assert exported.max_abs_error < 1e-5
+
+
+@pytest.mark.parametrize("batch_first", [True, False])
+@pytest.mark.parametrize("call", [
+    {}, {"need_weights": False}, {"average_attn_weights": False}, {"attn_mask": "float"}, {"attn_mask": "bool"},
+    {"key_padding_mask": True}, {"kdim": 6},
+])
+def test_split_multihead_attention_computes_what_nn_multihead_attention_does(batch_first, call):
+    from infoprune.network.layers import SplitMultiheadAttention
+
+    call = dict(call)
+    torch.manual_seed(0)
+    kdim = call.pop("kdim", None)
+    mha = nn.MultiheadAttention(8, 2, batch_first=batch_first, kdim=kdim, vdim=kdim).eval()
+    split = SplitMultiheadAttention(mha).eval()
+    query, key = torch.randn(3, 5, 8), torch.randn(3, 7, kdim or 8)
+    if not batch_first:
+        query, key = query.transpose(0, 1), key.transpose(0, 1)
+    if call.get("attn_mask") == "float":
+        call["attn_mask"] = torch.randn(5, 7)
+    elif call.get("attn_mask") == "bool":
+        call["attn_mask"] = torch.rand(5, 7) > 0.7
+    if call.pop("key_padding_mask", False):
+        call["key_padding_mask"] = torch.arange(7).expand(3, 7) >= torch.tensor([[7], [5], [3]])
+    expected, got = mha(query, key, key, **call), split(query, key, key, **call)
+    torch.testing.assert_close(got[0], expected[0], rtol=1e-5, atol=1e-6)
+    assert (got[1] is None) == (expected[1] is None)
+    if expected[1] is not None:
+        torch.testing.assert_close(got[1], expected[1], rtol=1e-5, atol=1e-6)
+
+
+def test_nn_multihead_attention_heads_are_pruned_and_the_pruned_module_states_its_head_count():
+    from families import FAMILIES
+    from infoprune.network.layers import SplitMultiheadAttention
+
+    torch.manual_seed(0)
+    model, shape = FAMILIES["vit"]()
+    inputs = torch.randn(64, *shape, generator=torch.Generator().manual_seed(1))
+    result = infoprune.prune(model, (inputs, torch.arange(64) % 5), method="random", ratio=0.5, device="cpu", progress=None)
+    attention = result.model.block.attn
+    assert isinstance(attention, SplitMultiheadAttention) and isinstance(model.block.attn, nn.MultiheadAttention)
+    kept = int(result.masks["block.attn.q_proj"].sum())
+    assert attention.num_heads == kept and attention.q_proj.out_features == kept * attention.head_dim
+    assert_physical_model_is_the_masked_one(model.eval(), inputs[:8], result)
+
+
+def test_nn_multihead_attention_with_bias_k_stays_whole_with_the_reason():
+    class Block(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.embed, self.head = nn.Linear(3, 8), nn.Linear(8, 5)
+            self.attn = nn.MultiheadAttention(8, 2, batch_first=True, add_bias_kv=True)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            h = torch.relu(self.embed(x))
+            return self.head(self.attn(h, h, h, need_weights=False)[0].mean(1))
+
+    with pytest.raises(ValueError, match=r"^The model has no prunable group of channels \(embed: attn \(MultiheadAttention\) "
+                       r"mixes channels, so removing one changes the others; head: it is \(coupled to\) the output layer\)\.$"):
+        Network(Block().eval(), torch.randn(2, 4, 3))

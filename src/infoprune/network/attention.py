@@ -32,6 +32,7 @@ import torch_pruning as tp
 from torch import nn
 
 from infoprune.network.groups import Consumer, Group, Member
+from infoprune.network.layers import SplitMultiheadAttention
 
 
 @dataclass(frozen=True)
@@ -180,6 +181,9 @@ def adapter_for(module: nn.Module) -> AttentionAdapter | None:
             return adapter
     return None
 
+
+register_attention(SplitMultiheadAttention, ProjectionAttention(
+    "q_proj", "k_proj", "v_proj", "out_proj", heads="num_heads", head_dim="head_dim"))
 
 _HF = "transformers.models"
 for _path, _adapter in {

@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from infoprune.network import costs, surgery
 from infoprune.network.attention import find_head_groups
-from infoprune.network.layers import replace_conv1d
+from infoprune.network.layers import replace_layers
 from infoprune.network.activations import (
     MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_maps, reduce_on_grid,
 )
@@ -57,16 +57,17 @@ class Network:
 
     ``groups``: the prunable groups in forward order; ``whole``: group name → why it stays
     whole; ``output_name``: the output layer (never pruned). transformers' ``Conv1D`` layers
-    of ``model`` are replaced in place by the ``nn.Linear`` they compute (:mod:`infoprune.network.layers`). Masks are keyed by group name,
+    and ``nn.MultiheadAttention`` modules of ``model`` are replaced in place by modules of the
+    ``nn.Linear`` layers they compute (:mod:`infoprune.network.layers`). Masks are keyed by group name,
     one bool tensor of ``group.units`` per group (True = keep); groups absent are kept whole.
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, ignore: Iterable[str | type] = ()) -> None:
         self.model = model
         self.example_input = example_input
-        replaced = replace_conv1d(model)  # transformers' Conv1D: a Linear stored transposed
+        replaced = replace_layers(model)  # Conv1D, nn.MultiheadAttention: the Linear layers they compute
         if replaced:
-            logger.info("transformers' Conv1D layers %s are analysed and pruned as the nn.Linear they compute.", replaced)
+            logger.info("%s are analysed and pruned as the nn.Linear layers they compute (infoprune.network.layers).", replaced)
         order = execution_order(model, example_input)
         if len(order) < 2:
             raise ValueError(
