@@ -349,3 +349,21 @@ def test_nn_multihead_attention_with_bias_k_stays_whole_with_the_reason():
     with pytest.raises(ValueError, match=r"^The model has no prunable group of channels \(embed: attn \(MultiheadAttention\) "
                        r"mixes channels, so removing one changes the others; head: it is \(coupled to\) the output layer\)\.$"):
         Network(Block().eval(), torch.randn(2, 4, 3))
+
+
+def test_an_adapter_naming_a_missing_attribute_leaves_the_heads_whole_and_names_the_fix():
+    register_attention(OpaqueAttention, ProjectionAttention("q", "k", "v", "out", heads="num_heads"))
+    try:
+        network = Network(opaque_model().eval(), token_ids(4)[:2])
+        assert network.whole["blocks.0.attn"] == (
+            "its attention heads stay whole: its adapter names an attribute the module lacks (OpaqueAttention has no "
+            "attribute `out`): fix the paths given to ProjectionAttention")
+    finally:
+        from infoprune.network.attention import ADAPTERS
+        ADAPTERS.pop(OpaqueAttention)
+
+
+def test_projection_attention_needs_heads_or_head_dim():
+    with pytest.raises(ValueError, match=r"^ProjectionAttention needs heads= or head_dim= \(the attribute holding the "
+                                         r"number of query heads or their width\), to tell the heads apart\.$"):
+        ProjectionAttention("q", "k", "v", "o")

@@ -64,12 +64,14 @@ class AttentionAdapter(abc.ABC):
         module's), once surgery has shrunk its projections."""
 
 
-def _get(module: nn.Module, path: str):
+def _get(module: nn.Module, path: str) -> object:
+    """The attribute at dotted ``path`` inside ``module`` (AttributeError when it lacks it)."""
     owner, _, attribute = path.rpartition(".")
     return getattr(module.get_submodule(owner) if owner else module, attribute)
 
 
 def _set(module: nn.Module, path: str, value: int) -> None:
+    """Set the attribute at dotted ``path`` inside ``module``."""
     owner, _, attribute = path.rpartition(".")
     setattr(module.get_submodule(owner) if owner else module, attribute, value)
 
@@ -96,6 +98,11 @@ class ProjectionAttention(AttentionAdapter):
     head_dim: str | None = None
     sizes: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        if self.heads is None and self.head_dim is None:
+            raise ValueError("ProjectionAttention needs heads= or head_dim= (the attribute holding the number of "
+                             "query heads or their width), to tell the heads apart.")
+
     def _shape(self, module: nn.Module) -> tuple[int, int, int]:
         """(query heads, key-value heads, head_dim) of ``module`` as it is now."""
         q, k = module.get_submodule(self.query), module.get_submodule(self.key)
@@ -106,10 +113,15 @@ class ProjectionAttention(AttentionAdapter):
 
     def layout(self, module: nn.Module) -> HeadLayout | str:
         names = (self.query, self.key, self.value, self.out)
-        layers = [module.get_submodule(n) for n in names]
+        try:
+            layers = [module.get_submodule(n) for n in names]
+            heads, kv, dim = self._shape(module) if all(type(layer) is nn.Linear for layer in layers) else (1, 1, 1)
+        except AttributeError as error:
+            return f"its adapter names an attribute the module lacks ({error}): fix the paths given to ProjectionAttention"
         if not all(type(layer) is nn.Linear for layer in layers):
             return f"its projections {names} are not all nn.Linear"
-        heads, kv, dim = self._shape(module)
+        if min(heads, kv, dim) < 1:
+            return f"it states {heads} query heads and {kv} key-value heads of width {dim}"
         q, k, v, o = layers
         if (q.out_features, k.out_features, v.out_features, o.in_features) != (heads * dim, kv * dim, kv * dim, heads * dim) \
                 or heads % kv:
@@ -144,10 +156,13 @@ class PackedAttention(AttentionAdapter):
     sizes: tuple[str, ...] = ()
 
     def layout(self, module: nn.Module) -> HeadLayout | str:
-        qkv, out = module.get_submodule(self.qkv), module.get_submodule(self.out)
+        try:
+            qkv, out = module.get_submodule(self.qkv), module.get_submodule(self.out)
+            heads, dim = int(_get(module, self.heads)), int(_get(module, self.head_dim))
+        except AttributeError as error:
+            return f"its adapter names an attribute the module lacks ({error}): fix the paths given to PackedAttention"
         if not (type(qkv) is nn.Linear and type(out) is nn.Linear):
             return f"its projections ({self.qkv}, {self.out}) are not nn.Linear"
-        heads, dim = int(_get(module, self.heads)), int(_get(module, self.head_dim))
         width = heads * dim
         if qkv.out_features != 3 * width or out.in_features != width:
             return (f"its projection widths ({qkv.out_features} → {out.in_features}) do not match {heads} heads "
