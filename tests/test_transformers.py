@@ -238,11 +238,17 @@ def test_the_hidden_dimension_is_one_group_through_embeddings_norms_and_every_bl
     assert_heads_consistent(pruned)
 
 
-def test_the_residual_stream_through_rmsnorm_stays_whole_with_a_reason():
-    """torch-pruning has no pruner for RMSNorm, so pruning the stream would not equal masking it."""
+def test_the_residual_stream_through_rmsnorm_is_one_group_and_the_pruned_norms_normalise_over_the_kept_features():
     model, inputs = transformer_data("llama-like")
     network = Network(model.eval(), inputs[:2])
-    assert "pruning its channels would change more than masking them does" in network.whole["blocks.0.attn.o"]
+    hidden = network.group("blocks.0.attn.o")
+    assert {"tokens", "blocks.0.norm1", "blocks.1.norm2", "norm"} <= {m.name for m in hidden.members}
+    keep = torch.arange(HIDDEN) % 3 != 0
+    pruned = network.apply_masks({"blocks.0.attn.o": keep})
+    assert pruned.norm.weight.numel() == pruned.norm.normalized_shape[0] == int(keep.sum())
+    with network.masked({"blocks.0.attn.o": keep}):
+        masked = model(inputs[:4])
+    torch.testing.assert_close(pruned(inputs[:4]), masked, rtol=1e-4, atol=1e-5)
 
 
 def test_hugging_face_dict_batches_calibrate_a_token_model():

@@ -121,6 +121,13 @@ def test_the_other_registered_families_prune_to_the_masked_model(family):
     check(family, "random")
 
 
+def test_llamas_residual_stream_is_pruned_through_its_rmsnorms():
+    result = check("llama", "random")
+    kept = int(result.masks["model.layers.0.self_attn.o_proj"].sum())
+    assert 0 < kept < 32
+    assert result.model.model.norm.weight.numel() == result.model.model.embed_tokens.embedding_dim == kept
+
+
 def test_a_pruned_llama_reloads_into_a_re_pruned_skeleton_and_keeps_its_kv_groups():
     result = check("llama", "random")
     model, inputs = hf_model("llama")
@@ -129,6 +136,7 @@ def test_a_pruned_llama_reloads_into_a_re_pruned_skeleton_and_keeps_its_kv_group
     skeleton.load_state_dict(result.model.state_dict())
     torch.testing.assert_close(skeleton(inputs[:4]).logits, result.model(inputs[:4]).logits)
     for i, units in enumerate(kept):
+        units = max(units, 1)  # an emptied group keeps one unit whose output weights are zero
         attention = skeleton.model.layers[i].self_attn
         assert attention.k_proj.out_features == units * attention.head_dim
         assert attention.q_proj.out_features == units * attention.num_key_value_groups * attention.head_dim

@@ -33,6 +33,7 @@ import torch
 import torch_pruning as tp
 from torch import nn
 
+from infoprune.network.layers import is_rms_norm, rms_norm_pruners
 from infoprune.running import all_outputs, evaluating
 
 if TYPE_CHECKING:
@@ -132,7 +133,7 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     try:
         with evaluating(model, grad=True):
             return tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_input, verbose=False,
+                model, example_inputs=example_input, verbose=False, customized_pruners=rms_norm_pruners(model),
                 output_transform=lambda out: sum(t.sum() for t in all_outputs(out)),
             )
     except Exception as error:  # torch-pruning's tracer fails in its own words; say what to do
@@ -193,6 +194,8 @@ def _describe(graph: tp.DependencyGraph, group, root_channels: int, names: dict)
                     "register an adapter with infoprune.network.register_attention")
         if isinstance(module, nn.LayerNorm) and (len(module.normalized_shape) != 1 or positions.numel() != module.normalized_shape[0]):
             return f"{names[module]} (LayerNorm) normalises over more than this group's channels"
+        if is_rms_norm(module) and positions.numel() != module.weight.numel():
+            return f"{names[module]} ({type(module).__name__}) normalises over more than this group's channels"
         need = _block(module, positions)
         if isinstance(need, str):
             return need

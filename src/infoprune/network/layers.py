@@ -14,6 +14,7 @@ pruned model then holds these modules where the original held ``Conv1D`` /
 from __future__ import annotations
 
 import torch
+import torch_pruning as tp
 from torch import nn
 
 CONV1D = "transformers.pytorch_utils.Conv1D"
@@ -139,3 +140,34 @@ def replace_layers(model: nn.Module) -> list[str]:
         setattr(model.get_submodule(owner) if owner else model, attribute, new)
         replaced.append(name)
     return replaced
+
+
+def is_rms_norm(module: nn.Module) -> bool:
+    """An RMS norm over the last axis with a 1-D ``weight``: ``nn.RMSNorm`` or a transformers
+    ``…RMSNorm`` (Llama, Mistral, Qwen2), recognised by class name."""
+    weight = getattr(module, "weight", None)
+    return type(module).__name__.endswith("RMSNorm") and isinstance(weight, torch.Tensor) and weight.dim() == 1
+
+
+class RMSNormPruner(tp.pruner.BasePruningFunc):
+    """torch-pruning's pruning functions for an RMS norm (it ships none): the kept features'
+    weights, and ``normalized_shape`` where the module has one."""
+
+    def prune_out_channels(self, layer: nn.Module, idxs: list[int]) -> nn.Module:
+        keep = sorted(set(range(layer.weight.numel())) - set(idxs))
+        layer.weight = self._prune_parameter_and_grad(layer.weight, torch.tensor(keep), 0)
+        if hasattr(layer, "normalized_shape"):
+            layer.normalized_shape = (len(keep),)
+        return layer
+
+    prune_in_channels = prune_out_channels
+
+    def get_out_channels(self, layer: nn.Module) -> int:
+        return layer.weight.numel()
+
+    get_in_channels = get_out_channels
+
+
+def rms_norm_pruners(model: nn.Module) -> dict[type, RMSNormPruner]:
+    """``customized_pruners`` for torch-pruning: one for each RMS-norm class in ``model``."""
+    return {type(m): RMSNormPruner() for m in model.modules() if is_rms_norm(m)}

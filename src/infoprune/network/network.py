@@ -18,7 +18,7 @@ from torch.func import functional_call
 
 from infoprune.network import costs, surgery
 from infoprune.network.attention import find_head_groups
-from infoprune.network.layers import replace_layers
+from infoprune.network.layers import is_rms_norm, replace_layers
 from infoprune.network.activations import (
     MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_maps, reduce_on_grid,
 )
@@ -203,12 +203,12 @@ class Network:
                 handle.remove()
 
     def _layer_norm_keeps(self, masks: Masks) -> dict[str, torch.Tensor]:
-        """For each LayerNorm in a masked group: the features the pruned LayerNorm keeps."""
+        """For each LayerNorm / RMS norm in a masked group: the features the pruned norm keeps."""
         keeps = {}
         for group in self.groups:
             if group.name in masks:
                 for member in group.members:
-                    if isinstance(member.module, nn.LayerNorm):
+                    if isinstance(member.module, nn.LayerNorm) or is_rms_norm(member.module):
                         keep = torch.ones(member.channels, dtype=torch.bool)
                         keep[member.positions[surgery.removed_units(masks[group.name].cpu())].flatten()] = False
                         keeps[member.name] = keep
