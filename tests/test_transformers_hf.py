@@ -140,3 +140,17 @@ def test_a_pruned_llama_reloads_into_a_re_pruned_skeleton_and_keeps_its_kv_group
         attention = skeleton.model.layers[i].self_attn
         assert attention.k_proj.out_features == units * attention.head_dim
         assert attention.q_proj.out_features == units * attention.num_key_value_groups * attention.head_dim
+
+
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "vit"])
+def test_the_flops_form_counts_the_pruned_models_flops(family):
+    from infoprune.metrics import count_flops
+
+    model, inputs = hf_model(family)
+    network = Network(model, inputs[:2])
+    generator = torch.Generator().manual_seed(3)
+    masks = {g.name: torch.rand(g.units, generator=generator) < 0.6 for g in network.groups}
+    for mask in masks.values():
+        mask[0] = True
+    predicted = network.flops_cost().at_widths({name: int(mask.sum()) for name, mask in masks.items()})
+    assert predicted == pytest.approx(count_flops(network.apply_masks(masks), inputs[:2]), rel=1e-9)
