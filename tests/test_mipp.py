@@ -1,5 +1,7 @@
 """MIPP through the public API: known answers, the physical model, no collapse."""
 
+import re
+
 import pytest
 import torch
 from torch import nn
@@ -33,7 +35,7 @@ def redundant_net(copies=3, dead=3, seed=0):
     return net
 
 
-@pytest.mark.parametrize("engine", ["fast", "reference"])
+@pytest.mark.parametrize("engine", ["gaussian", "fast", "reference"])
 def test_removes_copies_and_dead_units_keeps_unique_ones(engine):
     net = redundant_net()
     x = torch.randn(600, 6, generator=torch.Generator().manual_seed(1))
@@ -110,3 +112,20 @@ def test_dataloader_calibration_data_is_accepted():
 def test_too_few_samples_for_the_widest_layer():
     with pytest.raises(ValueError, match=r"at least 240 calibration samples.*'fc1' with 120 units"):
         infoprune.prune(build_model("lenet5"), torch.randn(100, 1, 28, 28), "mipp", device="cpu", **TINY)
+
+
+def test_prune_takes_a_configured_method_object():
+    from infoprune.methods.mipp import MIPP
+
+    net = redundant_net()
+    x = torch.randn(600, 6, generator=torch.Generator().manual_seed(1))
+    by_object = infoprune.prune(net, x, MIPP(confidence=0.9, engine="gaussian"), progress=None)
+    by_name = infoprune.prune(net, x, "mipp", confidence=0.9, engine="gaussian", progress=None)
+    assert by_object.method == "mipp" and by_object.config == by_name.config
+    assert all(torch.equal(by_object.masks[k], by_name.masks[k]) for k in by_name.masks)
+    message = (
+        "prune() got a configured MIPP and method settings ['confidence']; set them on the object "
+        "(MIPP(confidence=...)) or pass the method by name."
+    )
+    with pytest.raises(TypeError, match=re.escape(message)):
+        infoprune.prune(net, x, MIPP(), confidence=0.5)

@@ -50,7 +50,7 @@ def test_absolute_flops_budget(lenet_and_inputs):
         (dict(ratio=0), r"ratio must lie in \(0, 1\), got 0"),
         (dict(confidence=0.9, flops=0.5), r"either confidence= or a budget \(flops=\), not both"),
         (dict(flops=0.5, params=0.5), r"one budget, got \['flops', 'params'\]"),
-        (dict(engine="turbo"), r"engine must be one of \('fast', 'reference'\), got 'turbo'"),
+        (dict(engine="turbo"), r"engine must be one of \('gaussian', 'fast', 'reference'\), got 'turbo'"),
     ],
 )
 def test_bad_settings_are_refused(kwargs, message):

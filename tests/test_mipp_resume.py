@@ -21,9 +21,10 @@ CHILD = textwrap.dedent(
     sys.path.insert(0, sys.argv[3])
     from test_mipp_resume import lenet_and_inputs, SETTINGS
     import infoprune
-    from infoprune.methods import mipp
+    from infoprune.methods.mipp import walk
     units_into_second_layer = int(sys.argv[4])  # 0: kill as the second layer starts
-    mipp.SNAPSHOT_SECONDS = 0.0  # inside a layer, write the state after every unit
+    engine = sys.argv[5]
+    walk.SNAPSHOT_SECONDS = 0.0  # inside a layer, write the state after every unit
 
     class KillInSecondLayer:  # a progress bar that kills the process in MIPP's second layer
         layers, units = [], 0
@@ -45,7 +46,7 @@ CHILD = textwrap.dedent(
             pass
 
     model, x = lenet_and_inputs()
-    infoprune.prune(model, x, "mipp", device="cpu", checkpoint=sys.argv[1], progress=KillInSecondLayer, **SETTINGS)
+    infoprune.prune(model, x, "mipp", device="cpu", checkpoint=sys.argv[1], progress=KillInSecondLayer, engine=engine, **SETTINGS)
     """
 )
 
@@ -58,17 +59,19 @@ def lenet_and_inputs():
 @pytest.fixture(scope="module")
 def uninterrupted():
     model, x = lenet_and_inputs()
-    return infoprune.prune(model, x, "mipp", device="cpu", **SETTINGS)
+    return {engine: infoprune.prune(model, x, "mipp", device="cpu", engine=engine, **SETTINGS) for engine in ("gaussian", "fast")}
 
 
-@pytest.mark.parametrize("units_into_second_layer", [0, 5])
-def test_killed_run_resumes_to_the_masks_of_an_uninterrupted_run(tmp_path, uninterrupted, units_into_second_layer):
-    """Killed after its first layer (0), or 5 units into its second, with in-layer snapshots."""
+@pytest.mark.parametrize("engine, units_into_second_layer", [("gaussian", 0), ("fast", 0), ("fast", 5)])
+def test_killed_run_resumes_to_the_masks_of_an_uninterrupted_run(tmp_path, uninterrupted, engine, units_into_second_layer):
+    """Killed after its first layer (0), or 5 units into its second, with in-layer snapshots
+    (the MLP engines; the closed-form engine re-tests an unfinished layer, in seconds)."""
+    uninterrupted = uninterrupted[engine]
     model, x = lenet_and_inputs()
     state = tmp_path / "mipp-state.pt"
     child = subprocess.run(
         [sys.executable, "-c", CHILD, str(state), str(torch.get_num_threads()), os.path.dirname(__file__),
-         str(units_into_second_layer)],
+         str(units_into_second_layer), engine],
         capture_output=True, text=True, timeout=600,
     )
     assert child.returncode == -9, child.stderr  # killed, not finished
@@ -79,7 +82,7 @@ def test_killed_run_resumes_to_the_masks_of_an_uninterrupted_run(tmp_path, unint
         partial = next(v for k, v in stored["layers"].items() if k.endswith("partial"))
         # the last snapshot before the kill (the fast engine may decide a block of units at once)
         assert 0 < int(partial["tested"]) < units_into_second_layer
-    resumed = infoprune.prune(model, x, "mipp", device="cpu", checkpoint=state, **SETTINGS)
+    resumed = infoprune.prune(model, x, "mipp", device="cpu", checkpoint=state, engine=engine, **SETTINGS)
     for name, mask in uninterrupted.masks.items():
         assert torch.equal(resumed.masks[name], mask), name
     assert resumed.details["layers"] == uninterrupted.details["layers"]

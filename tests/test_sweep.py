@@ -174,7 +174,7 @@ def test_bad_files(tmp_path):
     assert main(["sweep", str(bad), "--out", str(tmp_path / "out")]) == 2
 
 
-CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.toml"))
+CONFIGS = sorted((Path(__file__).parent.parent / "configs").rglob("*.toml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

@@ -66,6 +66,9 @@ def test_decisions_are_reproducible_under_a_seed(teacher_result):
 
 def test_fast_engine_runs_fewer_iterations_for_the_same_decisions(teacher_result):
     engine, result = teacher_result
+    if engine == "gaussian":  # closed form: no optimiser step (which copy stays may differ: copies are symmetric)
+        assert result.iterations == 0 and set(result.stopped_at.values()) == {0}
+        return
     reference = terc_select(*teacher_layer(), SMALL["reference"], torch.Generator().manual_seed(0))
     assert torch.equal(result.keep, reference.keep)
     if engine == "fast":

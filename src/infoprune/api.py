@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from infoprune.data.base import calibration_tensors
-from infoprune.methods import MaskDecision, PruningContext, get_method
+from infoprune.methods import MaskDecision, PruningContext, PruningMethod, get_method
 from infoprune.metrics import count_flops, count_params
 from infoprune.network import InputMasked, Network, emptied_groups
 from infoprune.running import evaluating, primary_output
@@ -21,7 +21,16 @@ from infoprune.result import LayerSummary, PruningResult
 from infoprune.validation import check_finite_model, check_labels, resolve_device
 
 
-def _build_method(method: str, method_kwargs: dict[str, Any]):
+def _build_method(method: str | PruningMethod, method_kwargs: dict[str, Any]) -> PruningMethod:
+    """The method object: ``method`` itself when configured already, else built from its name."""
+    if isinstance(method, PruningMethod):
+        if method_kwargs:
+            raise TypeError(
+                f"prune() got a configured {type(method).__name__} and method settings {sorted(method_kwargs)}; "
+                f"set them on the object ({type(method).__name__}({', '.join(f'{k}=...' for k in sorted(method_kwargs))})) "
+                "or pass the method by name."
+            )
+        return method
     cls = get_method(method)
     accepted = [p for p in inspect.signature(cls.__init__).parameters if p != "self"]
     unknown = sorted(set(method_kwargs) - set(accepted))
@@ -46,7 +55,7 @@ def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> int | None:
 def prune(
     model: nn.Module,
     calibration_data,
-    method: str = "mipp",
+    method: str | PruningMethod = "mipp",
     *,
     calibration_samples: int | None = None,
     device: torch.device | str | None = None,
@@ -60,7 +69,8 @@ def prune(
     ``calibration_data``: a tensor of inputs, ``LabelledTensors``, an ``(inputs, labels)`` tuple,
     or a DataLoader yielding inputs or ``(inputs, labels)``; at most ``calibration_samples``
     samples are read (10 000 from an iterable without a length when it is None).
-    ``method_kwargs`` go to the method's constructor (e.g. ``confidence=0.9`` for MIPP).
+    ``method``: a method name with its settings as ``method_kwargs`` (e.g. ``"mipp",
+    confidence=0.9``), or a configured method object (``MIPP(flops=0.5)``) and no ``method_kwargs``.
     ``ignore``: layer names (or modules holding them) and module types whose channels stay
     whole, as Torch-Pruning's ``ignored_layers``; the output layer is always left whole.
     ``progress``: the progress-bar factory (None: no bars). The input model is not modified;
@@ -97,7 +107,7 @@ def prune(
         pruned = InputMasked(pruned, decision.input_mask)
     full = network.full_masks(masks)
     return PruningResult(
-        method=method,
+        method=pruning_method.name,
         masks=full,
         model=pruned,
         layers={group.name: LayerSummary(int(full[group.name].sum()), group.units) for group in network.groups},

@@ -28,6 +28,8 @@ from infoprune.running import all_outputs, evaluating
 from infoprune.progress import logger
 
 Masks = Mapping[str, torch.Tensor]
+READ_BYTES = 2**25
+"""The most input bytes one recording batch holds (32 MiB: 55 images of 3 × 224 × 224)."""
 MISMATCH = (
     "pruning its channels would change more than masking them does (an operation across channels "
     "between its producers and consumers, e.g. mean-centring or a softmax over features), or breaks "
@@ -219,8 +221,13 @@ class Network:
         on_output: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
     ) -> None:
         """Run ``inputs`` in batches; call ``on_units(group, maps)`` with each group's ``(N, units, K)``
-        maps at its first consumer's input, and ``on_output[name](output)`` for named modules."""
+        maps at its first consumer's input, and ``on_output[name](output)`` for named modules.
+
+        A batch holds at most ``batch_size`` samples and at most ``READ_BYTES`` of input (large
+        images: ImageNet-sized batches of 256 would hold GiBs of activations)."""
         device = next(self.model.parameters()).device
+        sample_bytes = inputs[0].numel() * inputs.element_size()
+        batch_size = max(1, min(batch_size, READ_BYTES // max(1, sample_bytes)))
         with evaluating(self.model) as hooks:
             for group in self.groups:
                 consumer = group.consumers[0]
