@@ -373,3 +373,11 @@ def test_projection_attention_needs_heads_or_head_dim():
     with pytest.raises(ValueError, match=r"^ProjectionAttention needs heads= or head_dim= \(the attribute holding the "
                                          r"number of query heads or their width\), to tell the heads apart\.$"):
         ProjectionAttention("q", "k", "v", "o")
+
+
+@pytest.mark.parametrize("ignore", [["blocks.0.attn"], [Attention]])
+def test_ignore_leaves_an_attentions_heads_whole(ignore):
+    model, inputs = transformer_data("bert-like")
+    network = Network(model.eval(), inputs[:2], ignore=ignore)
+    assert network.whole["blocks.0.attn"].startswith("ignore= names ['blocks.0.attn")
+    assert "blocks.0.attn.q" not in network.names and "blocks.0.ffn.up" in network.names

@@ -255,8 +255,9 @@ def find_head_groups(
             continue
         full = {relative: f"{name}.{relative}" if name else relative for relative, _ in (*layout.producers, layout.out)}
         claimed.update(full[relative] for relative, _ in layout.producers)
-        if ignored & set(full.values()):
-            whole[name] = f"ignore= names {sorted(ignored & set(full.values()))}"
+        named = ignored & {name, *full.values()}  # the module (ignore=[its type]) or its projections
+        if named:
+            whole[name] = f"ignore= names {sorted(named)}"
             continue
         if not all(n in order for n in full.values()):
             whole[name] = "its projections are not all called in the forward pass"
