@@ -95,7 +95,8 @@ def head_pruning_group(graph: tp.DependencyGraph, modules: dict[str, nn.Module],
     width = group.producers[0].positions.shape[1]
     for member in group.members:
         node = graph.module2node[modules[member.name]]
-        item = GroupItem(tp.dependency.Dependency(member.handler, member.handler, node, node), member.positions.flatten().tolist())
+        dependency = tp.dependency.Dependency(member.handler, member.handler, node, node)
+        item = GroupItem(dependency, member.positions.flatten().tolist())
         roots = torch.arange(group.units)[:, None] * width + torch.arange(member.positions.shape[1]) % width
         item.root_idxs = roots.flatten().tolist()
         tp_group.items.append(item)

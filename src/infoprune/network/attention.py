@@ -123,8 +123,8 @@ class ProjectionAttention(AttentionAdapter):
         if min(heads, kv, dim) < 1:
             return f"it states {heads} query heads and {kv} key-value heads of width {dim}"
         q, k, v, o = layers
-        if (q.out_features, k.out_features, v.out_features, o.in_features) != (heads * dim, kv * dim, kv * dim, heads * dim) \
-                or heads % kv:
+        widths = (q.out_features, k.out_features, v.out_features, o.in_features)
+        if widths != (heads * dim, kv * dim, kv * dim, heads * dim) or heads % kv:
             return (f"its projection widths ({q.out_features}, {k.out_features}, {v.out_features} → {o.in_features}) do "
                     f"not match {heads} query heads and {kv} key-value heads of width {dim}")
         per_unit = heads // kv
@@ -184,7 +184,8 @@ ADAPTERS: dict[type | str, AttentionAdapter] = {}
 def register_attention(cls: type | str, adapter: AttentionAdapter) -> None:
     """Prune the heads of ``cls`` (a class, or its ``"module.QualName"``) with ``adapter``."""
     if not isinstance(adapter, AttentionAdapter):
-        raise TypeError(f"register_attention needs an AttentionAdapter (e.g. ProjectionAttention(...)), got {type(adapter).__name__}.")
+        raise TypeError("register_attention needs an AttentionAdapter (e.g. ProjectionAttention(...)), "
+                        f"got {type(adapter).__name__}.")
     ADAPTERS[cls] = adapter
 
 
@@ -214,9 +215,9 @@ for _path, _adapter in {
         "q_proj", "k_proj", "v_proj", "o_proj", heads="num_attention_heads", head_dim="head_dim"),
     f"{_HF}.gpt2.modeling_gpt2.GPT2Attention": PackedAttention(
         "c_attn", "c_proj", heads="num_heads", head_dim="head_dim", sizes=("split_size", "embed_dim")),
-    f"{_HF}.llama.modeling_llama.LlamaAttention": ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim"),
-    f"{_HF}.mistral.modeling_mistral.MistralAttention": ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim"),
-    f"{_HF}.qwen2.modeling_qwen2.Qwen2Attention": ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim"),
+    **{path: ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim") for path in (
+        f"{_HF}.llama.modeling_llama.LlamaAttention", f"{_HF}.mistral.modeling_mistral.MistralAttention",
+        f"{_HF}.qwen2.modeling_qwen2.Qwen2Attention")},  # head counts read from the projections' widths
 }.items():
     register_attention(_path, _adapter)
 
@@ -263,8 +264,8 @@ def find_head_groups(
             whole[name] = "its projections are not all called in the forward pass"
             continue
         producers = tuple(
-            Member(full[r], module.get_submodule(r), linear.prune_linear_out_channels, rows, module.get_submodule(r).out_features)
-            for r, rows in layout.producers
+            Member(full[r], layer, linear.prune_linear_out_channels, rows, layer.out_features)
+            for r, rows in layout.producers for layer in [module.get_submodule(r)]
         )
         out_name, columns = layout.out
         out = module.get_submodule(out_name)

@@ -30,12 +30,7 @@ def is_conv1d(module: nn.Module) -> bool:
 def as_linear(conv1d: nn.Module) -> nn.Linear:
     """The ``nn.Linear`` computing what ``conv1d`` computes (weight ``(in, out)`` transposed)."""
     weight = conv1d.weight
-    linear = nn.Linear(weight.shape[0], weight.shape[1], bias=conv1d.bias is not None, device=weight.device, dtype=weight.dtype)
-    linear.weight.copy_(weight.T)
-    linear.weight.requires_grad_(weight.requires_grad)
-    if conv1d.bias is not None:
-        linear.bias.copy_(conv1d.bias)
-        linear.bias.requires_grad_(conv1d.bias.requires_grad)
+    linear = _linear(weight.T, conv1d.bias)
     linear.train(conv1d.training)
     return linear
 

@@ -69,7 +69,8 @@ class Network:
         self.example_input = example_input
         replaced = replace_layers(model)  # Conv1D, nn.MultiheadAttention: the Linear layers they compute
         if replaced:
-            logger.info("%s are analysed and pruned as the nn.Linear layers they compute (infoprune.network.layers).", replaced)
+            logger.info("%s are analysed and pruned as the nn.Linear layers they compute (infoprune.network.layers).",
+                        replaced)
         order = execution_order(model, example_input)
         if len(order) < 2:
             raise ValueError(
