@@ -154,3 +154,15 @@ def test_the_flops_form_counts_the_pruned_models_flops(family):
         mask[0] = True
     predicted = network.flops_cost().at_widths({name: int(mask.sum()) for name, mask in masks.items()})
     assert predicted == pytest.approx(count_flops(network.apply_masks(masks), inputs[:2]), rel=1e-9)
+
+
+@pytest.mark.parametrize("family", ["gpt2", "bert"])
+def test_a_pruned_hugging_face_model_saves_and_loads_with_infoprune_io(family, tmp_path):
+    from infoprune.io import load_pruned, save_pruned
+
+    result = check(family, "random")
+    model, inputs = hf_model(family)
+    save_pruned(tmp_path / "pruned.pt", result.model, result.masks, example_input=inputs[:2])
+    loaded = load_pruned(tmp_path / "pruned.pt", model, inputs[:2])
+    torch.testing.assert_close(loaded(inputs[:4]).logits, result.model(inputs[:4]).logits)
+    assert head_counts(loaded) == head_counts(result.model)
