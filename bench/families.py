@@ -7,12 +7,15 @@ Three measurements (issue 12), each printed as a table:
   (``ratio=0.5`` for the ranked methods, ``flops=0.5`` for ITPruner, MIPP/MINT as their
   settings land) and the largest |physical − masked| output difference (BatchNorm statistics
   randomised);
+* ``transformers``: every method on the transformer families (tests/transformer_families.py,
+  and transformers' own tiny models when it is installed): head, FFN and hidden groups found,
+  FLOPs kept and the largest |physical − masked| difference;
 * ``resnet50``: the share of ResNet50's units (CIFAR shape) that can be pruned;
 * ``mipp-coupled``: MIPP with ``coupled="keep"`` (App. D.3.2) and ``"prune"`` at the same
   confidence on ResNet20 trained briefly on the generated CIFAR stand-in: units, FLOPs and
   params kept, and test accuracy after a short re-training.
 
-    PYTHONPATH=src python bench/families.py table resnet50 mipp-coupled --threads 1
+    PYTHONPATH=src python bench/families.py table transformers resnet50 mipp-coupled --threads 1
 """
 
 from __future__ import annotations
@@ -30,10 +33,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 import infoprune  # noqa: E402
 from families import FAMILIES  # noqa: E402
-from test_families import FAST, ATTENTION_STREAMS, family_data  # noqa: E402
+from test_families import FAST, OPTIONS, family_data  # noqa: E402
+from transformer_families import TRANSFORMERS, transformer_data  # noqa: E402
 from infoprune.data import load_dataset, write_cifar_standin  # noqa: E402
 from infoprune.models import build_model  # noqa: E402
-from infoprune.network import PRUNABLE_TYPES, Network  # noqa: E402
+from infoprune.network import PRUNABLE_TYPES, Network, primary_output  # noqa: E402
 from infoprune.training import evaluate, get_recipe, train  # noqa: E402
 
 
@@ -49,8 +53,8 @@ def physical_minus_masked(model: nn.Module, inputs: torch.Tensor, result) -> flo
     network = Network(model, inputs[:2])
     with torch.no_grad():
         with network.masked(result.masks, result.input_mask):
-            masked = model(inputs)
-        return float((network.apply_masks(result.masks, result.input_mask)(inputs) - masked).abs().max())
+            masked = primary_output(model(inputs))
+        return float((primary_output(network.apply_masks(result.masks, result.input_mask)(inputs)) - masked).abs().max())
 
 
 def table() -> None:
@@ -62,15 +66,47 @@ def table() -> None:
         prunable, total = prunable_units(model, data.inputs[:2])
         cells = []
         for method in methods:
-            options = dict(FAST[method])
-            if method == "itpruner" and family in ATTENTION_STREAMS:
-                options["flops"] = ATTENTION_STREAMS[family]
+            options = dict(FAST[method], **OPTIONS.get((family, method), {}))
             result = infoprune.prune(model, data, method=method, device="cpu", progress=None, allow_collapse=True, **options)
             diff = physical_minus_masked(model, data.inputs[:16], result)
             cells.append(f"{result.flops_after / result.flops_before:.2f} ({diff:.0e})")
         print(f"| {family} | {prunable}/{total} ({prunable / total:.0%}) | " + " | ".join(cells) + " |")
-    print("cells: FLOPs kept (max |physical − masked| over 16 inputs); itpruner at flops=0.5 except "
-          f"{ATTENTION_STREAMS} (its attention-coupled stream stays whole, 0.5 is unreachable there)")
+    print(f"cells: FLOPs kept (max |physical − masked| over 16 inputs); itpruner at flops=0.5; other settings: {OPTIONS}")
+
+
+def transformers_table() -> None:
+    """Every method on the plain-torch transformer families and, when ``transformers`` is
+    installed, on its tiny BERT, RoBERTa, DistilBERT, ViT, GPT-2, Llama, Mistral and Qwen2:
+    which groups each has (heads, FFN units, hidden) and the FLOPs each method keeps."""
+    builders = {name: lambda name=name: transformer_data(name) for name in TRANSFORMERS}
+    try:
+        from hf_families import HF_FAMILIES, hf_model
+
+        builders.update({f"hf-{name}": lambda name=name: hf_model(name) for name in HF_FAMILIES})
+    except ImportError:
+        print("(transformers is not installed: its models are left out)")
+    methods = sorted(FAST)
+    print("| family | heads / FFN / hidden groups | " + " | ".join(methods) + " |")
+    print("|---|---|" + "---|" * len(methods))
+    for family, build in builders.items():
+        model, inputs = build()
+        network = Network(model.eval(), inputs[:2])
+        kinds = [g.kind for g in network.groups]
+        groups = f"{kinds.count('heads')} / {len(kinds) - kinds.count('heads')} (FFN + hidden)"
+        cells = []
+        for method in methods:
+            model, inputs = build()
+            options = dict(FAST[method], **({"samples": inputs.shape[0]} if method == "itpruner" else {}))
+            try:
+                result = infoprune.prune(model, (inputs, torch.arange(inputs.shape[0]) % 5), method=method,
+                                         device="cpu", progress=None, **options)
+            except ValueError as error:
+                cells.append(f"refused: {str(error)[:40]}…")
+                continue
+            diff = physical_minus_masked(model, inputs[:16], result)
+            cells.append(f"{result.flops_after / result.flops_before:.2f} ({diff:.0e})")
+        print(f"| {family} | {groups} | " + " | ".join(cells) + " |")
+    print("cells: FLOPs kept (max |physical − masked| over 16 inputs); itpruner at flops=0.5")
 
 
 def resnet50() -> None:
@@ -106,7 +142,7 @@ def mipp_coupled(confidence: float, train_epochs: int, retrain_epochs: int) -> N
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("parts", nargs="+", choices=["table", "resnet50", "mipp-coupled"])
+    parser.add_argument("parts", nargs="+", choices=["table", "transformers", "resnet50", "mipp-coupled"])
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--confidence", type=float, default=0.9)
     parser.add_argument("--train-epochs", type=int, default=3)
@@ -118,6 +154,8 @@ def main() -> None:
             table()
         elif part == "resnet50":
             resnet50()
+        elif part == "transformers":
+            transformers_table()
         else:
             mipp_coupled(args.confidence, args.train_epochs, args.retrain_epochs)
 

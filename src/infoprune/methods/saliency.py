@@ -19,7 +19,7 @@ from torch.func import functional_call
 
 from infoprune.methods import register
 from infoprune.methods.base import PruningContext, check_positive_int
-from infoprune.network import linearised_state, primary_output
+from infoprune.network import linearised_state, path_input, primary_output
 from infoprune.running import all_outputs, differentiable_attention
 from infoprune.methods.ranked import Masks, WeightScoreMethod, detached_parameters, labelled_batches, require_labels
 
@@ -157,9 +157,7 @@ class SynFlow(WeightScoreMethod):
     def weight_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
         params, buffers = linearised_state(context.model, zero_biases=False)
         params = {name: p.requires_grad_() for name, p in params.items()}
-        example = context.inputs[:1].to(context.device)
-        # all ones; integer inputs (token ids into an embedding) stay as they are: the rows they pick are the ones
-        ones = torch.ones_like(example, dtype=torch.float64) if example.is_floating_point() else example
+        ones = path_input(context.inputs, context.device)
         with context.network.masked(masks):
             flow = sum(t.sum() for t in all_outputs(functional_call(context.model, (params, buffers), (ones,))))
         if not torch.isfinite(flow):

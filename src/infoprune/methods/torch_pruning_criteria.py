@@ -35,6 +35,7 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
+from torch_pruning._helpers import GroupItem
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -42,7 +43,8 @@ from infoprune.methods import register
 from infoprune.methods.base import PruningContext, check_positive_int
 from infoprune.methods.ranked import Masks, RankedPruningMethod, labelled_batches, require_labels
 from infoprune.network import Network, primary_output
-from infoprune.network.groups import dependency_graph
+from infoprune.network.groups import Group, dependency_graph
+from infoprune.progress import logger
 
 NORMALIZERS = (None, "mean", "sum", "max", "standarization", "gaussian", "lamp")
 GROUP_REDUCTIONS = ("mean", "sum", "max", "prod", "first")
@@ -65,7 +67,11 @@ def group_scores(model: nn.Module, network: Network, importance: tp.importance.I
     for group in network.groups:
         producer = group.producers[0]
         channels = producer.positions.flatten().tolist()
-        score = importance(graph.get_pruning_group(modules[producer.name], producer.handler, channels))
+        if group.heads is not None:
+            tp_group = head_pruning_group(graph, modules, group)
+        else:
+            tp_group = graph.get_pruning_group(modules[producer.name], producer.handler, channels)
+        score = importance(tp_group)
         if score is not None:
             scores[group.name] = score.detach().float().cpu().reshape(group.units, -1).mean(dim=1)
     if not scores:
@@ -74,6 +80,27 @@ def group_scores(model: nn.Module, network: Network, importance: tp.importance.I
             f"(of {network.names}; e.g. no BatchNorm follows them): choose another criterion for this model."
         )
     return scores
+
+
+def head_pruning_group(graph: tp.DependencyGraph, modules: dict[str, nn.Module], group: Group) -> tp.dependency.Group:
+    """torch-pruning's pruning group of a group of attention heads, built from its members.
+
+    Asking torch-pruning to follow the query rows through the attention's reshapes does not
+    end on some models (Llama's rotary embedding and ``repeat_kv``: minutes for two layers).
+    Root indices number the query projection's rows: row j of a unit's key or value rows
+    counts as the unit's query row j, so every member adds to its unit's score.
+    """
+    tp_group = tp.dependency.Group()
+    tp_group._DG = graph
+    width = group.producers[0].positions.shape[1]
+    for member in group.members:
+        node = graph.module2node[modules[member.name]]
+        dependency = tp.dependency.Dependency(member.handler, member.handler, node, node)
+        item = GroupItem(dependency, member.positions.flatten().tolist())
+        roots = torch.arange(group.units)[:, None] * width + torch.arange(member.positions.shape[1]) % width
+        item.root_idxs = roots.flatten().tolist()
+        tp_group.items.append(item)
+    return tp_group
 
 
 @dataclass
@@ -194,10 +221,25 @@ class TPHessian(TorchPruningCriterion):
             logits = primary_output(functional_call(model, (weights, buffers), (x.unsqueeze(0),)))
             return F.cross_entropy(logits, y.unsqueeze(0))
 
-        per_sample = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+        batched = vmap(grad(sample_loss), in_dims=(None, 0, 0))
+
+        def one_by_one(weights: dict[str, torch.Tensor], xs: torch.Tensor, ys: torch.Tensor) -> dict[str, torch.Tensor]:
+            grads = [grad(sample_loss)(weights, x, y) for x, y in zip(xs, ys)]
+            return {name: torch.stack([g[name] for g in grads]) for name in weights}
+
+        per_sample = batched
         fisher = {name: torch.zeros_like(p) for name, p in params.items()}
         for x, y, share in labelled_batches(context.inputs, labels, self.batch_size, context.device):
-            for name, g in per_sample(params, x, y).items():
+            try:
+                sample_grads = per_sample(params, x, y)
+            except RuntimeError as error:  # vmap cannot batch data-dependent control flow (.item(), argmax-indexing)
+                if per_sample is one_by_one:
+                    raise
+                logger.info("tp-hessian: per-sample gradients one sample at a time (vmap cannot batch this model: %s)",
+                            str(error).split(".")[0])
+                per_sample = one_by_one
+                sample_grads = per_sample(params, x, y)
+            for name, g in sample_grads.items():
                 fisher[name] += share * g.pow(2).mean(dim=0)
         for name, p in model.named_parameters():
             p.grad = fisher[name]

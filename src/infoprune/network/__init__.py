@@ -4,8 +4,11 @@
 as ``context.network``. See :mod:`infoprune.network.groups` for what a group is.
 """
 
+from infoprune.network.attention import (
+    AttentionAdapter, HeadLayout, PackedAttention, ProjectionAttention, register_attention,
+)
 from infoprune.network.activations import MAP_REDUCTIONS, MapReduction, reduce_maps
-from infoprune.network.connectivity import emptied_groups, linearised_state
+from infoprune.network.connectivity import emptied_groups, linearised_state, path_input
 from infoprune.network.costs import Budget, QuadraticCost, check_target, resolve_target
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, Member
 from infoprune.running import evaluating, primary_output
@@ -13,7 +16,7 @@ from infoprune.network.network import Network
 from infoprune.network.surgery import InputMasked
 
 __all__ = [
-    "MAP_REDUCTIONS", "Budget", "Consumer", "Group", "InputMasked", "MapReduction", "Member", "Network",
-    "PRUNABLE_TYPES", "QuadraticCost", "check_target", "emptied_groups", "evaluating", "linearised_state",
+    "MAP_REDUCTIONS", "AttentionAdapter", "Budget", "HeadLayout", "PackedAttention", "ProjectionAttention", "register_attention", "Consumer", "Group", "InputMasked", "MapReduction", "Member", "Network",
+    "PRUNABLE_TYPES", "QuadraticCost", "check_target", "emptied_groups", "evaluating", "linearised_state", "path_input",
     "primary_output", "reduce_maps", "resolve_target",
 ]

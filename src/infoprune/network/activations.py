@@ -15,6 +15,7 @@ LayerNorm inside a group normalises over the kept channels only, as the pruned o
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Callable
 from typing import Literal
@@ -94,15 +95,22 @@ def mask_features(x: torch.Tensor, module: nn.Module, keep: torch.Tensor) -> tor
 
 
 def layer_norm_over(keep: torch.Tensor) -> Callable:
-    """A forward hook making a LayerNorm normalise over the ``keep`` features only (zeros
-    elsewhere): what the LayerNorm computes once the other features are pruned."""
+    """A forward hook making a LayerNorm or RMS norm normalise over the ``keep`` features only
+    (zeros elsewhere): what the norm computes once the other features are pruned."""
 
-    def hook(module: nn.LayerNorm, args: tuple, output: torch.Tensor) -> torch.Tensor:
+    def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
         x, k = args[0], keep.to(args[0].device)
         weight = module.weight[k] if module.weight is not None else None
-        bias = module.bias[k] if module.bias is not None else None
         result = torch.zeros_like(output)
-        result[..., k] = F.layer_norm(x[..., k], (int(k.sum()),), weight, bias, module.eps)
+        if isinstance(module, nn.LayerNorm):
+            bias = module.bias[k] if module.bias is not None else None
+            result[..., k] = F.layer_norm(x[..., k], (int(k.sum()),), weight, bias, module.eps)
+        elif isinstance(module, nn.RMSNorm):
+            result[..., k] = F.rms_norm(x[..., k], (int(k.sum()),), weight, module.eps)
+        else:  # another RMS norm (transformers' LlamaRMSNorm, …): its own forward on the kept features
+            kept = copy.copy(module)
+            kept._parameters = {**module._parameters, "weight": weight}
+            result[..., k] = type(module).forward(kept, x[..., k])  # not through __call__: no hooks
         return result
 
     return hook

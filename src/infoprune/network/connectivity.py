@@ -47,6 +47,16 @@ def linearised_state(
     return params, buffers
 
 
+def path_input(example: torch.Tensor, device: torch.device | str | None = None) -> torch.Tensor:
+    """The one-sample input of the path checks: all ones in float64, or, for integer inputs
+    (token ids, which an ``nn.Embedding`` reads), the first example's ids as they are: the
+    embedding's ``|rows|`` then carry the signal."""
+    device = device if device is not None else example.device
+    if not example.is_floating_point():
+        return example[:1].to(device)
+    return torch.ones((1, *example.shape[1:]), dtype=torch.float64, device=device)
+
+
 def emptied_groups(masks: dict[str, torch.Tensor]) -> list[str]:
     """Names of the groups whose mask keeps no unit."""
     return [name for name, mask in masks.items() if not bool(mask.any())]

@@ -123,8 +123,9 @@ def bilinear_form(
 
 
 @torch.no_grad()
-def module_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[str, int], int]:
-    """FLOPs of each Linear/Conv module and of the whole model, for one sample.
+def module_flops(model: nn.Module, example_input: torch.Tensor, also: Sequence[str] = ()) -> tuple[dict[str, int], int]:
+    """FLOPs of each Linear/Conv module (and of the modules named in ``also``) and of the whole
+    model, for one sample.
 
     Measured with ``FlopCounterMode`` (the :func:`infoprune.metrics.count_flops` convention):
     each module's share is the counter's increase across its forward calls.
@@ -144,7 +145,7 @@ def module_flops(model: nn.Module, example_input: torch.Tensor) -> tuple[dict[st
 
     with evaluating(model) as hooks:
         for name, module in model.named_modules():
-            if isinstance(module, PRUNABLE_TYPES):
+            if isinstance(module, PRUNABLE_TYPES) or name in also:
                 hooks.append(module.register_forward_pre_hook(before(name)))
                 hooks.append(module.register_forward_hook(after(name)))
         with counter:
@@ -156,13 +157,23 @@ def flops_cost(model: nn.Module, groups: Sequence[Group], example_input: torch.T
     """FLOPs per sample as a quadratic form in the groups' width multipliers.
 
     A convolution's or matrix product's FLOPs are proportional to (input channels) ×
-    (output channels); operations outside Linear/Conv modules are counted as constant.
+    (output channels); operations outside Linear/Conv modules are counted as constant, except
+    an attention's products between heads (Q Kᵀ, the weighted sum of V): what its module
+    costs beyond its projections is linear in its head group.
     """
-    per_module, total = module_flops(model, example_input)
+    attention = {i: g.heads.module for i, g in enumerate(groups) if g.heads is not None}
+    per_module, total = module_flops(model, example_input, also=tuple(attention.values()))
     modules = dict(model.named_modules())
-    return bilinear_form(
-        groups, {name: (float(f), 0.0) for name, f in per_module.items()}, total - sum(per_module.values()), modules
-    )
+    inside = {}
+    for i, name in attention.items():
+        layers = sum(f for n, f in per_module.items() if n.startswith(f"{name}.") and isinstance(modules[n], PRUNABLE_TYPES))
+        inside[i] = float(per_module.pop(name, 0) - layers)
+    layers = {name: (float(f), 0.0) for name, f in per_module.items()}
+    form = bilinear_form(groups, layers, total - sum(per_module.values()) - sum(inside.values()), modules)
+    linear = form.linear.copy()
+    for i, flops in inside.items():
+        linear[i] += flops
+    return QuadraticCost(form.names, form.units, form.constant, linear, form.quadratic)
 
 
 def params_cost(model: nn.Module, groups: Sequence[Group]) -> QuadraticCost:

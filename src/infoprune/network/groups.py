@@ -17,22 +17,30 @@ LayerNorm over more than the group's channels or a softmax among its members, an
 mapping that is not one-to-one per unit (channel shuffles), channels that reach the model
 output, or the output layer and ``ignore=``d layers among its producers. A LayerNorm over exactly a group's channels (ConvNeXt's
 channels-last norm) is allowed: masking then normalises over the kept channels only, which is
-what the pruned LayerNorm computes.
+what the pruned LayerNorm computes. So is an ``nn.Embedding`` producing the channels (pruned
+along ``embedding_dim``): a transformer's residual stream is one group through its token and
+position embeddings, every block's LayerNorms and its head. Attention heads are groups of
+their own (:mod:`infoprune.network.attention`).
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
+from infoprune.network.layers import is_rms_norm, rms_norm_pruners
 from infoprune.running import all_outputs, evaluating
 
+if TYPE_CHECKING:
+    from infoprune.network.attention import Heads
+
 PRUNABLE_TYPES = (nn.Linear, nn.Conv2d, nn.Conv1d)
-NOT_CHANNELWISE = (nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase, nn.Embedding)
+NOT_CHANNELWISE = (nn.GroupNorm, nn.MultiheadAttention, nn.RNNBase)
 CROSS_CHANNEL_OPS = ("Softmax", "LogSoftmax")
 
 
@@ -74,7 +82,9 @@ class Member:
 @dataclass(frozen=True)
 class Group:
     """Channels removed together. ``name``/``module``: its first producer in forward order
-    (a group of one Linear/Conv has that layer's name); ``units``: its width."""
+    (a group of one Linear/Conv has that layer's name); ``units``: its width. ``heads``: for
+    a group of attention heads (:mod:`infoprune.network.attention`), the attention module, its
+    adapter and layout; None for channel groups."""
 
     name: str
     module: nn.Module
@@ -82,9 +92,12 @@ class Group:
     producers: tuple[Member, ...]
     consumers: tuple[Consumer, ...]
     members: tuple[Member, ...]
+    heads: Heads | None = None
 
     @property
     def kind(self) -> str:
+        if self.heads is not None:
+            return "heads"
         return "linear" if isinstance(self.module, nn.Linear) else "conv"
 
     @property
@@ -120,14 +133,16 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     try:
         with evaluating(model, grad=True):
             return tp.DependencyGraph().build_dependency(
-                model, example_inputs=example_input, verbose=False,
+                model, example_inputs=example_input, verbose=False, customized_pruners=rms_norm_pruners(model),
                 output_transform=lambda out: sum(t.sum() for t in all_outputs(out)),
             )
     except Exception as error:  # torch-pruning's tracer fails in its own words; say what to do
+        cache = " Set model.config.use_cache = False: a key/value cache concatenates tensors the tracer cannot follow." \
+            if getattr(getattr(model, "config", None), "use_cache", False) else ""
         raise ValueError(
             f"torch-pruning could not trace the model's forward pass ({type(error).__name__}: {error}). "
             "infoprune needs a model whose output is a tensor (or tuple/dict of tensors) computed "
-            "from the input with autograd-traceable operations."
+            f"from the input with autograd-traceable operations.{cache}"
         ) from error
     finally:
         for p in frozen:
@@ -175,9 +190,12 @@ def _describe(graph: tp.DependencyGraph, group, root_channels: int, names: dict)
             continue  # an operation node (add, concat, reshape): nothing to prune
         positions = _positions(list(item.idxs), list(item.root_idxs), root_channels)
         if positions is None:
-            return f"{names[module]} maps its channels unevenly (a channel shuffle or reshape)"
+            return (f"{names[module]} maps its channels unevenly (a channel shuffle or reshape); for attention heads, "
+                    "register an adapter with infoprune.network.register_attention")
         if isinstance(module, nn.LayerNorm) and (len(module.normalized_shape) != 1 or positions.numel() != module.normalized_shape[0]):
             return f"{names[module]} (LayerNorm) normalises over more than this group's channels"
+        if is_rms_norm(module) and positions.numel() != module.weight.numel():
+            return f"{names[module]} ({type(module).__name__}) normalises over more than this group's channels"
         need = _block(module, positions)
         if isinstance(need, str):
             return need
@@ -197,15 +215,16 @@ def _unit_positions(positions: torch.Tensor, block: int) -> torch.Tensor:
 
 
 def find_groups(
-    model: nn.Module, graph: tp.DependencyGraph, order: list[str], ignored: set[str]
+    model: nn.Module, graph: tp.DependencyGraph, order: list[str], ignored: set[str], claimed: frozenset[str] = frozenset()
 ) -> tuple[list[Group], dict[str, str]]:
-    """Every group rooted at a Conv/Linear of ``order`` (forward order), and why the others stay whole."""
+    """Every group rooted at a Conv/Linear of ``order`` (forward order), and why the others stay
+    whole. Layers in ``claimed`` (the head projections of attention modules) root no group."""
     names: dict[object, str] = {m: n for n, m in model.named_modules()}
     names.update({p: n for n, p in model.named_parameters()})
     modules = dict(model.named_modules())
     groups: list[Group] = []
     whole: dict[str, str] = {}
-    visited: set[str] = set()
+    visited: set[str] = set(claimed)
     for root_name in order:
         if root_name in visited:
             continue

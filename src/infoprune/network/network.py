@@ -18,8 +18,10 @@ from torch import nn
 from torch.func import functional_call
 
 from infoprune.network import costs, surgery
+from infoprune.network.attention import find_head_groups
+from infoprune.network.layers import is_rms_norm, replace_layers
 from infoprune.network.activations import (
-    MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_on_grid,
+    MapReduction, check_finite, feature_first, gather_units, layer_norm_over, mask_features, reduce_maps, reduce_on_grid,
 )
 from infoprune.network.connectivity import linearised_state
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
@@ -33,7 +35,8 @@ READ_BYTES = 2**25
 MISMATCH = (
     "pruning its channels would change more than masking them does (an operation across channels "
     "between its producers and consumers, e.g. mean-centring, a softmax, max, top-k or sort over features, "
-    "or a permutation of them)"
+    "or a permutation of them), or breaks the forward pass (channels reshaped into attention heads: "
+    "register an adapter for the attention module with infoprune.network.register_attention)"
 )
 
 
@@ -81,13 +84,19 @@ class Network:
     """A model's prunable groups and everything that needs them (see the module docstring).
 
     ``groups``: the prunable groups in forward order; ``whole``: group name → why it stays
-    whole; ``output_name``: the output layer (never pruned). Masks are keyed by group name,
+    whole; ``output_name``: the output layer (never pruned). transformers' ``Conv1D`` layers
+    and ``nn.MultiheadAttention`` modules of ``model`` are replaced in place by modules of the
+    ``nn.Linear`` layers they compute (:mod:`infoprune.network.layers`). Masks are keyed by group name,
     one bool tensor of ``group.units`` per group (True = keep); groups absent are kept whole.
     """
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor, ignore: Iterable[str | type] = ()) -> None:
         self.model = model
         self.example_input = example_input
+        replaced = replace_layers(model)  # Conv1D, nn.MultiheadAttention: the Linear layers they compute
+        if replaced:
+            logger.info("%s are analysed and pruned as the nn.Linear layers they compute (infoprune.network.layers).",
+                        replaced)
         order = execution_order(model, example_input)
         if len(order) < 2:
             raise ValueError(
@@ -98,9 +107,12 @@ class Network:
             )
         self.output_name = order[-1]
         self.graph = dependency_graph(model, example_input)
-        groups, self.whole = find_groups(model, self.graph, order, resolve_ignore(model, ignore))
+        ignored = resolve_ignore(model, ignore)
+        heads, head_whole, claimed = find_head_groups(model, order, ignored)
+        groups, self.whole = find_groups(model, self.graph, order, ignored, claimed)
+        self.whole.update(head_whole)
         self.modules = dict(model.named_modules())
-        self.groups: tuple[Group, ...] = tuple(groups)
+        self.groups: tuple[Group, ...] = tuple(sorted(groups + heads, key=lambda g: order.index(g.name)))
         for name, reason in tied_groups(model, self.groups).items():
             self.whole.setdefault(name, reason)
         self.groups = tuple(g for g in self.groups if g.name not in self.whole)
@@ -127,7 +139,8 @@ class Network:
         group's units masked is compared with the same copy pruned, on the example input and
         random inputs like it, once with the masks and once with their complements (so that
         the unit a max or top-k picks is removed in one of the two) — all groups at once and,
-        only if that differs, one by one. Surgery that fails counts as a difference.
+        only if that differs, one by one. Surgery that fails, or a pruned copy whose forward fails
+        (a reshape into heads of an attention no adapter describes), counts as a difference.
         """
         reference, x, (rtol, atol) = self._reference_copy()
         generator = torch.Generator().manual_seed(0)
@@ -263,12 +276,12 @@ class Network:
                 handle.remove()
 
     def _layer_norm_keeps(self, masks: Masks) -> dict[str, torch.Tensor]:
-        """For each LayerNorm in a masked group: the features the pruned LayerNorm keeps."""
+        """For each LayerNorm / RMS norm in a masked group: the features the pruned norm keeps."""
         keeps = {}
         for group in self.groups:
             if group.name in masks:
                 for member in group.members:
-                    if isinstance(member.module, nn.LayerNorm):
+                    if isinstance(member.module, nn.LayerNorm) or is_rms_norm(member.module):
                         keep = torch.ones(member.channels, dtype=torch.bool)
                         keep[member.positions[surgery.removed_units(masks[group.name].cpu())].flatten()] = False
                         keeps[member.name] = keep
@@ -306,7 +319,9 @@ class Network:
         module named in ``extra_outputs``, its output reduced per channel the same way (used
         as regression targets, e.g. the logits). ``grid`` > 1 (or None: every position)
         reduces each map per cell of a grid instead (:func:`reduce_on_grid`): a group's
-        columns are then its units' cells, ``(N, units · cells)``.
+        columns are then its units' cells, ``(N, units · cells)``. A group of attention heads
+        has ``heads.width`` columns per unit (a head's output channels, each reduced over the
+        tokens; ``grid`` does not apply): unit j's are columns j·width … (j + 1)·width − 1.
         """
         collected: dict[str, list[torch.Tensor]] = {}
         collected["__input__"] = [inputs.flatten(1)]
@@ -318,6 +333,10 @@ class Network:
                 raise ValueError(f"{where}: {error}; use spatial=1 (one value per map) for it.") from None
 
         def units(group: Group, maps: torch.Tensor) -> None:
+            if group.heads is not None:  # a head is a feature of width columns, each reduced over the tokens
+                maps = maps.reshape(maps.shape[0], group.units * group.heads.width, -1)
+                collected.setdefault(group.name, []).append(reduce_maps(maps, map_reduction).cpu())
+                return
             collected.setdefault(group.name, []).append(reduce(maps, f"The units of {group.name!r}"))
 
         def output(name: str) -> Callable[[torch.Tensor], None]:

@@ -114,6 +114,11 @@ def apply_masks(
     for member, indices in removals.values():
         if indices:
             _prune_member(pruned, member, sorted(indices))
+    for group in groups:  # attention modules: their head counts and sizes as the projections now are
+        mask = masks.get(group.name)
+        if group.heads is not None and mask is not None and not mask.all():
+            kept = group.units - len(removed_units(mask))
+            group.heads.adapter.resize(pruned.get_submodule(group.heads.module), group.heads.layout, kept)
     for group in groups:
         if group.name in masks and not masks[group.name].any():
             for consumer in group.consumers:
