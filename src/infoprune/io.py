@@ -16,7 +16,7 @@ import json
 import os
 import socket
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,6 +25,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from infoprune.progress import logger
 from infoprune.running import evaluating, preserved_rng
 
 
@@ -59,10 +60,13 @@ def check_writable(folder: Path, what: str) -> None:
 
 
 @contextmanager
-def exclusive_folder(folder: Path, lock_name: str, command: str) -> Iterator[None]:
-    """Hold ``folder/lock_name`` (an advisory ``flock``) for the block; a ValueError naming the
-    holder when another process holds it, so two runs never mix their files in one folder.
-    Without ``fcntl`` (Windows) there is no lock."""
+def exclusive_folder(
+    folder: Path, lock_name: str, command: str, on_busy: Callable[[str], None] | None = None
+) -> Iterator[None]:
+    """Hold ``folder/lock_name`` (an advisory ``flock``) for the block, so two runs never mix
+    their files in one folder. When another process holds it: a ValueError naming the holder,
+    or, with ``on_busy``, ``on_busy(holder)`` and a wait for it to end. Without ``fcntl``
+    (Windows) there is no lock."""
     try:
         import fcntl
     except ImportError:  # Windows
@@ -74,9 +78,13 @@ def exclusive_folder(folder: Path, lock_name: str, command: str) -> Iterator[Non
         except BlockingIOError:
             file.seek(0)
             holder = file.read().strip() or "another process"
-            raise ValueError(
-                f"Another `{command}` ({holder}) is writing to {folder}; wait for it to end or pass another folder."
-            ) from None
+            if on_busy is None:
+                raise ValueError(
+                    f"Another `{command}` ({holder}) is writing to {folder}; wait for it to end or pass another folder."
+                ) from None
+            on_busy(holder)
+            fcntl.flock(file, fcntl.LOCK_EX)
+            logger.info("the other `%s` on %s ended; going on", command, folder)
         file.seek(0)
         file.truncate(0)
         file.write(f"pid {os.getpid()} on {socket.gethostname()}")
@@ -85,6 +93,15 @@ def exclusive_folder(folder: Path, lock_name: str, command: str) -> Iterator[Non
             yield
         finally:
             fcntl.flock(file, fcntl.LOCK_UN)
+
+
+def set_aside(path: Path, what: str, problem: str, error: Exception, then: str) -> None:
+    """Move a ``path`` that cannot be used to ``PATH.corrupt``, with a warning naming ``what`` it
+    was, the ``problem`` ("cannot be read"), the ``error`` and what happens ``then`` (so a
+    corrupt cache entry is rebuilt, never reused or lost)."""
+    corrupt = path.with_name(path.name + ".corrupt")
+    path.replace(corrupt)
+    logger.warning("the %s %s %s (%s): moved it to %s and %s", what, path, problem, type(error).__name__, corrupt, then)
 
 
 def architecture(model: nn.Module) -> list[str]:

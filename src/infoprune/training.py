@@ -18,8 +18,8 @@ from torch import nn
 
 from infoprune.data.augment import compose, cutout
 from infoprune.data.base import BatchTransform, LabelledTensors
-from infoprune.io import atomic_write_bytes
-from infoprune.progress import logger, progress_bar
+from infoprune.io import atomic_write_bytes, set_aside
+from infoprune.progress import progress_bar
 from infoprune.running import evaluating, primary_output
 from infoprune.validation import check_count, resolve_device
 
@@ -137,12 +137,7 @@ def _resume(path: Path, recipe: Recipe, seed: int) -> dict | None:
         if not (isinstance(state, dict) and {"recipe", "seed", "model", "optimizer", "generator", "losses"} <= set(state)):
             raise ValueError("not a training checkpoint")
     except Exception as error:  # any unreadable file: torch's zip / unpickling errors included
-        corrupt = path.with_name(path.name + ".corrupt")
-        path.replace(corrupt)
-        logger.warning(
-            "the training checkpoint %s cannot be read (%s): moved it to %s and training from the start",
-            path, type(error).__name__, corrupt,
-        )  # fmt: skip
+        set_aside(path, "training checkpoint", "cannot be read", error, "training from the start")
         return None
     if state["recipe"] != asdict(recipe) or state["seed"] != seed:
         raise ValueError(

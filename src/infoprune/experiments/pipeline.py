@@ -21,7 +21,7 @@ import infoprune
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
 from infoprune.data.base import data_fingerprint
 from infoprune.experiments.characterise import characterise_pair
-from infoprune.io import atomic_write_bytes, export_onnx, require_onnx
+from infoprune.io import atomic_write_bytes, export_onnx, require_onnx, set_aside
 from infoprune.metrics import latency_profiles
 from infoprune.models import MODELS, build_model
 from infoprune.models.weights import load_weights
@@ -140,12 +140,7 @@ def _load_cached(model: nn.Module, cache: Path, device: torch.device) -> bool:
     try:
         model.load_state_dict(torch.load(cache, map_location=device, weights_only=True))
     except Exception as error:  # a truncated file, another format or other shapes: rebuild it
-        corrupt = cache.with_name(cache.name + ".corrupt")
-        cache.replace(corrupt)
-        logger.warning(
-            "the cached base model %s cannot be used (%s): moved it to %s and training it again",
-            cache, type(error).__name__, corrupt,
-        )  # fmt: skip
+        set_aside(cache, "cached base model", "cannot be used", error, "training it again")
         return False
     return True
 

@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import socket
 import subprocess
 import time
 import traceback
@@ -39,13 +37,8 @@ from infoprune.data.base import data_fingerprint
 from infoprune.experiments.pipeline import RunConfig, run
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep_config import MethodEntry, SweepConfig
-from infoprune.io import atomic_write_bytes, atomic_write_json
+from infoprune.io import atomic_write_bytes, atomic_write_json, exclusive_folder
 from infoprune.progress import logger, progress_bar
-
-try:
-    import fcntl
-except ImportError:  # Windows
-    fcntl = None
 
 PLAN_FILE = "plan.json"
 LOCK_FILE = ".sweep.lock"
@@ -270,34 +263,19 @@ def execute(
 
 @contextmanager
 def sweep_lock(out_dir: Path) -> Iterator[None]:
-    """Hold ``OUT/.sweep.lock`` (an advisory ``flock``) while a sweep runs on ``out_dir``.
+    """Hold ``OUT/.sweep.lock`` while a sweep runs on ``out_dir`` (:func:`infoprune.io.exclusive_folder`).
 
     A second sweep on the same folder logs who holds it and waits; once it has the lock it
-    reads the stored runs afresh, so it skips every run the first one finished. Without
-    ``fcntl`` (Windows) there is no lock.
+    reads the stored runs afresh, so it skips every run the first one finished.
     """
-    if fcntl is None:
+    def wait(holder: str) -> None:
+        logger.warning(
+            "another sweep (%s) is running on %s: waiting for it to end; its finished runs will be skipped",
+            holder, out_dir,
+        )  # fmt: skip
+
+    with exclusive_folder(out_dir, LOCK_FILE, "infoprune sweep", on_busy=wait):
         yield
-        return
-    with open(out_dir / LOCK_FILE, "a+") as file:
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.seek(0)
-            holder = file.read().strip() or "another process"
-            logger.warning(
-                "another sweep (%s) is running on %s: waiting for it to end; its finished runs will be skipped",
-                holder, out_dir,
-            )  # fmt: skip
-            fcntl.flock(file, fcntl.LOCK_EX)
-            logger.info("the other sweep on %s ended; going on", out_dir)
-        file.truncate(0)
-        file.write(f"pid {os.getpid()} on {socket.gethostname()}")
-        file.flush()
-        try:
-            yield
-        finally:
-            fcntl.flock(file, fcntl.LOCK_UN)
 
 
 def failure(planned: PlannedRun, error: BaseException) -> dict[str, Any]:
