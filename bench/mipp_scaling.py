@@ -12,8 +12,9 @@ group's units in images (MIPP's sample rule), at least 1024. Each run is its own
 peak memory is its own) at each of ``--threads``. Per run: wall and CPU seconds, the estimator's work (TERC
 tests, and MLP optimiser steps for the MLP engines), peak resident memory, kept units per
 group, FLOPs kept, and the time of one training epoch of the same network at the same
-threads (MLPs: the measured MNIST epoch; CNNs: 20 SGD steps extrapolated to 50,000 CIFAR
-images or 1,281,167 ImageNet images), so that cost reads in epoch equivalents.
+threads (MLPs: the measured MNIST epoch; CNNs: 20 SGD steps, after pruning so that they do not
+count in its peak memory, extrapolated to 50,000 CIFAR images or 1,281,167 ImageNet images),
+so that cost reads in epoch equivalents.
 
 Writes ``runs.jsonl`` (appended run by run, so a stopped bench keeps what it finished),
 ``summary.txt`` (with the fitted cost exponent in width over the MLPs) and ``scaling.png``
@@ -66,18 +67,22 @@ def run_one(spec: dict) -> dict:
     else:
         size, epoch_images, batch = CNNS[spec["net"]]
         model = build_model(spec["net"])
-        epoch = _epoch_seconds(model, size, epoch_images, batch, device)
         widest = max(module.out_channels for module in model.modules() if isinstance(module, torch.nn.Conv2d))
         calibration = torch.randn(max(2 * widest, 1024), 3, size, size, generator=torch.Generator().manual_seed(1))
         accuracy = None
     wall, cpu = time.perf_counter(), time.process_time()
     result = infoprune.prune(model, calibration, "mipp", device=device, progress=None, **params)
     wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # before the epoch estimate's training steps
+    samples = len(calibration)
+    if spec["net"] != "mlp":
+        del calibration
+        epoch = _epoch_seconds(model, size, epoch_images, batch, device)
     layers = result.details["layers"]
     return {
         **spec,
         "units": sum(summary.total for summary in result.layers.values()),
-        "samples": len(calibration),
+        "samples": samples,
         "wall_seconds": wall,
         "cpu_seconds": cpu,
         "epoch_cpu_seconds": epoch,
@@ -86,7 +91,7 @@ def run_one(spec: dict) -> dict:
         "mlp_iterations": result.details["iterations"],
         "passes": result.details.get("passes", 1),
         "seconds_parts": result.details["seconds"],
-        "peak_memory_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+        "peak_memory_gib": peak,
         "kept": {name: summary.kept for name, summary in result.layers.items()},
         "flops_kept": result.flops_after / result.flops_before,
         "accuracy_before": accuracy,

@@ -344,7 +344,8 @@ class Network:
             return lambda out: collected.setdefault(name, []).append(reduce(feature_first(out, module), f"The output of {name!r}"))
 
         self.read(inputs, units, batch_size, {name: output(name) for name in extra_outputs})
-        result = {name: torch.cat(parts).float() for name, parts in collected.items()}
+        # one part (the input, or a single batch) is used as it is: a copy of 4096 ImageNet inputs is 2.3 GiB
+        result = {name: (parts[0] if len(parts) == 1 else torch.cat(parts)).float() for name, parts in collected.items()}
         for name, values in result.items():
             check_finite(values, "the model input" if name == "__input__" else f"the units of {name!r}")
         return result
