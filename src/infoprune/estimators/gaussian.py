@@ -89,14 +89,14 @@ def single_gaussian_information(x: Tensor, y: Tensor, width: int = 1) -> Tensor:
     n = x.shape[0]
     x, y = x.double(), y.double()
     features = x.shape[1] // width
+    eye = torch.eye(width, dtype=torch.float64, device=x.device)
     cross = x.T @ y / n  # Σ_XY
     target = y.T @ y / n + 1e-9 * torch.eye(y.shape[1], dtype=torch.float64, device=y.device)
-    explained = cross @ torch.linalg.solve(target, cross.T)  # Σ_XY Σ_YY⁻¹ Σ_YX
-    own = x.T @ x / n
-    index = torch.arange(features * width, device=x.device).reshape(features, width)
-    blocks = explained[index[:, :, None], index[:, None, :]]
-    variances = own[index[:, :, None], index[:, None, :]] + 1e-9 * torch.eye(width, dtype=torch.float64, device=x.device)
-    unexplained = torch.eye(width, dtype=torch.float64, device=x.device) - torch.linalg.solve(variances, blocks)
+    weighted = torch.linalg.solve(target, cross.T).T.reshape(features, width, -1)  # Σ_XY Σ_YY⁻¹ per feature
+    blocks = torch.einsum("fiq,fjq->fij", weighted, cross.reshape(features, width, -1))  # the diagonal blocks of Σ_XY Σ_YY⁻¹ Σ_YX only
+    columns = x.reshape(n, features, width)
+    variances = torch.einsum("nfi,nfj->fij", columns, columns) / n + 1e-9 * eye
+    unexplained = eye - torch.linalg.solve(variances, blocks)
     return (-0.5 * torch.linalg.det(unexplained).clamp(min=1e-12).log()).clamp(min=0.0).float()
 
 
