@@ -194,13 +194,11 @@ class Block:
 
 @dataclass
 class GaussianOutcome:
-    """What :func:`gaussian_sequential_test` decided: the kept features, each tested feature's
-    confidence and mean held-out loss increase, and the work done (tests, removals)."""
+    """What :func:`gaussian_sequential_test` decided: the kept features, each decided feature's
+    confidence (0 for a redundant one, removed untested), and the work done (tests, removals)."""
 
     keep: Tensor
     confidence_worse: dict[int, float]
-    loss_increase: dict[int, float]
-    redundant: list[int]
     tests: int
     removals: int
     seconds: float
@@ -227,7 +225,7 @@ def gaussian_sequential_test(
     clock = time.perf_counter()
     keep = keep.clone()
     fits = FoldFits(x, y, heldout, keep.repeat_interleave(width), ridge)
-    outcome = GaussianOutcome(keep, {}, {}, [], 0, 0, 0.0)
+    outcome = GaussianOutcome(keep, {}, 0, 0, 0.0)
     offsets = torch.arange(width, device=x.device)
     for first in range(0, len(order), BLOCK):
         if keep.sum() <= 1:
@@ -241,13 +239,11 @@ def gaussian_sequential_test(
             increase, alpha, change = block.loss_increase(s)
             if block.unexplained(alpha) <= REDUNDANT * ridge:
                 informative, score = False, 0.0
-                outcome.redundant.append(feature)
             else:
                 outcome.tests += 1
                 score = test(increase)
                 informative = score >= confidence
             outcome.confidence_worse[feature] = score
-            outcome.loss_increase[feature] = float(increase.mean())
             if not informative:
                 block.remove(s, alpha, change)
                 keep[feature] = False
