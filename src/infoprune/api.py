@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 import inspect
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -102,6 +102,21 @@ def _check_model_accepts(model: nn.Module, inputs: torch.Tensor) -> int | None:
     return output.shape[1] if isinstance(output, torch.Tensor) and output.dim() == 2 else None
 
 
+def progress_factory(progress: Callable[..., Any] | bool | None) -> Callable[..., Any] | None:
+    """The progress-bar factory ``prune`` uses: True → :func:`progress_bar`, False or None → no bars,
+    a callable as given; anything else is a TypeError naming the accepted values."""
+    if progress is True:
+        return progress_bar
+    if progress is False or progress is None:
+        return None
+    if not callable(progress):
+        raise TypeError(
+            f"progress must be True, False, None or a progress-bar factory like infoprune.progress.progress_bar, "
+            f"got {progress!r}."
+        )
+    return progress
+
+
 def prune(
     model: nn.Module,
     calibration_data,
@@ -110,7 +125,7 @@ def prune(
     calibration_samples: int | None = None,
     device: torch.device | str | None = None,
     seed: int = 0,
-    progress=progress_bar,
+    progress: Callable[..., Any] | bool | None = progress_bar,
     ignore: Iterable[str | type] | str | type = (),
     allow_collapse: bool = False,
     **method_kwargs: Any,
@@ -129,12 +144,13 @@ def prune(
     logged as a warning; a *budgeted* call (``flops=``, ``params=`` or ``ratio=``) that would
     return a disconnected (dead) network raises a ValueError instead, unless ``allow_collapse``
     (research sweeps pass it, to count collapses).
-    ``progress``: the progress-bar factory (None: no bars). The input model and the global
+    ``progress``: the progress-bar factory; True is the default bars, False or None no bars. The input model and the global
     random state are left as they were (``seed`` seeds a forked RNG);
     ``result.model`` is a physically smaller copy on ``device`` (CUDA when present unless given).
     A ``DataParallel`` model is pruned through its ``.module``.
     """
     seed = check_seed(seed)
+    progress = progress_factory(progress)
     ignore = ignore_entries(ignore)
     pruning_method = _build_method(method, method_kwargs)
     with preserved_rng():  # a shuffling DataLoader draws from the global RNG too

@@ -8,6 +8,9 @@ Every number of a preset can be overridden: ``get_recipe("cifar10", epochs=30, l
 
 from __future__ import annotations
 
+import copy
+import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 
@@ -157,8 +160,12 @@ def train(
     transform: BatchTransform | None = None,
     desc: str = "train",
     checkpoint: str | Path | None = None,
+    on_epoch: Callable[[int], None] | None = None,
 ) -> list[float]:
     """Train ``model`` in place with cross-entropy; returns the mean loss of each epoch.
+
+    ``on_epoch(epoch)`` is called after each epoch (counted from 1) with the model in eval mode,
+    e.g. to record the accuracy along the way; training resumes in train mode after it.
 
     ``transform`` augments each batch (e.g. ``DatasetSplits.train_transform``), followed by
     cutout when the recipe asks for it. With ``checkpoint``, the model, optimiser and
@@ -213,6 +220,10 @@ def train(
                 state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "losses": losses}
                 state |= {"generator": generator.get_state(), "recipe": asdict(recipe), "seed": seed}
                 atomic_write_bytes(path, lambda file: torch.save(state, file))
+            if on_epoch is not None:
+                model.eval()
+                on_epoch(epoch + 1)
+                model.train()
     finally:
         bar.close()
     model.eval()
@@ -231,3 +242,55 @@ def evaluate(model: nn.Module, data: LabelledTensors, batch_size: int = 1000) ->
             logits = primary_output(model(data.inputs[start : start + batch_size].to(device)))
             correct += (logits.argmax(1).cpu() == data.labels[start : start + batch_size]).sum().item()
     return correct / len(data)
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: int = 100) -> bool:
+    """Re-estimate every BatchNorm layer's running mean and variance on ``inputs`` (weights
+    untouched): the statistics are reset and averaged over all batches (``momentum=None``), the
+    usual repair of a pruned network's shifted activations before any re-training (e.g. Li et al.
+    2020, EagleEye). Returns False, changing nothing, when the model has no BatchNorm layer."""
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return False
+    momenta = [m.momentum for m in norms]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.train()
+    try:
+        for start in range(0, len(inputs), batch_size):
+            model(inputs[start : start + batch_size].to(device))
+    finally:
+        for norm, momentum in zip(norms, momenta, strict=True):
+            norm.momentum = momentum
+        model.train(was_training)
+    return True
+
+
+def epoch_seconds(
+    model: nn.Module, data: LabelledTensors, recipe: Recipe, device: torch.device | str | None = None, steps: int = 10
+) -> float:
+    """Wall seconds one training epoch of ``model`` on ``data`` takes with ``recipe``'s batch
+    size, from ``steps`` timed SGD steps on a copy (after one untimed warm-up step), scaled to
+    the epoch's step count: the unit in which a pruning method's cost reads as "epochs"."""
+    check_count("steps", steps, 1)
+    device = resolve_device(device)
+    trial = copy.deepcopy(model).to(device).train()
+    optimizer = torch.optim.SGD(trial.parameters(), lr=0.0, momentum=recipe.momentum)
+    generator = torch.Generator().manual_seed(0)
+    timings = []
+    for _ in range(steps + 1):
+        index = torch.randint(0, len(data), (min(recipe.batch_size, len(data)),), generator=generator)
+        start = time.perf_counter()
+        loss = F.cross_entropy(primary_output(trial(data.inputs[index].to(device))), data.labels[index].to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        timings.append(time.perf_counter() - start)
+    steps_per_epoch = (len(data) + recipe.batch_size - 1) // recipe.batch_size
+    return float(np.mean(timings[1:])) * steps_per_epoch

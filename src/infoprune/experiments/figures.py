@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from infoprune.experiments.regimes import REGIMES, measured_regimes, regime_label
 from infoprune.experiments.sweep import decode_mask
 from infoprune.plots import plt
 
@@ -141,6 +142,32 @@ def accuracy_figure(records: list[Record], path: Path, title: str, axis: str = "
                 unpruned = 100 * np.mean([r["accuracy_original"][split] for r in runs])
                 ax.axhline(unpruned, color="grey", linestyle="--", linewidth=0.8, label="unpruned (trained)")
             ax.set_title(f"{state}, {split}")
+    return _save(fig, path)
+
+
+def regime_figure(records: list[Record], path: Path, title: str) -> Path:
+    """Test accuracy against FLOPs kept, one panel per regime (:data:`REGIMES`) and state, per
+    method; runs that did not measure a regime are left out of its panel."""
+    states = states_of(records)
+    colours = palette(r["label"] for r in records)
+    regimes = measured_regimes(records)
+    fig, axes = plt.subplots(len(states), len(regimes), figsize=(4.6 * len(regimes), 3.8 * len(states)),
+                             squeeze=False, layout="constrained")  # fmt: skip
+    fig.suptitle(title)
+    x = AXES["flops"][0]
+    for row, state in enumerate(states):
+        for column, name in enumerate(regimes):
+            ax, value = axes[row, column], REGIMES[name]
+            runs = [r for r in records if r["state"] == state and value(r) is not None]
+            for label, mine in series_by(runs, lambda r: r["label"]).items():
+                points = level_points(mine, lambda r: 100 * value(r), x)
+                ax.plot(points[:, 0], points[:, 1], marker="o", markersize=3, label=label, color=colours[label])
+                ax.fill_between(points[:, 0], points[:, 1] - points[:, 2], points[:, 1] + points[:, 2], color=colours[label], alpha=0.15)
+            ax.invert_xaxis()
+            ax.set_xlabel(AXES["flops"][1])
+            ax.set_ylabel("test accuracy (%)")
+            ax.set_title(f"{state}, {regime_label(name, runs or records)}")
+            ax.grid(alpha=0.3)
     return _save(fig, path)
 
 

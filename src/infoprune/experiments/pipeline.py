@@ -7,6 +7,7 @@ same training, calibration, surgery and evaluation.
 from __future__ import annotations
 
 import json
+from copy import deepcopy
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,7 +28,7 @@ from infoprune.models import MODELS, build_model
 from infoprune.models.weights import load_weights
 from infoprune.progress import logger
 from infoprune.result import PruningResult
-from infoprune.training import evaluate, recipe_for, train
+from infoprune.training import epoch_seconds, evaluate, recalibrate_batchnorm, recipe_for, train
 from infoprune.validation import check_count, resolve_device
 
 
@@ -44,6 +45,7 @@ class RunConfig:
     retrain_epochs: int = 2
     calibration_samples: int = 2000
     train_samples: int | None = None  # a seeded subset of the training split (None: all of it)
+    test_samples: int | None = None  # a seeded subset of the test split to evaluate on (None: all of it)
     seed: int = 0
     device: str | None = None
     pretrained: bool = True  # False: prune at initialisation (no training before pruning)
@@ -56,6 +58,7 @@ class RunConfig:
         for name, minimum in (("train_epochs", 0), ("retrain_epochs", 0), ("calibration_samples", 1), ("seed", 0)):
             check_count(name, getattr(self, name), minimum)
         check_count("train_samples", self.train_samples, 1, optional=True)
+        check_count("test_samples", self.test_samples, 1, optional=True)
         resolve_device(self.device)
         if self.data_dir is not None and not Path(self.data_dir).expanduser().exists():
             raise FileNotFoundError(
@@ -155,6 +158,11 @@ def training_split(config: RunConfig, data: DatasetSplits) -> LabelledTensors:
     return data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
 
 
+def test_split(config: RunConfig, data: DatasetSplits) -> LabelledTensors:
+    """The test split a run evaluates on: all of it, or the seeded subset of ``config.test_samples``."""
+    return data.test if config.test_samples is None else data.test.subset(config.test_samples, seed=config.seed)
+
+
 CHANCE_MARGIN = 0.01
 """Re-trained accuracy within this of the majority-class rate counts as collapse (at chance)."""
 
@@ -185,7 +193,14 @@ def run(
 ) -> tuple[PruningResult, dict[str, Any]]:
     """Train, prune, re-train and evaluate; returns the result and a JSON-ready record.
 
-    ``on_stage(name)`` is told when each stage starts (for progress displays). The record's
+    ``on_stage(name)`` is told when each stage starts (for progress displays). The record holds
+    the test accuracy in four regimes: straight after pruning (``accuracy_pruned``, one-shot),
+    after re-estimating BatchNorm statistics on the calibration inputs only
+    (``accuracy_bn_recalibrated``, None without BatchNorm), after each re-training epoch
+    (``accuracy_by_epoch``; the first is the 1-epoch regime, as the recipes' first epoch runs at
+    the same learning rate for any epoch count) and at the end (``accuracy_retrained``). The
+    pruning step's cost is ``prune_seconds`` and, with re-training, ``prune_epochs``: those
+    seconds over the seconds of one training epoch of the unpruned model (``epoch_seconds``). Its
     ``latency`` holds the measured latency of the original and the pruned model
     (:func:`measured_latency`); its ``collapsed`` is True when the network lost its
     input-output path (``result.collapsed``) or re-trained no better than chance (MIPP Fig. 3
@@ -196,13 +211,13 @@ def run(
     stage = on_stage or (lambda name: None)
     device = run_device(config)
     data = data if data is not None else load_dataset(config.dataset, config.data_dir, seed=config.seed)
-    train_split = training_split(config, data)
-    train_eval = train_split.subset(10_000, seed=config.seed)
+    train_split, test = training_split(config, data), test_split(config, data)
+    train_eval = train_split.subset(min(10_000, len(test)), seed=config.seed)
     stage("train" if config.pretrained else "initialise")
     model = base_model(config, replace(data, train=train_split), device)
     record: dict[str, Any] = {"config": asdict(config), "device": str(device), "num_classes": data.num_classes}
     record["input_shape"] = list(data.train.inputs.shape[1:])
-    record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, data.test)}
+    record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, test)}
 
     stage("prune")
     calibration = train_split.subset(config.calibration_samples, seed=config.seed + 1)
@@ -213,18 +228,34 @@ def run(
     )
     record["prune_seconds"] = time.perf_counter() - start
     pruned = result.model
-    record["accuracy_pruned"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
+    record["accuracy_pruned"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, test)}
+    record["accuracy_bn_recalibrated"] = bn_recalibrated_accuracy(pruned, calibration.inputs, test)
+    record["accuracy_by_epoch"] = []
     if config.retrain_epochs > 0:
         stage("re-train")
         recipe = recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
-        train(pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
-    record["accuracy_retrained"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, data.test)}
+        record["epoch_seconds"] = epoch_seconds(model, train_split, recipe, device)
+        record["prune_epochs"] = record["prune_seconds"] / record["epoch_seconds"]
+        train(
+            pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train",
+            on_epoch=lambda epoch: record["accuracy_by_epoch"].append(evaluate(pruned, test)),
+        )  # fmt: skip
+    record["accuracy_retrained"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, test)}
     stage("latency")
     record["latency"] = measured_latency({"original": model, "pruned": pruned}, calibration.inputs[:2])
     record["pruning"] = result.summary()
-    record["chance_accuracy"] = majority_class_rate(data.test)
+    record["chance_accuracy"] = majority_class_rate(test)
     record["collapsed"] = result.collapsed or record["accuracy_retrained"]["test"] <= record["chance_accuracy"] + CHANCE_MARGIN
     if config.characterise:
         stage("characterise")
         record["characterisation"] = characterise_pair(model, pruned, data, seed=config.seed)
     return result, record
+
+
+def bn_recalibrated_accuracy(pruned: nn.Module, inputs: torch.Tensor, test: LabelledTensors) -> dict[str, float] | None:
+    """Test accuracy of a copy of ``pruned`` whose BatchNorm statistics were re-estimated on
+    ``inputs`` (:func:`recalibrate_batchnorm`), the "one-shot + BN" regime; None without BatchNorm."""
+    copy = deepcopy(pruned)
+    if not recalibrate_batchnorm(copy, inputs):
+        return None
+    return {"test": evaluate(copy, test)}

@@ -17,6 +17,7 @@ from typing import Any
 import numpy as np
 
 from infoprune.experiments import characterise, figures
+from infoprune.experiments.regimes import REGIMES, measured_regimes, regime_label
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep import PLAN_FILE
 from infoprune.io import atomic_write_bytes
@@ -110,6 +111,72 @@ def headline_table(records: list[Record], state: str) -> list[str]:
     return rows
 
 
+def _levels_of(runs: list[Record]) -> list[int]:
+    return sorted({r["level"]["index"] for r in runs})
+
+
+def _level_name(runs: list[Record], index: int) -> str:
+    """A level's column name: its value where every method shares it (e.g. "flops = 0.25")."""
+    at_level = [r for r in runs if r["level"]["index"] == index]
+    values = {(r["level"]["param"], r["level"]["value"]) for r in at_level if r["level"]["matches"] is None}
+    if len(values) == 1:
+        (param, value), = values
+        return f"{param} = {value:g}" if isinstance(value, float) else f"level {index + 1}"
+    return f"level {index + 1}"
+
+
+def regime_tables(records: list[Record], state: str) -> list[str]:
+    """Markdown: per regime (:data:`REGIMES`), each method's test accuracy at each level, mean ±
+    std over seeds, with the FLOPs it kept in brackets — read at the levels the methods ran at,
+    no interpolation."""
+    runs = [r for r in records if r["state"] == state]
+    levels = _levels_of(runs)
+    lines: list[str] = []
+    for name in measured_regimes(runs):
+        value = REGIMES[name]
+        lines += [f"*{regime_label(name, runs)}* (test accuracy %, mean ± std over seeds; FLOPs kept % in brackets)", ""]
+        lines += ["| method | " + " | ".join(_level_name(runs, i) for i in levels) + " |", "|" + "---|" * (len(levels) + 1)]
+        for label in dict.fromkeys(r["label"] for r in runs):
+            cells = []
+            for index in levels:
+                at_level = [r for r in runs if r["label"] == label and r["level"]["index"] == index]
+                measured = [value(r) for r in at_level if value(r) is not None]
+                if not measured:
+                    cells.append("–")
+                    continue
+                flops = np.mean([figures.kept_percent(r, "flops") for r in at_level])
+                cells.append(f"{mean_std(measured, 100)} ({flops:.0f})")
+            lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append("")
+    return lines
+
+
+def cost_table(records: list[Record], state: str) -> list[str]:
+    """Markdown rows: per method, the pruning step's seconds and training-epoch equivalents
+    (``prune_epochs``: seconds over one epoch of the unpruned model), mean ± std over every
+    level and seed, the parameters kept at each level, and the collapses."""
+    runs = [r for r in records if r["state"] == state]
+    levels = _levels_of(runs)
+    rows = [
+        "| method | pruning (s) | pruning (training epochs) | " + " | ".join(f"params kept (%), {_level_name(runs, i)}" for i in levels)
+        + " | collapsed |",
+        "|" + "---|" * (len(levels) + 4),
+    ]
+    for label in dict.fromkeys(r["label"] for r in runs):
+        mine = [r for r in runs if r["label"] == label]
+        epochs = [r["prune_epochs"] for r in mine if "prune_epochs" in r]
+        params = []
+        for index in levels:
+            at_level = [figures.kept_percent(r, "params") for r in mine if r["level"]["index"] == index]
+            params.append(mean_std(at_level, digits=1) if at_level else "–")
+        rows.append(
+            f"| {label} | {mean_std([r['prune_seconds'] for r in mine], digits=2)} | "
+            f"{mean_std(epochs, digits=3) if epochs else '–'} | " + " | ".join(params)
+            + f" | {sum(r['collapsed'] for r in mine)}/{len(mine)} |"
+        )
+    return rows
+
+
 FLOPS_LEVELS = (50.0, 25.0, 10.0)
 """Percent of the unpruned FLOPs at which the fixed-FLOPs table reads each method's accuracy."""
 
@@ -199,6 +266,9 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
     slug = _slug(setting)
     lines = [f"## {setting}", ""]
     for state in figures.states_of(records):
+        if any(r.get("accuracy_by_epoch") for r in records if r["state"] == state):
+            lines += [f"**{state}: test accuracy by regime, at each level**", "", *regime_tables(records, state)]
+            lines += [f"**{state}: cost of the pruning step, parameters kept and collapses**", "", *cost_table(records, state), ""]
         lines += [
             f"**{state}: test accuracy after re-training (%, mean over seeds), units removed and FLOPs and "
             "parameters kept, by level**",
@@ -214,7 +284,12 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
         latency = latency_table(records, state)
         if latency:
             lines += [f"**{state}: measured latency, pruned over original (mean over seeds)**", "", *latency, ""]
-    figure_list = [
+    figure_list = []
+    if any(r.get("accuracy_by_epoch") for r in records):
+        figure_list.append(("Test accuracy against FLOPs kept in each regime: one-shot, BatchNorm statistics re-estimated, "
+                            "1 epoch and all re-training epochs (band: ± 1 std over seeds)", figures.regime_figure,
+                            f"{slug}-regimes.png"))  # fmt: skip
+    figure_list += [
         ("Accuracy after re-training against units removed (MIPP Fig. 2; band: ± 1 std over seeds)",
          figures.accuracy_figure, f"{slug}-accuracy.png"),
         ("Accuracy after re-training against FLOPs kept (band: ± 1 std over seeds)",

@@ -16,6 +16,7 @@ the MIPP paper's evaluation (§5). The file has three parts::
     retrain_epochs = 2
     calibration_samples = 2000
     train_samples = 20000                 # a seeded subset of the training split (default: all)
+    test_samples = 2000                   # a seeded subset of the test split to evaluate on (default: all)
     device = "cpu"                        # default: CUDA when present
     data_dir = "data/cifar"               # data sets read from disk
     weights = "resnet50.pth"              # prune this checkpoint instead of training (trained state)
@@ -115,6 +116,7 @@ class Training:
     retrain_epochs: int = 2
     calibration_samples: int = 2000
     train_samples: int | None = None
+    test_samples: int | None = None
     device: str | None = None
     data_dir: str | None = None
     weights: str | None = None
@@ -249,9 +251,9 @@ def _training(table: dict[str, Any], where: str) -> Training:
     defaults = Training()
     _only_keys(table, set(vars(defaults)), where)
     values = {**vars(defaults), **table}
-    minimums = {"train_epochs": 0, "retrain_epochs": 0, "calibration_samples": 1, "train_samples": 1}
+    minimums = {"train_epochs": 0, "retrain_epochs": 0, "calibration_samples": 1, "train_samples": 1, "test_samples": 1}
     for key, minimum in minimums.items():
-        _count(key, values[key], minimum, where, optional=key == "train_samples")
+        _count(key, values[key], minimum, where, optional=key in ("train_samples", "test_samples"))
     for key in ("device", "data_dir", "weights"):
         if values[key] is not None and not isinstance(values[key], str):
             raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}.")
