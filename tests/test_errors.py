@@ -801,3 +801,13 @@ def test_a_corrupt_training_checkpoint_is_set_aside_and_training_starts_afresh(t
         losses = train(model, data, get_recipe("mnist-retrain", epochs=1, batch_size=20), device="cpu", checkpoint=checkpoint)
     assert f"the training checkpoint {checkpoint} cannot be read (RuntimeError): moved it to {checkpoint}.corrupt and training from the start" in caplog.text
     assert len(losses) == 1 and (tmp_path / "run.ckpt.corrupt").is_file()
+
+
+def test_progress_takes_true_false_none_or_a_factory():
+    from infoprune.api import progress_factory
+    from infoprune.progress import progress_bar
+
+    assert progress_factory(True) is progress_bar and progress_factory(False) is None and progress_factory(None) is None
+    assert progress_factory(progress_bar) is progress_bar
+    with pytest.raises(TypeError, match=r"progress must be True, False, None or a progress-bar factory .*got 'yes'"):
+        progress_factory("yes")

@@ -236,6 +236,10 @@ def test_records_hold_what_the_paper_measures(finished_sweep):
         assert set(record["accuracy_retrained"]) == {"train", "test"}
         assert record["prune_seconds"] > 0 and record["pruning"]["flops_after"] < record["pruning"]["flops_before"]
         assert isinstance(record["collapsed"], bool) and 0 < record["chance_accuracy"] < 0.2
+        # the regimes: one-shot, BatchNorm re-estimated (LeNet-5 has none), each re-training epoch
+        assert record["accuracy_bn_recalibrated"] is None
+        assert record["accuracy_by_epoch"] == [record["accuracy_retrained"]["test"]]  # retrain_epochs = 1
+        assert record["epoch_seconds"] > 0 and record["prune_epochs"] == record["prune_seconds"] / record["epoch_seconds"]
 
 
 def test_a_failing_run_is_stored_with_its_error_and_retried_on_resume(tmp_path):
@@ -297,6 +301,11 @@ def test_report_has_plots_and_a_table_with_every_method(finished_sweep):
     assert re.search(rf"\| mipp \| {re.escape(cell)} \| .+ \| \d/2 \|", headline)
     assert re.search(r"\| test-drop-first \| .+ \| .+ \| \d/2 \|", headline)
     assert "4 of 4 planned runs finished, 0 failed" in text
+    # regimes read at the levels the methods ran at: one-shot and 1 epoch (no BatchNorm: no such table)
+    one_shot = text[text.index("*one-shot*") : text.index("*1 epoch*")]
+    shot = f"{100 * first['accuracy_pruned']['test']:.2f} ({100 * pruning['flops_after'] / pruning['flops_before']:.0f})"
+    assert f"| mipp | {shot} |" in one_shot and "*one-shot + BN*" not in text
+    assert "(lenet5-on-mnist-regimes.png)" in text and "| method | pruning (s) | pruning (training epochs) |" in text
     assert "Produced by infoprune " in text
     assert not (path.parent / "lenet5-on-mnist-inputs.png").exists()
 
@@ -367,3 +376,23 @@ def test_map_reduction_comparisons_never_mix_other_settings():
     pixels_varied = pixels + [run("std", 0.9, select_inputs=True)]
     assert _comparisons(plain + pixels_varied) == {"mipp (1)": plain, "mipp (2)": pixels_varied}
     assert _comparisons(pixels + [run("l1", 0.9, method="other")]) == {}
+
+
+def test_regime_tables_read_each_regime_at_each_level_without_interpolation():
+    from infoprune.experiments.report import regime_tables
+
+    def record(label, index, seed, shot, bn, epochs):
+        return {
+            "state": "trained", "label": label, "level": {"index": index, "param": "flops", "value": [0.5, 0.25][index], "matches": None},
+            "accuracy_pruned": {"test": shot}, "accuracy_bn_recalibrated": None if bn is None else {"test": bn},
+            "accuracy_by_epoch": epochs, "accuracy_retrained": {"test": epochs[-1]}, "config": {"retrain_epochs": len(epochs)},
+            "pruning": {"flops_after": [50, 24][index], "flops_before": 100}, "seed": seed,
+        }  # fmt: skip
+
+    records = [record("a", i, s, 0.1 + i, 0.5 + s / 10, [0.8, 0.9]) for i in (0, 1) for s in (0, 1)]
+    records.append(record("b", 0, 0, 0.3, None, [0.7, 0.75]))
+    text = "\n".join(regime_tables(records, "trained"))
+    bn = text[text.index("*one-shot + BN*") : text.index("*1 epoch*")]
+    assert "| method | flops = 0.5 | flops = 0.25 |" in bn
+    assert "| a | 55.00 ± 7.07 (50) | 55.00 ± 7.07 (24) |" in bn and "| b | – | – |" in bn
+    assert "*re-trained, 2 epochs*" in text and "| b | 75.00 (50) | – |" in text

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from torch import nn
 
 from infoprune.data import LabelledTensors
 from infoprune.data.augment import random_crop_flip
-from infoprune.training import RECIPES, get_recipe, mixup, train
+from infoprune.training import RECIPES, epoch_seconds, get_recipe, mixup, recalibrate_batchnorm, train
 
 
 def test_cifar_recipes_are_those_of_mipp_table_2():
@@ -109,3 +111,46 @@ def test_training_on_cuda_matches_the_cpu_up_to_float_tolerance():
     on_cuda = train(cuda_model, toy_data(), recipe, device="cuda", transform=augment)
     assert on_cuda == pytest.approx(on_cpu, rel=1e-2)
     torch.testing.assert_close(cuda_model[0].weight.cpu(), cpu_model[0].weight, rtol=1e-2, atol=1e-3)
+
+
+def test_batchnorm_recalibration_gives_the_statistics_of_the_inputs_and_leaves_weights_alone():
+    model = small_cnn().eval()
+    model[1].running_mean.fill_(5.0)
+    model[1].running_var.fill_(9.0)
+    weights = {k: v.clone() for k, v in model.state_dict().items() if "running" not in k and "num_batches" not in k}
+    inputs = toy_data().inputs
+    assert recalibrate_batchnorm(model, inputs, batch_size=7)  # uneven batches: still the average over all
+    with torch.no_grad():
+        conv = model[0](inputs)
+    per_batch = [conv[i : i + 7] for i in range(0, len(inputs), 7)]
+    means = torch.stack([b.mean((0, 2, 3)) for b in per_batch])
+    variances = torch.stack([b.var((0, 2, 3), unbiased=True) for b in per_batch])
+    torch.testing.assert_close(model[1].running_mean, means.mean(0))  # momentum=None: the mean of the batch statistics
+    torch.testing.assert_close(model[1].running_var, variances.mean(0))
+    assert model[1].momentum == 0.1 and not model.training  # momentum and mode restored
+    for key, value in weights.items():
+        assert torch.equal(model.state_dict()[key], value), key
+
+
+def test_batchnorm_recalibration_of_a_model_without_batchnorm_changes_nothing():
+    model = nn.Sequential(nn.Flatten(), nn.Linear(192, 3))
+    before = copy.deepcopy(model.state_dict())
+    assert recalibrate_batchnorm(model, toy_data().inputs) is False
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+def test_on_epoch_is_told_each_epoch_in_eval_mode_and_training_goes_on():
+    model, seen = small_cnn(), []
+    train(model, toy_data(), get_recipe("mnist", epochs=3, batch_size=16), "cpu",
+          on_epoch=lambda epoch: seen.append((epoch, model.training)))  # fmt: skip
+    assert seen == [(1, False), (2, False), (3, False)]
+
+
+def test_epoch_seconds_scale_the_step_time_to_the_epoch_and_leave_the_model_untouched():
+    model, data = small_cnn(), toy_data()
+    before = copy.deepcopy(model.state_dict())
+    seconds = epoch_seconds(model, data, get_recipe("mnist", epochs=1, batch_size=10), "cpu", steps=3)
+    assert 0 < seconds < 5
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    with pytest.raises(ValueError, match="steps"):
+        epoch_seconds(model, data, get_recipe("mnist", epochs=1), "cpu", steps=0)

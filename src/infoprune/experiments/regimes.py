@@ -44,11 +44,11 @@ BatchNorm layer, or no re-training)."""
 
 
 def regime_label(name: str, records: list[Record]) -> str:
-    """``name`` with the epoch count for the final regime (e.g. "10 epochs")."""
+    """``name`` with the epoch count for the final regime (e.g. "re-trained, 10 epochs")."""
     if name != "re-trained":
         return name
     epochs = sorted({r["config"]["retrain_epochs"] for r in records})
-    return "/".join(map(str, epochs)) + (" epoch" if epochs == [1] else " epochs")
+    return "re-trained, " + "/".join(map(str, epochs)) + (" epoch" if epochs == [1] else " epochs")
 
 
 def measured_regimes(records: list[Record]) -> list[str]:
