@@ -336,26 +336,33 @@ def _setting_section(records: list[Record], setting: str, out: Path) -> list[str
     return lines
 
 
-def build_report(folder: str | Path, out: str | Path | None = None) -> Path:
-    """Write ``report.md`` and its PNG figures for the sweep in ``folder`` (into ``out``,
-    default ``folder/report``); returns the report's path."""
-    folder = Path(folder)
+def sweep_records(folder: str | Path) -> tuple[list[Record], list[Record], int]:
+    """``(finished, failed, stale)`` of the sweep in ``folder``: the records of its current plan
+    (``plan.json``) that finished and that failed, and how many stored finished runs belong to an
+    earlier version of the config (not returned). A ValueError when no run of the plan finished."""
     store = ResultStore(folder, create=False)
-    out = Path(out) if out is not None else folder / "report"
-    out.mkdir(parents=True, exist_ok=True)
-    plan = _plan(folder)
-    planned = plan.get("runs")
-    records = store.records(OK)
-    failed = store.records(FAILED)
+    planned = _plan(Path(folder)).get("runs")
+    records, failed = store.records(OK), store.records(FAILED)
+    stale = 0
     if planned is not None:
         keep = set(planned)
         stale = sum(r["run_id"] not in keep for r in records)
         records = [r for r in records if r["run_id"] in keep]
         failed = [r for r in failed if r["run_id"] in keep]
-    else:
-        stale = 0
     if not records:
         raise ValueError(f"{store.path} holds no finished run of the sweep; run `infoprune sweep` first.")
+    return records, failed, stale
+
+
+def build_report(folder: str | Path, out: str | Path | None = None) -> Path:
+    """Write ``report.md`` and its PNG figures for the sweep in ``folder`` (into ``out``,
+    default ``folder/report``); returns the report's path."""
+    folder = Path(folder)
+    out = Path(out) if out is not None else folder / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    plan = _plan(folder)
+    planned = plan.get("runs")
+    records, failed, stale = sweep_records(folder)
 
     lines = [f"# Sweep report: {folder.name}", ""]
     if plan.get("description"):
