@@ -59,10 +59,10 @@ def network_section(name: str, records: list[Record], wins: Counter, cells: Coun
         lines.append("")
     epochs: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        if "prune_epochs" in r:
+        if "epoch_cpu_seconds" in r:  # CPU-timed runs only
             epochs[r["label"]].append(r["prune_epochs"])
-    epoch_seconds = np.mean([r["epoch_seconds"] for r in records if "epoch_seconds" in r])
-    lines += [f"Pruning cost in training epochs of the unpruned network (one epoch ≈ {epoch_seconds:.1f} s here), "
+    epoch_cpu = np.mean([r["epoch_cpu_seconds"] for r in records if "epoch_cpu_seconds" in r])
+    lines += [f"Pruning cost in training epochs of the unpruned network (CPU seconds over CPU seconds; one epoch ≈ {epoch_cpu:.1f} CPU s, 1 thread), "
               "mean over levels and seeds: " + ", ".join(f"{m} {np.mean(v):.3f}" for m, v in sorted(epochs.items(), key=lambda kv: np.mean(kv[1]))), ""]  # fmt: skip
     return lines
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from infoprune.data import LabelledTensors
 from infoprune.data.augment import random_crop_flip
-from infoprune.training import RECIPES, epoch_seconds, get_recipe, mixup, recalibrate_batchnorm, train
+from infoprune.training import RECIPES, epoch_cost, get_recipe, mixup, recalibrate_batchnorm, train
 
 
 def test_cifar_recipes_are_those_of_mipp_table_2():
@@ -146,11 +146,11 @@ def test_on_epoch_is_told_each_epoch_in_eval_mode_and_training_goes_on():
     assert seen == [(1, False), (2, False), (3, False)]
 
 
-def test_epoch_seconds_scale_the_step_time_to_the_epoch_and_leave_the_model_untouched():
+def test_epoch_cost_scales_the_step_time_to_the_epoch_and_leaves_the_model_untouched():
     model, data = small_cnn(), toy_data()
     before = copy.deepcopy(model.state_dict())
-    seconds = epoch_seconds(model, data, get_recipe("mnist", epochs=1, batch_size=10), "cpu", steps=3)
-    assert 0 < seconds < 5
+    cost = epoch_cost(model, data, get_recipe("mnist", epochs=1, batch_size=10), "cpu", steps=3)
+    assert 0 < cost.wall_seconds < 5 and 0 < cost.cpu_seconds < 5
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     with pytest.raises(ValueError, match="steps"):
-        epoch_seconds(model, data, get_recipe("mnist", epochs=1), "cpu", steps=0)
+        epoch_cost(model, data, get_recipe("mnist", epochs=1), "cpu", steps=0)

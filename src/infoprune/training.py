@@ -270,27 +270,37 @@ def recalibrate_batchnorm(model: nn.Module, inputs: torch.Tensor, batch_size: in
     return True
 
 
-def epoch_seconds(
+@dataclass(frozen=True)
+class EpochCost:
+    """The estimated cost of one training epoch: wall seconds and CPU seconds of this process."""
+
+    wall_seconds: float
+    cpu_seconds: float
+
+
+def epoch_cost(
     model: nn.Module, data: LabelledTensors, recipe: Recipe, device: torch.device | str | None = None, steps: int = 10
-) -> float:
-    """Wall seconds one training epoch of ``model`` on ``data`` takes with ``recipe``'s batch
-    size, from ``steps`` timed SGD steps on a copy (after one untimed warm-up step), scaled to
-    the epoch's step count: the unit in which a pruning method's cost reads as "epochs"."""
+) -> EpochCost:
+    """What one training epoch of ``model`` on ``data`` with ``recipe``'s batch size costs, from
+    ``steps`` timed SGD steps on a copy (after one untimed warm-up step), scaled to the epoch's
+    step count: the unit in which a pruning method's cost reads as "epochs". CPU seconds (of this
+    process, all its threads) hold on a loaded machine where wall seconds do not."""
     check_count("steps", steps, 1)
     device = resolve_device(device)
     trial = copy.deepcopy(model).to(device).train()
     optimizer = torch.optim.SGD(trial.parameters(), lr=0.0, momentum=recipe.momentum)
     generator = torch.Generator().manual_seed(0)
-    timings = []
-    for _ in range(steps + 1):
+    wall = cpu = 0.0
+    for step in range(steps + 1):
         index = torch.randint(0, len(data), (min(recipe.batch_size, len(data)),), generator=generator)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         loss = F.cross_entropy(primary_output(trial(data.inputs[index].to(device))), data.labels[index].to(device))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        timings.append(time.perf_counter() - start)
+        if step > 0:
+            wall, cpu = wall + time.perf_counter() - start, cpu + time.process_time() - start_cpu
     steps_per_epoch = (len(data) + recipe.batch_size - 1) // recipe.batch_size
-    return float(np.mean(timings[1:])) * steps_per_epoch
+    return EpochCost(wall / steps * steps_per_epoch, cpu / steps * steps_per_epoch)

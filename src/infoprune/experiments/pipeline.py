@@ -28,7 +28,7 @@ from infoprune.models import MODELS, build_model
 from infoprune.models.weights import load_weights
 from infoprune.progress import logger
 from infoprune.result import PruningResult
-from infoprune.training import epoch_seconds, evaluate, recalibrate_batchnorm, recipe_for, train
+from infoprune.training import epoch_cost, evaluate, recalibrate_batchnorm, recipe_for, train
 from infoprune.validation import check_count, resolve_device
 
 
@@ -199,8 +199,10 @@ def run(
     (``accuracy_bn_recalibrated``, None without BatchNorm), after each re-training epoch
     (``accuracy_by_epoch``; the first is the 1-epoch regime, as the recipes' first epoch runs at
     the same learning rate for any epoch count) and at the end (``accuracy_retrained``). The
-    pruning step's cost is ``prune_seconds`` and, with re-training, ``prune_epochs``: those
-    seconds over the seconds of one training epoch of the unpruned model (``epoch_seconds``). Its
+    pruning step's cost is ``prune_seconds`` (wall) and ``prune_cpu_seconds`` and, with
+    re-training, ``prune_epochs``: its CPU seconds over the CPU seconds of one training epoch of
+    the unpruned model (``epoch_cpu_seconds``, :func:`infoprune.training.epoch_cost`), a ratio
+    that holds on a loaded machine. Its
     ``latency`` holds the measured latency of the original and the pruned model
     (:func:`measured_latency`); its ``collapsed`` is True when the network lost its
     input-output path (``result.collapsed``) or re-trained no better than chance (MIPP Fig. 3
@@ -221,12 +223,13 @@ def run(
 
     stage("prune")
     calibration = train_split.subset(config.calibration_samples, seed=config.seed + 1)
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), time.process_time()
     result = infoprune.prune(
         model, calibration, config.method, device=device, seed=config.seed, allow_collapse=allow_collapse,
         **config.method_params,
     )
     record["prune_seconds"] = time.perf_counter() - start
+    record["prune_cpu_seconds"] = time.process_time() - start_cpu
     pruned = result.model
     record["accuracy_pruned"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, test)}
     record["accuracy_bn_recalibrated"] = bn_recalibrated_accuracy(pruned, calibration.inputs, test)
@@ -234,8 +237,9 @@ def run(
     if config.retrain_epochs > 0:
         stage("re-train")
         recipe = recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
-        record["epoch_seconds"] = epoch_seconds(model, train_split, recipe, device)
-        record["prune_epochs"] = record["prune_seconds"] / record["epoch_seconds"]
+        epoch = epoch_cost(model, train_split, recipe, device)
+        record["epoch_seconds"], record["epoch_cpu_seconds"] = epoch.wall_seconds, epoch.cpu_seconds
+        record["prune_epochs"] = record["prune_cpu_seconds"] / epoch.cpu_seconds
         train(
             pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train",
             on_epoch=lambda epoch: record["accuracy_by_epoch"].append(evaluate(pruned, test)),

@@ -153,7 +153,7 @@ def regime_tables(records: list[Record], state: str) -> list[str]:
 
 def cost_table(records: list[Record], state: str) -> list[str]:
     """Markdown rows: per method, the pruning step's seconds and training-epoch equivalents
-    (``prune_epochs``: seconds over one epoch of the unpruned model), mean ± std over every
+    (``prune_epochs``: its CPU seconds over those of one epoch of the unpruned model), mean ± std over every
     level and seed, the parameters kept at each level, and the collapses."""
     runs = [r for r in records if r["state"] == state]
     levels = _levels_of(runs)
@@ -164,7 +164,7 @@ def cost_table(records: list[Record], state: str) -> list[str]:
     ]
     for label in dict.fromkeys(r["label"] for r in runs):
         mine = [r for r in runs if r["label"] == label]
-        epochs = [r["prune_epochs"] for r in mine if "prune_epochs" in r]
+        epochs = [r["prune_epochs"] for r in mine if "epoch_cpu_seconds" in r]  # CPU-timed runs only
         params = []
         for index in levels:
             at_level = [figures.kept_percent(r, "params") for r in mine if r["level"]["index"] == index]
