@@ -15,17 +15,13 @@ from torch import nn
 from infoprune.data.base import calibration_tensors
 from infoprune.methods import MaskDecision, PruningContext, PruningMethod, get_method
 from infoprune.metrics import count_flops, count_params
-from infoprune.network import InputMasked, Network, emptied_groups
+from infoprune.network import BUDGET_ARGUMENTS, InputMasked, Network, emptied_groups
 from infoprune.running import evaluating, preserved_rng, primary_output
 from infoprune.progress import logger, progress_bar
 from infoprune.result import LayerSummary, PruningResult
 from infoprune.validation import (
     check_finite_model, check_labels, check_prunable_model, check_seed, ignore_entries, resolve_device,
 )
-
-BUDGETS = ("flops", "params", "ratio")
-"""The method arguments that make a call *budgeted*: it asks for a size, not for a criterion."""
-
 
 @dataclass(frozen=True)
 class CollapsePolicy:
@@ -145,9 +141,10 @@ def prune(
         model = check_prunable_model(model)
         check_finite_model(model)
         ignore = _by_name(model, ignore)
-        budget = {name: method_kwargs[name] for name in BUDGETS if method_kwargs.get(name) is not None}
+        given = method_kwargs or {name: getattr(pruning_method, name, None) for name in BUDGET_ARGUMENTS}
+        budget = {name: given[name] for name in BUDGET_ARGUMENTS if given.get(name) is not None}
         collapse = CollapsePolicy(budget, allow_collapse)
-        return _prune(model, inputs, labels, method, pruning_method, device, seed, progress, ignore, collapse)
+        return _prune(model, inputs, labels, pruning_method.name, pruning_method, device, seed, progress, ignore, collapse)
 
 
 def _prune(
