@@ -10,7 +10,9 @@ from typing import Any
 
 from infoprune.estimators.terc import DEFAULT_ENGINE, RIDGE, TercConfig
 from infoprune.methods import register
-from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
+from infoprune.methods.base import (
+    CliOption, MaskDecision, PruningContext, PruningMethod, Resumable, check_fraction, check_positive_int,
+)
 from infoprune.methods.mipp.budget import search_confidence
 from infoprune.methods.mipp.walk import Walk, check_spatial
 from infoprune.network import MAP_REDUCTIONS, Budget, Group, Network, check_budgets
@@ -66,6 +68,11 @@ class MIPP(PruningMethod):
     """
 
     name = "mipp"
+    cli_options = (
+        CliOption("confidence", "confidence x needed to keep a unit (instead of a budget)"),
+        CliOption("select_inputs", "also select input features (App. E.1)", bool),
+    )
+    resumable = Resumable("checkpoint", "finished MIPP layers")
 
     def __init__(
         self,
