@@ -118,6 +118,9 @@ def prune(
     samples are read (10 000 from an iterable without a length when it is None).
     ``method``: a method name with its settings as ``method_kwargs`` (e.g. ``"mipp",
     confidence=0.9``), or a configured method object (``MIPP(flops=0.5)``) and no ``method_kwargs``.
+    Budgets bound what is kept: ``flops=`` / ``params=`` are fractions of the full model's
+    FLOPs / parameters kept (or absolute counts); ``ratio=`` alone is the fraction of units
+    removed (:mod:`infoprune.network.budget`).
     ``ignore``: layer names (or modules holding them) and module types whose channels stay
     whole, as Torch-Pruning's ``ignored_layers``; a single string is one name. The output
     layer is always left whole.
