@@ -184,8 +184,8 @@ class ITPruner(PruningMethod):
     """Layer widths from nHSIC importance under a FLOPs and/or params budget (Zheng et al. 2025).
 
     ``flops``/``params``: the budget, what is kept: a fraction of the full model's (0 < v ≤ 1,
-    e.g. 0.5) or an absolute count (> 1); at least one is required (:mod:`infoprune.network.budget`). ``beta``: the temperature of
-    α = exp(−β s / Σs) (the authors' code defaults to 1 and uses ≈ 243–246 in its scripts).
+    e.g. 0.5) or an absolute count (> 1); at least one is required
+    (:mod:`infoprune.network.budget`). ``beta``: the temperature of α = exp(−β s / Σs) (the authors' code defaults to 1 and uses ≈ 243–246 in its scripts).
     ``samples``: calibration inputs in the one batch whose activations are compared.
     ``kernel``: ``"linear"`` (linear CKA) or ``"rbf"`` (median-distance bandwidth).
     ``min_width``: x_min, the least fraction of each layer's units kept. ``round_to``: widths

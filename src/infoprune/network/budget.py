@@ -20,6 +20,8 @@ from infoprune.network.costs import QuadraticCost
 from infoprune.network.groups import Group
 
 if TYPE_CHECKING:
+    import torch
+
     from infoprune.network.network import Network
 
 BUDGET_ARGUMENTS = ("flops", "params", "ratio")
@@ -134,11 +136,12 @@ class Budget:
             return self.cost.at_widths({name: max(int(width), 1) for name, width in widths.items()})
         return self.cost.at_widths(np.maximum(np.asarray(widths, dtype=float), 1.0))
 
-    def of_masks(self, masks: Mapping[str, object]) -> float:
+    def of_masks(self, masks: Mapping[str, torch.Tensor]) -> float:
         """The cost of keep-masks (bool tensors by group name; groups not given stay whole)."""
         return self.of_widths({name: int(mask.sum()) for name, mask in masks.items()})
 
     def met_by_widths(self, widths: Mapping[str, int] | np.ndarray) -> bool:
+        """Whether kept ``widths`` (as :meth:`of_widths` takes them) meet the budget."""
         return self.of_widths(widths) <= self.target
 
     def slack(self, x: np.ndarray) -> float:
@@ -146,6 +149,7 @@ class Budget:
         return (self.target - self.cost(x)) / self.full
 
     def slack_gradient(self, x: np.ndarray) -> np.ndarray:
+        """The gradient of :meth:`slack` in x."""
         return -self.cost.gradient(x) / self.full
 
     def check_reachable(self, least: Mapping[str, int] | np.ndarray, how: str, fix: str = "Raise the budget.") -> None:

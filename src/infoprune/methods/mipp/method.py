@@ -41,8 +41,9 @@ class MIPP(PruningMethod):
 
     Budgets (instead of ``confidence``; :mod:`infoprune.network.budget`): ``flops=`` /
     ``params=``, what is kept (a fraction ≤ 1 of the full model's or an absolute count, as
-    ITPruner's), or ``ratio=``, the fraction of the tested units *removed*, in (0, 1). MIPP then searches the confidence that lands the
-    pruned model at most at the budget and within 2 points of it (:func:`search_confidence`);
+    ITPruner's), or ``ratio=``, the fraction of the tested units *removed*, in (0, 1). MIPP
+    then searches the confidence that lands the pruned model at most at the budget and within
+    2 points of it (:func:`search_confidence`);
     ``max_passes`` bounds the number of MIPP walks. ``trim="cost"`` (the default) trims a
     walk over the budget by evidence per cost saved instead of by confidence alone
     (:func:`trim_by_cost`), and ``top_up=True`` (the default) then spends what the budget has
