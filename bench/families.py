@@ -2,12 +2,12 @@
 
 Three measurements (issue 12), each printed as a table:
 
-* ``table``: for each compact family of tests/families.py and each method (the small settings
-  of tests/test_families.py): units prunable of all Linear/Conv output units, FLOPs kept
+* ``table``: for each compact family of :mod:`infoprune.models.families` and each method (its
+  ``QUICK_SETTINGS``): units prunable of all Linear/Conv output units, FLOPs kept
   (``ratio=0.5`` for the ranked methods, ``flops=0.5`` for ITPruner, MIPP/MINT as their
   settings land) and the largest |physical − masked| output difference (BatchNorm statistics
   randomised);
-* ``transformers``: every method on the transformer families (tests/transformer_families.py,
+* ``transformers``: every method on the transformer families (:mod:`infoprune.models.transformer_families`,
   and transformers' own tiny models when it is installed): head, FFN and hidden groups found,
   FLOPs kept and the largest |physical − masked| difference;
 * ``resnet50``: the share of ResNet50's units (CIFAR shape) that can be pruned;
@@ -21,24 +21,19 @@ Three measurements (issue 12), each printed as a table:
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
-from pathlib import Path
 
 import torch
 from torch import nn
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-
-import infoprune  # noqa: E402
-from families import FAMILIES  # noqa: E402
-from test_families import FAST, OPTIONS, family_data  # noqa: E402
-from transformer_families import TRANSFORMERS, transformer_data  # noqa: E402
-from infoprune.data import load_dataset, write_cifar_standin  # noqa: E402
-from infoprune.models import build_model  # noqa: E402
-from infoprune.network import PRUNABLE_TYPES, Network, primary_output  # noqa: E402
-from infoprune.training import evaluate, get_recipe, train  # noqa: E402
+import infoprune
+from infoprune.data import load_dataset, write_cifar_standin
+from infoprune.models import build_model
+from infoprune.models.families import FAMILIES, FAMILY_SETTINGS, QUICK_SETTINGS, family_data
+from infoprune.models.transformer_families import TRANSFORMERS, transformer_data
+from infoprune.network import PRUNABLE_TYPES, Network, primary_output
+from infoprune.training import evaluate, get_recipe, train
 
 
 def prunable_units(model: nn.Module, example: torch.Tensor) -> tuple[int, int]:
@@ -58,7 +53,7 @@ def physical_minus_masked(model: nn.Module, inputs: torch.Tensor, result) -> flo
 
 
 def table() -> None:
-    methods = sorted(FAST)
+    methods = sorted(QUICK_SETTINGS)
     print("| family | units prunable | " + " | ".join(methods) + " |")
     print("|---|---|" + "---|" * len(methods))
     for family in FAMILIES:
@@ -66,12 +61,12 @@ def table() -> None:
         prunable, total = prunable_units(model, data.inputs[:2])
         cells = []
         for method in methods:
-            options = dict(FAST[method], **OPTIONS.get((family, method), {}))
+            options = dict(QUICK_SETTINGS[method], **FAMILY_SETTINGS.get((family, method), {}))
             result = infoprune.prune(model, data, method=method, device="cpu", progress=None, allow_collapse=True, **options)
             diff = physical_minus_masked(model, data.inputs[:16], result)
             cells.append(f"{result.flops_after / result.flops_before:.2f} ({diff:.0e})")
         print(f"| {family} | {prunable}/{total} ({prunable / total:.0%}) | " + " | ".join(cells) + " |")
-    print(f"cells: FLOPs kept (max |physical − masked| over 16 inputs); itpruner at flops=0.5; other settings: {OPTIONS}")
+    print(f"cells: FLOPs kept (max |physical − masked| over 16 inputs); itpruner at flops=0.5; other settings: {FAMILY_SETTINGS}")
 
 
 def transformers_table() -> None:
@@ -80,12 +75,12 @@ def transformers_table() -> None:
     which groups each has (heads, FFN units, hidden) and the FLOPs each method keeps."""
     builders = {name: lambda name=name: transformer_data(name) for name in TRANSFORMERS}
     try:
-        from hf_families import HF_FAMILIES, hf_model
+        from infoprune.models.hf_families import HF_FAMILIES, hf_model
 
         builders.update({f"hf-{name}": lambda name=name: hf_model(name) for name in HF_FAMILIES})
     except ImportError:
         print("(transformers is not installed: its models are left out)")
-    methods = sorted(FAST)
+    methods = sorted(QUICK_SETTINGS)
     print("| family | heads / FFN / hidden groups | " + " | ".join(methods) + " |")
     print("|---|---|" + "---|" * len(methods))
     for family, build in builders.items():
@@ -96,7 +91,7 @@ def transformers_table() -> None:
         cells = []
         for method in methods:
             model, inputs = build()
-            options = dict(FAST[method], **({"samples": inputs.shape[0]} if method == "itpruner" else {}))
+            options = dict(QUICK_SETTINGS[method], **({"samples": inputs.shape[0]} if method == "itpruner" else {}))
             try:
                 result = infoprune.prune(model, (inputs, torch.arange(inputs.shape[0]) % 5), method=method,
                                          device="cpu", progress=None, **options)

@@ -8,8 +8,8 @@ Runs MIPP's fast engine on trained LeNet-5 / real MNIST at the paper's counts wi
 each test's confidence at every look. Then, per x: how many units an early keep (one look, or two
 consecutive looks, at the early threshold of ``terc.look_thresholds``) would keep that the
 full-length test removes, and how many units a futility rule "t below f · t₁₋ₓ" at 40 or 80
-iterations would remove early, and wrongly. This is a measurement of the engine's internals: it
-replaces the fast engine's ``sequential_decision`` for the run, nothing else.
+iterations would remove early, and wrongly. The run goes through the public hook
+``terc.every_look``: each test evaluates all its looks and decides at the last, nothing else changes.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from scipy import stats
 
 import infoprune
 from infoprune.data import load_dataset
-from infoprune.estimators import terc, terc_fast
+from infoprune.estimators import terc
 from infoprune.experiments.pipeline import RunConfig, base_model
 
 
@@ -30,21 +30,10 @@ def record_looks(
     model: torch.nn.Module, calibration, confidence: float, seed: int, hidden_size: int
 ) -> list[list[float]]:
     """The confidences at every look of every test of one MIPP walk (decided at the last look)."""
-    tests: list[list[float]] = []
-
-    def every_look(confidence_at, config):
-        looks = terc.refit_looks(config)
-        confidences = [confidence_at(look) for look in looks]
-        tests.append(confidences)
-        return confidences[-1], looks[-1], confidences[-1] >= terc.look_thresholds(config)[1]
-
-    decide, terc_fast.sequential_decision = terc_fast.sequential_decision, every_look
-    try:
+    with terc.every_look() as tests:
         infoprune.prune(
             model, calibration, "mipp", confidence=confidence, seed=seed, engine="fast", hidden_size=hidden_size,
         )
-    finally:
-        terc_fast.sequential_decision = decide
     return tests
 
 

@@ -24,8 +24,8 @@ from infoprune.data import load_dataset
 from infoprune.experiments import pipeline
 from infoprune.experiments.results import ResultStore
 from infoprune.experiments.sweep import decode_mask
-from infoprune.methods.mipp import CostBudget, WalkOutcome, top_up, trim_by_cost, trim_or_fill
-from infoprune.network import Network, resolve_target
+from infoprune.methods.mipp import WalkOutcome, top_up, trim_by_cost, trim_or_fill
+from infoprune.network import Budget, Network
 from infoprune.training import evaluate, train
 from records import append_record
 
@@ -44,10 +44,8 @@ def topped_up(record: dict, cache_dir: str | None, trim: str) -> dict:
     model = pipeline.base_model(config, replace(data, train=split), device)
     network = Network(model, split.inputs[:2])
     masks = {name: torch.tensor(decode_mask(text)) for name, text in record["masks"].items()}
-    cost = network.flops_cost()
     units = {group.name: group.units for group in network.groups}
-    target = resolve_target(cost, config.method_params["flops"], "FLOPs")
-    budget = CostBudget("FLOPs", cost.at_widths, cost.full, target, units)
+    budget = Budget.on(network, "flops", config.method_params["flops"])
     layers = record["pruning"]["details"]["layers"]
     outcome = WalkOutcome(record["pruning"]["details"]["confidence"], masks, None, layers)
     if trim == "cost" and record["pruning"]["details"].get("finish") == "trim":
@@ -62,10 +60,10 @@ def topped_up(record: dict, cache_dir: str | None, trim: str) -> dict:
     return {
         "run_id": record["run_id"], "seed": config.seed, "flops_budget": config.method_params["flops"],
         "kept_before": {n: int(m.sum()) for n, m in masks.items()},
-        "flops_before": budget.of(masks) / budget.full,
+        "flops_before": budget.of_masks(masks) / budget.full,
         "accuracy_before": record["accuracy_retrained"]["test"],
         "kept": {n: int(m.sum()) for n, m in outcome.masks.items()},
-        "flops": budget.of(outcome.masks) / budget.full,
+        "flops": budget.of_masks(outcome.masks) / budget.full,
         "accuracy": evaluate(pruned, data.test),
         "trim": trim,
         "config": config,

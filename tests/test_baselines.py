@@ -105,7 +105,7 @@ def test_random_is_seeded_and_hits_the_ratio():
 
 def test_parameters_are_validated_with_clear_messages():
     x = torch.randn(4, 3)
-    with pytest.raises(ValueError, match="needs ratio"):
+    with pytest.raises(ValueError, match="needs a budget"):
         infoprune.prune(hand_set_mlp(), x, method="l1", device="cpu")
     with pytest.raises(ValueError, match=r"ratio must lie in \[0, 1\)"):
         infoprune.prune(hand_set_mlp(), x, method="l1", ratio=1.0, device="cpu")

@@ -1,6 +1,6 @@
 """Every method on compact versions of the architecture families of a widely used model zoo.
 
-For each family (tests/families.py) and each registered method, through ``infoprune.prune``:
+For each family (:mod:`infoprune.models.families`) and each registered method, through ``infoprune.prune``:
 the physical model equals the masked one (after randomising BatchNorm statistics), it is
 smaller, its FLOPs drop, and ITPruner meets ``flops=0.5``. Small settings keep every run to
 about a second on one CPU thread; ``progress=None`` is used throughout.
@@ -15,50 +15,16 @@ import torch
 from torch import nn
 
 import infoprune
-from families import FAMILIES, assert_physical_model_is_the_masked_one, randomise_batchnorm
+from families import assert_physical_model_is_the_masked_one
 from infoprune.data import LabelledTensors
+from infoprune.models.families import FAMILIES, FAMILY_SETTINGS, QUICK_SETTINGS, family_data
 from infoprune.network import Network
 
-SAMPLES = 80  # ≥ 2 × the widest group of any family (MIPP's minimum)
-FAST: dict[str, dict] = {
-    "random": {"ratio": 0.5},
-    "l1": {"ratio": 0.5},
-    "snip": {"ratio": 0.5, "batch_size": 32},
-    "grasp": {"ratio": 0.5, "samples_per_class": 2},
-    "synflow": {"ratio": 0.5, "rounds": 2},
-    "thinet": {"ratio": 0.5, "locations_per_sample": 2},
-    "sosp": {"ratio": 0.5},
-    "reinit": {"source": "l1", "ratio": 0.5},
-    "mipp": {"hidden_size": 8, "fit_iterations": 10, "refit_iterations": 1, "ordering_iterations": 1, "repeats": 2,
-             "confidence": 0.6},
-    # the paper's estimator: the default conditioning reads no grouped-conv child (tested below)
-    "mint": {"samples_per_class": 8, "groups": 2, "quantile": 0.5, "conditioning": "others"},
-    "itpruner": {"flops": 0.5, "samples": SAMPLES},
-    "tp-magnitude": {"ratio": 0.5},
-    "tp-taylor": {"ratio": 0.5},
-    "tp-lamp": {"ratio": 0.5},
-    "tp-bn-scale": {"ratio": 0.5},
-    "tp-hessian": {"ratio": 0.5},
-}
-
-
-# The ViT's nn.MultiheadAttention has two heads and MINT's median threshold keeps a unit used by
-# any pair: every unit of its few groups is used, so a higher quantile is what prunes there.
-OPTIONS = {("vit", "mint"): {"quantile": 0.7}}
-
-
-def family_data(name: str) -> tuple[nn.Module, LabelledTensors]:
-    torch.manual_seed(0)
-    model, shape = FAMILIES[name]()
-    inputs = torch.randn(SAMPLES, *shape, generator=torch.Generator().manual_seed(1))
-    return randomise_batchnorm(model), LabelledTensors(inputs, torch.arange(SAMPLES) % 5)
-
-
-@pytest.mark.parametrize("method", sorted(FAST))
+@pytest.mark.parametrize("method", sorted(QUICK_SETTINGS))
 @pytest.mark.parametrize("family", list(FAMILIES))
 def test_every_method_prunes_every_family_to_the_masked_model(family, method):
     model, data = family_data(family)
-    options = dict(FAST[method], allow_collapse=True, **OPTIONS.get((family, method), {}))  # a chain at ratio 0.5 may collapse: compared all the same
+    options = dict(QUICK_SETTINGS[method], allow_collapse=True, **FAMILY_SETTINGS.get((family, method), {}))  # a chain at ratio 0.5 may collapse: compared all the same
     if method == "tp-bn-scale" and not any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules()):
         with pytest.raises(ValueError, match=r"BNScaleImportance finds nothing to score in any prunable group"):
             infoprune.prune(model, data, method=method, device="cpu", progress=None, **options)
@@ -72,7 +38,7 @@ def test_every_method_prunes_every_family_to_the_masked_model(family, method):
 
 
 def test_every_registered_method_is_covered():
-    assert sorted(FAST) == infoprune.available_methods()
+    assert sorted(QUICK_SETTINGS) == infoprune.available_methods()
 
 
 @pytest.mark.parametrize(

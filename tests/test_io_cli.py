@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 
 import infoprune
@@ -35,6 +36,35 @@ def test_cli_reports_bad_parameters_as_errors(tmp_path, capsys):
     code = cli.main(["prune", "--out", str(tmp_path), "--confidence", "1.5", "--train-epochs", "0"])
     assert code == 2
     assert "confidence must lie in (0, 1)" in capsys.readouterr().err
+
+
+def test_a_method_declares_its_own_flags_and_the_cli_reads_them(tmp_path, monkeypatch, capsys):
+    """The CLI offers the flags a method class declares (``cli_options``) for the ``--method``
+    given, and points a resumable method's state file into ``--out``; it names no method."""
+    from infoprune.methods import _REGISTRY, CliOption, MaskDecision, PruningMethod, Resumable
+
+    class Declared(PruningMethod):
+        name = "declared-for-test"
+        cli_options = (CliOption("strength", "how strongly", int), CliOption("fast_mode", "a switch", bool))
+        resumable = Resumable("state", "finished steps")
+
+        def __init__(self, strength: int = 1, fast_mode: bool = False, state: str | None = None) -> None:
+            self.strength, self.fast_mode, self.state = strength, fast_mode, state
+
+        def decide(self, context) -> MaskDecision:
+            return MaskDecision({})
+
+    monkeypatch.setitem(_REGISTRY, Declared.name, Declared)
+    args = cli.parse_arguments(["prune", "--out", str(tmp_path), "--method", Declared.name, "--strength", "3", "--fast-mode"])
+    params = cli.method_params(args)
+    assert params == {"strength": 3, "fast_mode": True}
+    assert cli.state_file(args, params) == tmp_path / f"{Declared.name}-state.pt" and params["state"] == str(cli.state_file(args, params))
+    default = cli.parse_arguments(["prune", "--out", str(tmp_path), "--method", Declared.name])
+    assert cli.method_params(default) == {}  # flags not given keep the method's defaults
+    assert cli.method_params(cli.parse_arguments(["prune", "--out", str(tmp_path), "--confidence", "0.8"])) == {"confidence": 0.8}
+    with pytest.raises(SystemExit) as refused:  # --confidence is not a flag of l1
+        cli.parse_arguments(["prune", "--out", str(tmp_path), "--method=l1", "--confidence", "0.8"])
+    assert refused.value.code == 2 and "unrecognized arguments: --confidence 0.8" in capsys.readouterr().err
 
 
 def test_main_job_on_real_mnist(tmp_path, capsys):

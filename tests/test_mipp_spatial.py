@@ -2,13 +2,14 @@
 
 import re
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 import infoprune
 from infoprune.estimators.terc import TercConfig, terc_prepare, terc_select, terc_test
-from infoprune.network import Network
+from infoprune.network import Budget, Network, QuadraticCost
 from infoprune.network.activations import reduce_maps, reduce_on_grid
 
 SMALL = dict(hidden_size=32, fit_iterations=200, refit_iterations=30, ordering_iterations=10)
@@ -218,11 +219,20 @@ def test_pixel_patches_are_kept_or_removed_together_at_their_own_confidence():
 # --- spending a budget's room (top_up) ----------------------------------------------------------
 
 
-def test_top_up_adds_removed_units_most_sure_first_while_they_fit():
-    from infoprune.methods.mipp import CostBudget, WalkOutcome, top_up
+def priced_budget(groups: dict[str, tuple[int, float]], full: float, target: float) -> Budget:
+    """A budget whose cost is Σ price × kept units over ``groups`` ({name: (units, price)}) plus
+    a fixed part that makes the full model cost ``full``; ``target`` counts the priced part only."""
+    units = np.array([u for u, _ in groups.values()], dtype=float)
+    linear = np.array([u * price for u, price in groups.values()])
+    fixed = full - linear.sum()
+    cost = QuadraticCost(tuple(groups), units, fixed, linear, np.zeros((len(units), len(units))))
+    return Budget("cost", cost, target + fixed)
 
-    price = {"a": 10.0, "b": 1.0}
-    budget = CostBudget("cost", lambda w: sum(price[n] * k for n, k in w.items()), 50.0, 22.0, {"a": 4, "b": 2})
+
+def test_top_up_adds_removed_units_most_sure_first_while_they_fit():
+    from infoprune.methods.mipp import WalkOutcome, top_up
+
+    budget = priced_budget({"a": (4, 10.0), "b": (2, 1.0)}, full=50.0, target=22.0)
     masks = {"a": torch.tensor([True, False, False, False]), "b": torch.tensor([False, False])}
     details = {
         "a": {"confidence_worse": {"1": 0.5, "2": 0.8}},  # unit 3 removed untested: constant, never added back
@@ -236,10 +246,9 @@ def test_top_up_adds_removed_units_most_sure_first_while_they_fit():
 
 
 def test_trim_by_cost_removes_the_least_evidence_per_cost_saved():
-    from infoprune.methods.mipp import CostBudget, WalkOutcome, trim_by_cost, trim_or_fill
+    from infoprune.methods.mipp import WalkOutcome, trim_by_cost, trim_or_fill
 
-    price = {"a": 10.0, "b": 1.0}
-    budget = CostBudget("cost", lambda w: sum(price[n] * k for n, k in w.items()), 1000.0, 25.0, {"a": 3, "b": 4})
+    budget = priced_budget({"a": (3, 10.0), "b": (4, 1.0)}, full=1000.0, target=25.0)
     masks = {"a": torch.ones(3, dtype=torch.bool), "b": torch.ones(4, dtype=torch.bool)}
     details = {
         "a": {"confidence_worse": {"0": 0.999, "1": 0.9999, "2": 0.99999}},  # 3, 4, 5 nines for 10 each

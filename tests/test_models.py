@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 import infoprune
-from families import randomise_batchnorm
+from infoprune.models.families import randomise_batchnorm
 from infoprune.metrics import count_params
 from infoprune.models import MODELS, VGG, ResidualBlock, build_model
 from infoprune.network import Network

@@ -214,6 +214,22 @@ def test_an_early_keep_needs_two_consecutive_looks_above_the_early_threshold():
     assert run({40: high, 80: 0.1, 150: 1.0}) == ((0.1, 80, False), [40, 80])  # futility from look 2
 
 
+def test_every_look_runs_the_full_length_test_and_records_each_look():
+    """Inside ``every_look()`` no test stops early: every look is evaluated, the last decides,
+    and the confidences of each test are recorded in order; outside it, decisions are as before."""
+    from infoprune.estimators.terc_protocol import every_look, sequential_decision
+
+    fast = replace(FAST, engine="fast", refit_iterations=150, confidence=0.9)
+    early, last = look_thresholds(fast)
+    high = (early + 1) / 2
+    confidences = {40: high, 80: high, 150: 0.0}  # an early keep at look 2 when deciding as usual
+    with every_look() as looks:
+        assert sequential_decision(confidences.__getitem__, fast) == (0.0, 150, False)
+        assert sequential_decision({40: 0.1, 80: 0.2, 150: 1.0}.__getitem__, fast) == (1.0, 150, True)
+    assert looks == [[high, high, 0.0], [0.1, 0.2, 1.0]]
+    assert sequential_decision(confidences.__getitem__, fast) == (high, 80, True)
+
+
 def test_each_kept_set_has_its_own_batch_stream():
     """Arms tested against one kept set draw the same mini-batches (paired, shareable); another
     kept set draws others; the stream depends only on the layer's start, so a resume redraws it."""

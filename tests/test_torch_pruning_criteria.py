@@ -125,13 +125,13 @@ def test_bn_scale_without_batchnorm_and_taylor_without_labels_are_clear_errors()
 def test_parameters_are_validated():
     with pytest.raises(ValueError, match="p must be 1"):
         get_method("tp-magnitude")(ratio=0.5, p=3)
-    with pytest.raises(ValueError, match="needs ratio"):
+    with pytest.raises(ValueError, match="needs a budget"):
         get_method("tp-lamp")()
     with pytest.raises(ValueError, match=r"got \['ratio', 'flops'\]"):
         get_method("tp-lamp")(ratio=0.5, flops=0.5)
     with pytest.raises(ValueError, match="normalizer must be one of"):
         get_method("tp-taylor")(ratio=0.5, normalizer="median")
-    with pytest.raises(ValueError, match="The flops budget must be a positive number"):
+    with pytest.raises(ValueError, match="The FLOPs budget must be a positive number"):
         get_method("tp-taylor")(flops=-1)
 
 

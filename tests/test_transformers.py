@@ -1,5 +1,5 @@
 """Attention heads and FFN units of transformers, for every method (plain-torch families of
-tests/transformer_families.py, so no ``transformers`` is needed here).
+infoprune.models.transformer_families, so no ``transformers`` is needed here).
 
 Checked through ``infoprune.prune``: the physical model equals the masked one, the attention
 modules' own head counts match their projections (a forward at another sequence length runs),
@@ -21,8 +21,8 @@ from infoprune.data.base import calibration_tensors
 from infoprune.io import load_pruned, save_pruned
 from infoprune.metrics import count_flops
 from infoprune.network import Network, ProjectionAttention, register_attention
-from test_families import FAST
-from transformer_families import HIDDEN, TOKENS, Attention, TokenClassifier, token_ids, transformer_data
+from infoprune.models.families import QUICK_SETTINGS
+from infoprune.models.transformer_families import HIDDEN, TOKENS, Attention, TokenClassifier, token_ids, transformer_data
 
 FAMILIES = ("bert-like", "gpt-like", "vit-like", "llama-like")
 NO_BATCHNORM = "BNScaleImportance finds nothing to score in any prunable group"
@@ -42,11 +42,11 @@ def assert_heads_consistent(model: nn.Module) -> None:
             assert module.num_heads % module.num_kv_heads == 0
 
 
-@pytest.mark.parametrize("method", sorted(FAST))
+@pytest.mark.parametrize("method", sorted(QUICK_SETTINGS))
 @pytest.mark.parametrize("family", FAMILIES)
 def test_every_method_prunes_heads_and_ffn_units_to_the_masked_model(family, method):
     model, data = labelled(family)
-    options = dict(FAST[method], **({"samples": 128} if method == "itpruner" else {}))
+    options = dict(QUICK_SETTINGS[method], **({"samples": 128} if method == "itpruner" else {}))
     if method == "tp-bn-scale":
         with pytest.raises(ValueError, match=NO_BATCHNORM):
             infoprune.prune(model, data, method=method, device="cpu", progress=None, **options)
@@ -113,7 +113,7 @@ def test_the_flops_form_counts_the_pruned_models_flops_attention_products_includ
 
 
 @pytest.mark.parametrize("method,options", [
-    ("itpruner", {"samples": 128}), ("mipp", {k: v for k, v in FAST["mipp"].items() if k != "confidence"}),
+    ("itpruner", {"samples": 128}), ("mipp", {k: v for k, v in QUICK_SETTINGS["mipp"].items() if k != "confidence"}),
 ])
 @pytest.mark.parametrize("family", ["bert-like", "llama-like"])
 def test_a_flops_budget_lands_within_two_points(family, method, options):
@@ -327,7 +327,7 @@ def test_split_multihead_attention_computes_what_nn_multihead_attention_does(bat
 
 
 def test_nn_multihead_attention_heads_are_pruned_and_the_pruned_module_states_its_head_count():
-    from families import FAMILIES
+    from infoprune.models.families import FAMILIES
     from infoprune.network.layers import SplitMultiheadAttention
 
     torch.manual_seed(0)

@@ -14,9 +14,9 @@ from torch import nn
 
 import infoprune
 from families import assert_physical_model_is_the_masked_one
-from hf_families import HEADS, HF_FAMILIES, TOKENS, VOCAB, hf_model
+from infoprune.models.hf_families import HEADS, HF_FAMILIES, TOKENS, VOCAB, hf_model
 from infoprune.network import Network
-from test_families import FAST
+from infoprune.models.families import QUICK_SETTINGS
 
 pytest.importorskip("transformers")
 
@@ -24,7 +24,7 @@ SOME = ("random", "tp-taylor", "itpruner", "mipp", "mint")
 
 
 def options(method: str) -> dict:
-    return dict(FAST[method], **({"samples": 128} if method == "itpruner" else {}))
+    return dict(QUICK_SETTINGS[method], **({"samples": 128} if method == "itpruner" else {}))
 
 
 def head_counts(model: nn.Module) -> list[tuple[int, int]]:
@@ -66,7 +66,7 @@ def check(family: str, method: str) -> infoprune.PruningResult | None:
     return result
 
 
-@pytest.mark.parametrize("method", sorted(FAST))
+@pytest.mark.parametrize("method", sorted(QUICK_SETTINGS))
 def test_every_method_prunes_bert_heads_and_ffn_units(method):
     check("bert", method)
 

@@ -15,17 +15,13 @@ from torch import nn
 from infoprune.data.base import calibration_tensors
 from infoprune.methods import MaskDecision, PruningContext, PruningMethod, get_method
 from infoprune.metrics import count_flops, count_params
-from infoprune.network import InputMasked, Network, emptied_groups
+from infoprune.network import BUDGET_ARGUMENTS, InputMasked, Network, emptied_groups
 from infoprune.running import evaluating, preserved_rng, primary_output
 from infoprune.progress import logger, progress_bar
 from infoprune.result import LayerSummary, PruningResult
 from infoprune.validation import (
     check_finite_model, check_labels, check_prunable_model, check_seed, ignore_entries, resolve_device,
 )
-
-BUDGETS = ("flops", "params", "ratio")
-"""The method arguments that make a call *budgeted*: it asks for a size, not for a criterion."""
-
 
 @dataclass(frozen=True)
 class CollapsePolicy:
@@ -137,6 +133,9 @@ def prune(
     samples are read (10 000 from an iterable without a length when it is None).
     ``method``: a method name with its settings as ``method_kwargs`` (e.g. ``"mipp",
     confidence=0.9``), or a configured method object (``MIPP(flops=0.5)``) and no ``method_kwargs``.
+    Budgets bound what is kept: ``flops=`` / ``params=`` are fractions of the full model's
+    FLOPs / parameters kept (or absolute counts); ``ratio=`` alone is the fraction of units
+    removed (:mod:`infoprune.network.budget`).
     ``ignore``: layer names (or modules holding them) and module types whose channels stay
     whole, as Torch-Pruning's ``ignored_layers``; a single string is one name. The output
     layer is always left whole.
@@ -161,9 +160,10 @@ def prune(
         model = check_prunable_model(model)
         check_finite_model(model)
         ignore = _by_name(model, ignore)
-        budget = {name: method_kwargs[name] for name in BUDGETS if method_kwargs.get(name) is not None}
+        given = method_kwargs or {name: getattr(pruning_method, name, None) for name in BUDGET_ARGUMENTS}
+        budget = {name: given[name] for name in BUDGET_ARGUMENTS if given.get(name) is not None}
         collapse = CollapsePolicy(budget, allow_collapse)
-        return _prune(model, inputs, labels, method, pruning_method, device, seed, progress, ignore, collapse)
+        return _prune(model, inputs, labels, pruning_method.name, pruning_method, device, seed, progress, ignore, collapse)
 
 
 def _prune(

@@ -19,6 +19,9 @@ Every function takes a model and plain tensors, so it applies to any network, pr
 * **Grad-CAM** (Selvaraju et al. 2017, Eqs. 1–2): for a conv layer's maps A^k and a class
   score y^c, weights α_k = mean over positions of ∂y^c/∂A^k, map ``ReLU(Σ_k α_k A^k)``,
   upsampled to the input and scaled to [0, 1] per image. MINT Fig. 7 shows the last conv layer.
+
+:func:`characterise_pair` runs all of it on an original and a pruned model over a data set's
+test split (the record a run stores with ``characterise = true``).
 """
 
 from __future__ import annotations
@@ -26,10 +29,13 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from infoprune.data import NORMALISATION, DatasetSplits
 
 ECE_BINS = 15
 """Equal-width confidence bins of the ECE (Guo et al. 2017; MINT §IV-E, Fig. 8)."""
@@ -37,6 +43,9 @@ ECE_BINS = 15
 EPSILONS = (0.0, 2 / 255, 4 / 255, 8 / 255, 16 / 255, 32 / 255)
 """ℓ∞ radii on the [0, 1] pixel scale: 0 (clean), Kurakin et al.'s 2, 4, 8, 16 /255, and 32/255
 (0.125), so that small MNIST nets also show the fall of accuracy."""
+
+SAMPLES = 500
+"""Test images characterised per model."""
 
 ATTACKS = ("ifgsm", "ill")
 """``ifgsm``: iterative FGSM away from the true label; ``ill``: iterative least-likely class."""
@@ -254,8 +263,14 @@ def _device(model: nn.Module) -> torch.device:
     return parameter.device if parameter is not None else torch.device("cpu")
 
 
+def pixel_scale(dataset: str) -> PixelScale:
+    """The normalisation of ``dataset``'s inputs (identity when unknown, e.g. tensor-file)."""
+    mean, std = NORMALISATION.get(dataset, ((0.0,), (1.0,)))
+    return PixelScale(mean, std)
+
+
 # ---------------------------------------------------------------------------------------------
-# All of it for one model
+# All of it for one model, and for an original and its pruned model
 
 
 def characterise(
@@ -281,3 +296,13 @@ def characterise(
             for attack in attacks
         },
     }
+
+
+def characterise_pair(original: nn.Module, pruned: nn.Module, data: DatasetSplits, samples: int = SAMPLES,
+                      seed: int = 0) -> dict[str, Any]:  # fmt: skip
+    """``{"original": …, "retrained": …}``: both models characterised on the same seeded subset
+    of ``data``'s test split, pixels scaled by :func:`pixel_scale` of the data set."""
+    test = data.test.subset(samples, seed=seed)
+    scale = pixel_scale(data.name)
+    return {name: characterise(model, test.inputs, test.labels, scale) for name, model in
+            (("original", original), ("retrained", pruned))}  # fmt: skip

@@ -1,4 +1,8 @@
-"""Command line: ``infoprune prune --model lenet5 --data mnist --method mipp --out DIR``."""
+"""Command line: ``infoprune prune --model lenet5 --data mnist --method METHOD --out DIR``.
+
+A method's own flags come from its class (:attr:`infoprune.methods.PruningMethod.cli_options`),
+read for the ``--method`` given, so this module names no method.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +14,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from infoprune.methods import available_methods
+from infoprune.methods import DEFAULT_METHOD, available_methods, get_method
+from infoprune.network import BUDGET_ARGUMENTS
 from infoprune.validation import count_argument
 
 if TYPE_CHECKING:
@@ -29,7 +34,9 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(method: str = DEFAULT_METHOD) -> argparse.ArgumentParser:
+    """The parser; ``prune`` offers ``method``'s own flags (:func:`parse_arguments` picks the
+    method named on the command line)."""
     from infoprune.data import DATASETS
     from infoprune.models import MODELS
 
@@ -40,13 +47,16 @@ def build_parser() -> argparse.ArgumentParser:
     prune.add_argument("--model", default="lenet5", choices=sorted(MODELS))
     prune.add_argument("--data", default="mnist", choices=sorted(DATASETS))
     prune.add_argument("--data-dir", help="directory of data sets read from disk (e.g. CIFAR)")
-    prune.add_argument("--method", default="mipp", choices=available_methods())
+    prune.add_argument("--method", default=DEFAULT_METHOD, choices=available_methods())
     prune.add_argument("--out", required=True, type=Path, help="output folder")
-    prune.add_argument("--confidence", type=float, help="MIPP: confidence x needed to keep a unit")
-    prune.add_argument("--select-inputs", action="store_true", help="MIPP: also select input features")
-    prune.add_argument("--ratio", type=float, help="fraction of units to remove (ratio-driven methods; MIPP: a budget)")
-    prune.add_argument("--flops", type=float, help="FLOPs budget: fraction ≤ 1 or absolute (ITPruner, MIPP)")
-    prune.add_argument("--params", type=float, help="parameter budget: fraction ≤ 1 or absolute")
+    for option in get_method(method).cli_options:
+        if option.kind is bool:
+            prune.add_argument(option.flag, dest=option.parameter, action="store_true", help=f"{method}: {option.help}")
+        else:
+            prune.add_argument(option.flag, dest=option.parameter, type=option.kind, help=f"{method}: {option.help}")
+    prune.add_argument("--ratio", type=float, help="budget: the fraction of prunable units removed")
+    prune.add_argument("--flops", type=float, help="budget: the FLOPs kept, a fraction ≤ 1 of the full model's or an absolute count")
+    prune.add_argument("--params", type=float, help="budget: the parameters kept, a fraction ≤ 1 or an absolute count")
     prune.add_argument("--set", dest="settings", action="append", default=[], type=parse_assignment,
                        metavar="KEY=VALUE", help="any other method parameter (repeatable)")
     prune.add_argument("--train-epochs", type=count_argument(0), default=3, help="epochs before pruning (0: prune at init)")
@@ -91,13 +101,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def parse_arguments(argv: list[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` with the flags of the method it names (``prune --method``; the default otherwise)."""
+    argv = sys.argv[1:] if argv is None else argv
+    method = DEFAULT_METHOD
+    if argv[:1] == ["prune"]:
+        finder = argparse.ArgumentParser(add_help=False)
+        finder.add_argument("--method", default=DEFAULT_METHOD)
+        named = finder.parse_known_args(argv[1:])[0].method
+        method = named if named in available_methods() else DEFAULT_METHOD  # an unknown name: the full parser refuses it
+    return build_parser(method).parse_args(argv)
+
+
 def method_params(args: argparse.Namespace) -> dict[str, Any]:
+    """The method's parameters from the command line: its own flags, the budgets, then ``--set``."""
     params: dict[str, Any] = {}
-    for flag in ("confidence", "ratio", "flops", "params"):
-        if getattr(args, flag) is not None:
-            params[flag] = getattr(args, flag)
-    if args.select_inputs:
-        params["select_inputs"] = True
+    for option in get_method(args.method).cli_options:
+        value = getattr(args, option.parameter, None)
+        if value is not None and value is not False:  # a switch left off keeps the method's default
+            params[option.parameter] = value
+    params.update({flag: getattr(args, flag) for flag in BUDGET_ARGUMENTS if getattr(args, flag) is not None})
     params.update(dict(args.settings))
     return params
 
@@ -117,15 +140,12 @@ def prepare_out(folder: Path, what: str = "--out") -> None:
 
 
 def state_file(args: argparse.Namespace, params: dict[str, Any]) -> Path | None:
-    """A state file under --out for methods that can resume (a ``checkpoint`` parameter)."""
-    import inspect
-
-    from infoprune.methods import get_method
-
-    if "checkpoint" not in inspect.signature(get_method(args.method).__init__).parameters:
+    """A state file under --out for methods that can resume (:attr:`PruningMethod.resumable`)."""
+    resumable = get_method(args.method).resumable
+    if resumable is None:
         return None
-    params.setdefault("checkpoint", str(args.out / f"{args.method}-state.pt"))
-    return Path(params["checkpoint"])
+    params.setdefault(resumable.parameter, str(args.out / f"{args.method}-state.pt"))
+    return Path(params[resumable.parameter])
 
 
 def command_prune(args: argparse.Namespace) -> int:
@@ -171,7 +191,7 @@ def _prune_into(args: argparse.Namespace) -> int:
         result, record = run(config, allow_collapse=args.allow_collapse)
     except KeyboardInterrupt:
         kept = f"finished training epochs are kept in {config.cache_dir}" + (
-            f" and finished MIPP layers in {state}" if state is not None else "")
+            f" and {get_method(args.method).resumable.holds} in {state}" if state is not None else "")
         print(f"interrupted: no result written to {args.out}; {kept}, run the same command to go on")
         return 130
     example = torch.zeros(1, *record["input_shape"])
@@ -283,7 +303,7 @@ def command_list() -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     os.environ.setdefault("INFOPRUNE_PROGRESS", "1")
     try:

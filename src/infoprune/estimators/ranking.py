@@ -88,6 +88,22 @@ def keep_highest(
     return dict(zip(names, torch.split(keep, [flat[n].numel() for n in names])))
 
 
+def most_removable(sizes: Mapping[str, int], scope: Scope = "global", min_units: int = 0) -> int:
+    """The most units a ranking over layers of ``sizes`` units may remove: every unprotected
+    unit (global), or a ratio just below 1 of each layer (per layer)."""
+    total = sum(sizes.values())
+    return total - 1 if scope == "layer" else total - sum(min(min_units, n) for n in sizes.values())
+
+
+def fewest_kept(sizes: Mapping[str, int], scope: Scope = "global", min_units: int = 0) -> dict[str, int]:
+    """Each layer's kept units when the ranking removes :func:`most_removable` units (the same
+    whatever the scores)."""
+    total = sum(sizes.values())
+    placeholder = {name: torch.zeros(n) for name, n in sizes.items()}
+    masks = keep_highest(placeholder, most_removable(sizes, scope, min_units) / total, scope, min_units)
+    return {name: int(mask.sum()) for name, mask in masks.items()}
+
+
 def ratio_within_budget(
     scores: Mapping[str, torch.Tensor],
     cost_of: Callable[[dict[str, int]], float],
@@ -108,9 +124,7 @@ def ratio_within_budget(
         masks = keep_highest(scores, k / total, scope, min_units)
         return cost_of({name: int(mask.sum()) for name, mask in masks.items()})
 
-    low = 0
-    # the most that can go: all unprotected units (global), or a ratio just below 1 (per layer)
-    high = total - 1 if scope == "layer" else total - sum(min(min_units, s.numel()) for s in scores.values())
+    low, high = 0, most_removable({name: s.numel() for name, s in scores.items()}, scope, min_units)
     if cost(high) > target:
         raise ValueError(
             f"The budget {target:.6g} cannot be met: removing every removable unit still costs {cost(high):.6g}. "

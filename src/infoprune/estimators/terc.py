@@ -67,12 +67,12 @@ from infoprune.estimators.predictive import (
 from infoprune.estimators.terc_fast import linear_loss_increase, test_fast
 from infoprune.estimators.terc_protocol import (
     DEFAULT_ENGINE, ENGINES, RIDGE, TercConfig, TercProgress, TercResult, TercStart, confidence_loss_increased,
-    feature_columns, look_thresholds, refit_looks, residualise, sequential_decision, shift_weights,
+    every_look, feature_columns, look_thresholds, refit_looks, residualise, sequential_decision, shift_weights,
 )
 
 __all__ = [
     "DEFAULT_ENGINE", "ENGINES", "RIDGE", "TercConfig", "TercProgress", "TercResult", "TercStart",
-    "confidence_loss_increased", "linear_loss_increase", "look_thresholds", "refit_looks", "terc_prepare",
+    "confidence_loss_increased", "every_look", "linear_loss_increase", "look_thresholds", "refit_looks", "terc_prepare",
     "terc_select", "terc_test",
 ]
 

@@ -5,7 +5,8 @@ ones (:mod:`infoprune.estimators.terc` describes the protocol)."""
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -224,6 +225,10 @@ def sequential_decision(confidence_at: Callable[[int], float], config: TercConfi
     it only tightens the union bound of :func:`look_thresholds`."""
     looks = refit_looks(config)
     early, last = look_thresholds(config)
+    if _every_look is not None:  # inside every_look(): the full-length test, each look recorded
+        confidences = [confidence_at(look) for look in looks]
+        _every_look.append(confidences)
+        return confidences[-1], looks[-1], confidences[-1] >= last
     previous = 0.0
     for index, look in enumerate(looks):
         confidence = confidence_at(look)
@@ -235,3 +240,24 @@ def sequential_decision(confidence_at: Callable[[int], float], config: TercConfi
             return confidence, look, False
         previous = confidence
     raise AssertionError("unreachable: the last look always decides")
+
+
+_every_look: list[list[float]] | None = None
+"""The list :func:`every_look` records into while it is active (None: decide as usual)."""
+
+
+@contextmanager
+def every_look() -> Iterator[list[list[float]]]:
+    """Within the block, :func:`sequential_decision` evaluates every look and decides at the last
+    one (the full-length test, no early keep or removal), and appends each test's confidences at
+    all its looks to the yielded list, in test order.
+
+    A measurement hook: what the early looks would have decided, against the full-length test
+    (``bench/mipp_looks.py``). Not thread-safe; the previous state is restored on exit.
+    """
+    global _every_look
+    previous, _every_look = _every_look, []
+    try:
+        yield _every_look
+    finally:
+        _every_look = previous

@@ -24,32 +24,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from infoprune.characterisation import ATTACKS, EPSILONS, PixelScale, characterise, grad_cam
-from infoprune.data import NORMALISATION, DatasetSplits, LabelledTensors, load_dataset
+from infoprune.characterisation import ATTACKS, SAMPLES, PixelScale, characterise, grad_cam, pixel_scale
+from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
+from infoprune.experiments.pipeline import RunConfig, base_model, read_summary
 from infoprune.io import atomic_write_bytes, atomic_write_json, load_pruned
 from infoprune.plots import plt
 from infoprune.progress import progress_bar
 
-SAMPLES = 500  # test images characterised per model
 GRADCAM_IMAGES = 6
 ATTACK_NAMES = {"ifgsm": "I-FGSM", "ill": "iterative least-likely"}
 TABLE_EPSILONS = (2 / 255, 8 / 255, 32 / 255)  # the ε columns of the tables
-
-
-def pixel_scale(dataset: str) -> PixelScale:
-    """The normalisation of ``dataset``'s inputs (identity when unknown, e.g. tensor-file)."""
-    mean, std = NORMALISATION.get(dataset, ((0.0,), (1.0,)))
-    return PixelScale(mean, std)
-
-
-def characterise_pair(original: nn.Module, pruned: nn.Module, data: DatasetSplits, samples: int = SAMPLES,
-                      seed: int = 0) -> dict[str, Any]:  # fmt: skip
-    """``{"original": …, "retrained": …}``: both models characterised on the same test subset
-    (the record a sweep run stores with ``characterise = true``)."""
-    test = data.test.subset(samples, seed=seed)
-    scale = pixel_scale(data.name)
-    return {name: characterise(model, test.inputs, test.labels, scale) for name, model in
-            (("original", original), ("retrained", pruned))}  # fmt: skip
 
 
 @dataclass
@@ -70,8 +54,6 @@ class LoadedRun:
 
 def load_run(directory: str | Path, data: DatasetSplits | None = None, device: str = "cpu") -> LoadedRun:
     """Rebuild a run's original and pruned networks (the original from the run's cache)."""
-    from infoprune.experiments.pipeline import RunConfig, base_model, read_summary
-
     directory = Path(directory)
     missing = [f for f in ("summary.json", "pruned_model.pt") if not (directory / f).is_file()]
     if missing:

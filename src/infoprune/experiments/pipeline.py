@@ -21,7 +21,7 @@ from torch import nn
 import infoprune
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
 from infoprune.data.base import data_fingerprint
-from infoprune.experiments.characterise import characterise_pair
+from infoprune.characterisation import characterise_pair
 from infoprune.io import atomic_write_bytes, export_onnx, require_onnx, set_aside
 from infoprune.metrics import latency_profiles
 from infoprune.models import MODELS, build_model

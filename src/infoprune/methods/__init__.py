@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import importlib
 
-from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod
+from infoprune.methods.base import CliOption, MaskDecision, PruningContext, PruningMethod, Resumable
+
+DEFAULT_METHOD = "mipp"
+"""The method ``infoprune.prune`` and ``infoprune prune`` use when none is named."""
 
 # name -> module that defines (and registers) it
 _METHOD_MODULES: dict[str, str] = {
@@ -48,4 +51,7 @@ def get_method(name: str) -> type[PruningMethod]:
     return _REGISTRY[name]
 
 
-__all__ = ["MaskDecision", "PruningContext", "PruningMethod", "available_methods", "get_method", "register"]
+__all__ = [
+    "DEFAULT_METHOD", "CliOption", "MaskDecision", "PruningContext", "PruningMethod", "Resumable", "available_methods",
+    "get_method", "register",
+]

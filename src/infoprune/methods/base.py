@@ -86,10 +86,42 @@ class MaskDecision:
     after_surgery: tuple[WeightStep, ...] = ()
 
 
+@dataclass(frozen=True)
+class CliOption:
+    """A method parameter that ``infoprune prune`` offers as a flag of its own: ``parameter``
+    becomes ``--parameter-name``, read as ``kind`` (a ``bool`` is a switch: given = True).
+    Every other parameter is reachable through ``--set KEY=VALUE``."""
+
+    parameter: str
+    help: str
+    kind: type = float
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.parameter.replace("_", "-")
+
+
+@dataclass(frozen=True)
+class Resumable:
+    """A method that can resume an interrupted run from a state file: ``parameter`` names the
+    file (``infoprune prune`` points it into ``--out``), ``holds`` says what it keeps
+    (for the message of an interrupted run)."""
+
+    parameter: str
+    holds: str
+
+
 class PruningMethod(abc.ABC):
-    """Base class: subclasses set ``name`` and implement :meth:`decide`."""
+    """Base class: subclasses set ``name`` and implement :meth:`decide`.
+
+    ``cli_options``: the parameters the command line offers as flags (:class:`CliOption`);
+    ``resumable``: set when the method resumes from a state file (:class:`Resumable`). The CLI
+    reads both from the class, so it names no method.
+    """
 
     name: ClassVar[str]
+    cli_options: ClassVar[tuple[CliOption, ...]] = ()
+    resumable: ClassVar[Resumable | None] = None
 
     @abc.abstractmethod
     def decide(self, context: PruningContext) -> MaskDecision:

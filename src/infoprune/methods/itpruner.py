@@ -38,7 +38,7 @@ from infoprune.estimators.hsic import KERNELS, KernelName, centred_gram, nhsic_f
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
 from infoprune.methods.ranked import producer_rows
-from infoprune.network import Budget, Group, Network, check_target, resolve_target
+from infoprune.network import Budget, Group, Network, check_budgets
 from infoprune.progress import logger
 
 CriterionName = Literal["l1", "l2", "activation"]
@@ -123,7 +123,7 @@ def _best_step(
         candidate[i] = _next_width(widths[i], units[i], round_to, up)
         if require_feasible and not all(b.met_by_widths(candidate) for b in budgets):
             continue
-        cost_change = sum(abs(b.cost.at_widths(candidate) - b.cost.at_widths(widths)) / b.cost.full for b in budgets)
+        cost_change = sum(abs(b.of_widths(candidate) - b.of_widths(widths)) / b.full for b in budgets)
         rate = importance[i] * abs(candidate[i] - widths[i]) / units[i] / max(cost_change, 1e-300)
         if (rate > best_rate) if up else (rate < best_rate):
             best, best_rate = candidate, rate
@@ -183,9 +183,9 @@ def keep_largest(scores: torch.Tensor, count: int) -> torch.Tensor:
 class ITPruner(PruningMethod):
     """Layer widths from nHSIC importance under a FLOPs and/or params budget (Zheng et al. 2025).
 
-    ``flops``/``params``: the budget, a fraction of the full model's (0 < v ≤ 1, e.g. 0.5) or
-    an absolute count (> 1); at least one is required. ``beta``: the temperature of
-    α = exp(−β s / Σs) (the authors' code defaults to 1 and uses ≈ 243–246 in its scripts).
+    ``flops``/``params``: the budget, what is kept: a fraction of the full model's (0 < v ≤ 1,
+    e.g. 0.5) or an absolute count (> 1); at least one is required
+    (:mod:`infoprune.network.budget`). ``beta``: the temperature of α = exp(−β s / Σs) (the authors' code defaults to 1 and uses ≈ 243–246 in its scripts).
     ``samples``: calibration inputs in the one batch whose activations are compared.
     ``kernel``: ``"linear"`` (linear CKA) or ``"rbf"`` (median-distance bandwidth).
     ``min_width``: x_min, the least fraction of each layer's units kept. ``round_to``: widths
@@ -206,10 +206,8 @@ class ITPruner(PruningMethod):
         round_to: int = 1,
         criterion: CriterionName = "l1",
     ) -> None:
-        if flops is None and params is None:
-            raise ValueError("ITPruner needs a budget: pass flops= and/or params= (e.g. flops=0.5 for half the FLOPs).")
-        self.flops = None if flops is None else check_target("FLOPs", flops)
-        self.params = None if params is None else check_target("params", params)
+        budgets = check_budgets(self.name, ("flops", "params"), several=True, flops=flops, params=params)
+        self.flops, self.params = budgets.get("flops"), budgets.get("params")
         if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not np.isfinite(beta) or beta < 0:
             raise ValueError(f"beta must be a finite number ≥ 0, got {beta!r}.")
         self.beta = float(beta)
@@ -224,24 +222,7 @@ class ITPruner(PruningMethod):
         self.criterion = criterion
 
     def _budgets(self, network: Network) -> list[Budget]:
-        budgets = []
-        for what, target, build in (("FLOPs", self.flops, network.flops_cost), ("params", self.params, network.params_cost)):
-            if target is not None:
-                cost = build()
-                budgets.append(Budget(what, cost, resolve_target(cost, target, what)))
-        return budgets
-
-    def _check_reachable(self, budgets: list[Budget], lower: np.ndarray) -> None:
-        for budget in budgets:
-            least = budget.cost.at_widths(lower)
-            if budget.target < least:
-                raise ValueError(
-                    f"The {budget.what} budget {budget.target:,.0f} ({budget.target / budget.cost.full:.1%} of "
-                    f"the full model's {budget.cost.full:,.0f}) cannot be met: the smallest reachable is "
-                    f"{least:,.0f} {budget.what} ({least / budget.cost.full:.1%}), with every prunable layer "
-                    f"at its least width (min_width={self.min_width}, round_to={self.round_to}, at least one "
-                    "unit; groups left whole keep their cost). Raise the budget or lower min_width."
-                )
+        return [Budget.on(network, a, getattr(self, a)) for a in ("flops", "params") if getattr(self, a) is not None]
 
     def decide(self, context: PruningContext) -> MaskDecision:
         network = context.network
@@ -254,7 +235,11 @@ class ITPruner(PruningMethod):
         budgets = self._budgets(network)
         units = budgets[0].cost.units
         lower = smallest_widths(units, self.min_width, self.round_to)
-        self._check_reachable(budgets, lower)
+        for budget in budgets:
+            budget.check_reachable(
+                lower, f"with every prunable layer at its least width (min_width={self.min_width}, round_to={self.round_to}, "
+                "at least one unit; groups left whole keep their cost)", "Raise the budget or lower min_width."
+            )
 
         similarity = layer_similarity(network, inputs, self.kernel)
         importance = layer_importance(similarity, self.beta)
@@ -279,7 +264,7 @@ class ITPruner(PruningMethod):
                 "solver": {"success": bool(solution.success), "message": str(solution.message),
                            "iterations": int(solution.nit), "seconds": solve_seconds},
                 "budgets": {
-                    b.what: {"target": b.target, "full": b.cost.full, "predicted": b.cost.at_widths(widths)}
+                    b.what: {"target": b.target, "full": b.full, "predicted": b.of_widths(widths)}
                     for b in budgets
                 },
             },

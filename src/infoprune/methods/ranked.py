@@ -20,16 +20,16 @@ ranking rules depend on (an L1 norm would erase it).
 from __future__ import annotations
 
 import abc
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from torch import nn
 
-from infoprune.estimators.ranking import SCOPES, exponential_schedule, keep_highest, ratio_within_budget
-from infoprune.network import Network, check_target, resolve_target
-from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
+from infoprune.estimators.ranking import SCOPES, exponential_schedule, fewest_kept, keep_highest, ratio_within_budget
+from infoprune.network import Budget, Network, check_budgets
+from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_positive_int
 
 Masks = dict[str, torch.Tensor]
 
@@ -38,10 +38,11 @@ Masks = dict[str, torch.Tensor]
 class RankedPruningMethod(PruningMethod):
     """Score every unit of every group, remove the lowest-scored ``ratio`` of them.
 
-    ``ratio``: fraction of prunable units to remove, in [0, 1); or instead a budget,
-    ``flops=`` / ``params=`` (a fraction ≤ 1 of the unpruned model's, or an absolute count):
-    the fewest lowest-scored units are removed that bring the cost within it, costed by the
-    exact forms of :mod:`infoprune.network.costs` (one unit fewer would exceed it). Give exactly one.
+    ``ratio``: the fraction of prunable units removed, in [0, 1) (the one budget argument
+    counted as removed, see :mod:`infoprune.network.budget`); or instead a budget of what is
+    kept, ``flops=`` / ``params=`` (a fraction ≤ 1 of the unpruned model's, or an absolute
+    count): the fewest lowest-scored units are removed that bring the cost within it, costed by
+    the exact forms of :mod:`infoprune.network.costs` (one unit fewer would exceed it). Give exactly one.
     ``scope``: ``"global"`` ranks all layers together (layer-wise ratios emerge, layers may
     collapse); ``"layer"`` removes the same fraction from every layer.
     ``min_units``: keep at least this many units per layer (0 = off, so collapse is honest;
@@ -60,17 +61,11 @@ class RankedPruningMethod(PruningMethod):
     params: float | None = None
 
     def __post_init__(self) -> None:
-        given = [key for key in ("ratio", "flops", "params") if getattr(self, key) is not None]
-        if len(given) != 1:
-            raise ValueError(
-                f"Method {self.name!r} needs ratio=... (the fraction of prunable units to remove, in [0, 1)) "
-                f"or instead one budget, flops=... or params=...; got {given or 'none of them'}."
-            )
-        if self.ratio is not None:
-            self.ratio = check_fraction("ratio", self.ratio, low_open=False)
-        for what in ("flops", "params"):
-            if getattr(self, what) is not None:
-                setattr(self, what, check_target(what, getattr(self, what)))
+        checked = check_budgets(
+            self.name, ("ratio", "flops", "params"), allow_zero_ratio=True, ratio=self.ratio, flops=self.flops, params=self.params
+        )
+        for argument, value in checked.items():
+            setattr(self, argument, value)
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}.")
         self.min_units = check_positive_int("min_units", self.min_units, minimum=0)
@@ -85,21 +80,19 @@ class RankedPruningMethod(PruningMethod):
         """Importance of each unit (higher = keep), ``(units,)`` per layer, given the current
         ``masks`` (empty in the first round; only iterative methods need to look at them)."""
 
-    def budget_cost(self, context: PruningContext) -> tuple[Callable[[dict[str, int]], float], float] | None:
-        """The cost of kept widths (layers not given stay whole), as the physically pruned model
-        will have it, and the absolute target of the ``flops=``/``params=`` budget; None for a ratio."""
-        network = context.network
-        for what, form in (("flops", network.flops_cost), ("params", network.params_cost)):
-            if getattr(self, what) is not None:
-                cost = form()
-                whole = {group.name: group.units for group in network.groups}
-
-                def physical(kept: dict[str, int]) -> float:
-                    # an emptied group keeps one physical unit (infoprune.network.surgery), which still costs
-                    return cost.at_widths({**whole, **{name: max(width, 1) for name, width in kept.items()}})
-
-                return physical, resolve_target(cost, getattr(self, what), what)
-        return None
+    def budget(self, context: PruningContext) -> Budget | None:
+        """The ``flops=`` / ``params=`` budget on this network (None for a ratio), refused when
+        removing every unit the ranking may remove still exceeds it."""
+        argument = next((a for a in ("flops", "params") if getattr(self, a) is not None), None)
+        if argument is None:
+            return None
+        budget = Budget.on(context.network, argument, getattr(self, argument))
+        least = fewest_kept({group.name: group.units for group in context.network.groups}, self.scope, self.min_units)
+        budget.check_reachable(
+            least, f"with every unit the ranking may remove removed (scope={self.scope!r}, min_units={self.min_units}; "
+            "an emptied group keeps one physical unit)", "Raise the budget (or lower min_units)."
+        )
+        return budget
 
     def decide(self, context: PruningContext) -> MaskDecision:
         """Score, rank, remove; over :attr:`rounds_to_run` rounds for iterative methods.
@@ -108,7 +101,7 @@ class RankedPruningMethod(PruningMethod):
         scores and follows the schedule towards it (the ratio never decreases: pruned units
         stay pruned), so the last round meets the budget on the last scores.
         """
-        budget = self.budget_cost(context)
+        budget = self.budget(context)
         masks: Masks = {}
         rounds, ratio = self.rounds_to_run, 0.0
         bar = context.progress(total=rounds, desc=self.name)
@@ -118,7 +111,7 @@ class RankedPruningMethod(PruningMethod):
                 scores = {n: s.masked_fill(~masks[n], -torch.inf) if n in masks else s for n, s in scores.items()}
                 final = self.ratio
                 if budget is not None:
-                    final = ratio_within_budget(scores, budget[0], budget[1], self.scope, self.min_units)
+                    final = ratio_within_budget(scores, budget.of_widths, budget.target, self.scope, self.min_units)
                 ratio = max(ratio, exponential_schedule(final, rounds)[index])
                 masks = keep_highest(scores, ratio, self.scope, self.min_units)
                 bar.update(1)
@@ -126,8 +119,7 @@ class RankedPruningMethod(PruningMethod):
             bar.close()
         details = {"units_removed": int(sum((~m).sum() for m in masks.values()))}
         if budget is not None:
-            cost, target = budget
-            details["budget"] = {"target": target, "cost": cost({n: int(m.sum()) for n, m in masks.items()}), "ratio": ratio}
+            details["budget"] = {"target": budget.target, "cost": budget.of_masks(masks), "ratio": ratio}
         return MaskDecision(masks, details=details)
 
 

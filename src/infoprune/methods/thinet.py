@@ -27,8 +27,8 @@ from torch.func import functional_call
 from infoprune.estimators.ranking import units_to_remove
 from infoprune.estimators.reconstruction import greedy_removal, least_squares_scales, relative_error
 from infoprune.methods import register
-from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
-from infoprune.network import Consumer, Group, Network
+from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_positive_int
+from infoprune.network import Consumer, Group, Network, check_budgets
 from infoprune.network.activations import feature_first
 from infoprune.running import evaluating
 
@@ -124,7 +124,7 @@ class RescaleConsumers:
 class ThiNet(PruningMethod):
     """Greedy next-layer reconstruction, the same ``ratio`` in every layer, optional rescaling.
 
-    ``ratio``: fraction of each layer's units to remove, in [0, 1) (required);
+    ``ratio``: the fraction of each layer's units removed, in [0, 1) (required);
     ``locations_per_sample``: sampled (output unit, position) pairs per calibration sample
     (10 in the paper); ``rescale``: apply the least-squares scales of Eq. 6.
     """
@@ -137,9 +137,7 @@ class ThiNet(PruningMethod):
     batch_size: int = 256
 
     def __post_init__(self) -> None:
-        if self.ratio is None:
-            raise ValueError("Method 'thinet' needs ratio=..., the fraction of each layer's units to remove, in [0, 1).")
-        self.ratio = check_fraction("ratio", self.ratio, low_open=False)
+        self.ratio = check_budgets(self.name, ("ratio",), allow_zero_ratio=True, ratio=self.ratio)["ratio"]
         self.locations_per_sample = check_positive_int("locations_per_sample", self.locations_per_sample)
         if not isinstance(self.rescale, bool):
             raise ValueError(f"rescale must be True or False, got {self.rescale!r}.")

@@ -9,14 +9,15 @@ from infoprune.network.attention import (
 )
 from infoprune.network.activations import MAP_REDUCTIONS, MapReduction, reduce_maps
 from infoprune.network.connectivity import emptied_groups, linearised_state, path_input
-from infoprune.network.costs import Budget, QuadraticCost, check_target, resolve_target
+from infoprune.network.budget import BUDGET_ARGUMENTS, Budget, check_budgets, check_target
+from infoprune.network.costs import QuadraticCost
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, Member
 from infoprune.running import evaluating, primary_output
 from infoprune.network.network import Network
 from infoprune.network.surgery import InputMasked
 
 __all__ = [
-    "MAP_REDUCTIONS", "AttentionAdapter", "Budget", "HeadLayout", "PackedAttention", "ProjectionAttention", "register_attention", "Consumer", "Group", "InputMasked", "MapReduction", "Member", "Network",
-    "PRUNABLE_TYPES", "QuadraticCost", "check_target", "emptied_groups", "evaluating", "linearised_state", "path_input",
-    "primary_output", "reduce_maps", "resolve_target",
+    "BUDGET_ARGUMENTS", "MAP_REDUCTIONS", "AttentionAdapter", "Budget", "HeadLayout", "PackedAttention", "ProjectionAttention", "register_attention", "Consumer", "Group", "InputMasked", "MapReduction", "Member", "Network",
+    "PRUNABLE_TYPES", "QuadraticCost", "check_budgets", "check_target", "emptied_groups", "evaluating", "linearised_state", "path_input",
+    "primary_output", "reduce_maps",
 ]

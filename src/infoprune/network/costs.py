@@ -14,7 +14,8 @@ cost is linear in its group. The coefficients are *measured* on the model: per-m
 from ``torch.utils.flop_counter`` (the :mod:`infoprune.metrics` convention), parameters from
 the modules, and which other parameters (BatchNorm, layer scales) shrink with a group from
 the group's members. So the form matches ``count_flops`` / ``count_params`` of the
-physically pruned model. Groups left whole enter through the constant.
+physically pruned model. Groups left whole enter through the constant. A budget on these
+costs is a :class:`infoprune.network.budget.Budget`.
 """
 
 from __future__ import annotations
@@ -63,22 +64,6 @@ class QuadraticCost:
         if isinstance(widths, Mapping):
             widths = np.array([widths.get(name, units) for name, units in zip(self.names, self.units)], dtype=float)
         return self(np.asarray(widths, dtype=float) / self.units)
-
-
-def check_target(what: str, target: float) -> float:
-    """Validate a budget: a fraction of the full model's cost (0 < t ≤ 1) or an absolute count (t > 1)."""
-    if isinstance(target, bool) or not isinstance(target, (int, float)) or not np.isfinite(target) or target <= 0:
-        raise ValueError(
-            f"The {what} budget must be a positive number: a fraction of the full model's {what} "
-            f"(0 < {what} ≤ 1, e.g. 0.5) or an absolute count (> 1), got {target!r}."
-        )
-    return float(target)
-
-
-def resolve_target(cost: QuadraticCost, target: float, what: str) -> float:
-    """The absolute budget meant by ``target`` (see :func:`check_target`) for this cost."""
-    target = check_target(what, target)
-    return target * cost.full if target <= 1 else target
 
 
 def _shares(groups: Sequence[Group]) -> tuple[dict[str, dict[int, float]], dict[str, dict[int, float]]]:
@@ -209,22 +194,3 @@ def params_cost(model: nn.Module, groups: Sequence[Group]) -> QuadraticCost:
     constant = sum(p.numel() for p in model.parameters() if id(p) not in counted and id(p) not in owned) + shrinking
     form = bilinear_form(groups, module_cost, float(constant), modules)
     return QuadraticCost(form.names, form.units, form.constant, form.linear + linear_extra, form.quadratic)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """``cost(x) ≤ target``, e.g. FLOPs at most half the full model's (``what`` names the resource)."""
-
-    what: str
-    cost: QuadraticCost
-    target: float
-
-    def slack(self, x: np.ndarray) -> float:
-        """(target − cost(x)) / full cost: ≥ 0 when x meets the budget; scaled for the solver."""
-        return (self.target - self.cost(x)) / self.cost.full
-
-    def slack_gradient(self, x: np.ndarray) -> np.ndarray:
-        return -self.cost.gradient(x) / self.cost.full
-
-    def met_by_widths(self, widths: np.ndarray) -> bool:
-        return self.cost.at_widths(widths) <= self.target

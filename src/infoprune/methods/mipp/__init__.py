@@ -31,12 +31,12 @@ layer), so a layer's decisions depend only on its inputs and settings, not on wh
 before it in the process.
 """
 
-from infoprune.methods.mipp.budget import CostBudget, search_confidence, top_up, trim_by_cost, trim_or_fill
+from infoprune.methods.mipp.budget import landed, search_confidence, top_up, trim_by_cost, trim_or_fill
 from infoprune.methods.mipp.method import MIPP
 from infoprune.methods.mipp.state import WalkState
 from infoprune.methods.mipp.walk import Walk, WalkOutcome, check_spatial, input_patches
 
 __all__ = [
-    "MIPP", "CostBudget", "Walk", "WalkOutcome", "WalkState", "check_spatial", "input_patches", "search_confidence",
+    "MIPP", "Walk", "WalkOutcome", "WalkState", "check_spatial", "input_patches", "landed", "search_confidence",
     "top_up", "trim_by_cost", "trim_or_fill",
 ]

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any
 
 import torch
 
 from infoprune.methods.mipp.walk import Walk, WalkOutcome
+from infoprune.network import Budget
 
 BUDGET_TOLERANCE = 0.02
 """A budget is met when the cost is at most the target and at least target − 2 % of the full cost."""
@@ -17,34 +17,13 @@ SEARCH_RANGE = (0.5, 1 - 1e-6)
 """The confidences a budget search may use (the lowest is App. D.1's x₀)."""
 
 
-@dataclass(frozen=True)
-class CostBudget:
-    """``cost(widths) ≤ target``, with ``full`` the unpruned model's cost (``units``: full widths)."""
-
-    what: str
-    cost: Callable[[dict[str, int]], float]
-    full: float
-    target: float
-    units: dict[str, int]
-
-    def of(self, masks: dict[str, torch.Tensor]) -> float:
-        return self.cost({name: int(masks[name].sum()) if name in masks else u for name, u in self.units.items()})
-
-    def met(self, cost: float) -> bool:
-        return self.target - BUDGET_TOLERANCE * self.full <= cost <= self.target
-
-    def check_reachable(self) -> None:
-        least = self.cost({name: 1 for name in self.units})
-        if self.target < least:
-            raise ValueError(
-                f"The {self.what} budget {self.target:,.0f} ({self.target / self.full:.1%} of the full model's "
-                f"{self.full:,.0f}) cannot be met: the smallest reachable is {least:,.0f} {self.what} "
-                f"({least / self.full:.1%}), with every tested group at one unit (MIPP never empties a group; "
-                "groups left whole, e.g. by coupled='keep', stay whole). Raise the budget."
-            )
+def landed(budget: Budget, cost: float) -> bool:
+    """A walk lands on the budget: its cost is at most the target and within 2 points of the
+    full cost under it (:data:`BUDGET_TOLERANCE`)."""
+    return budget.target - BUDGET_TOLERANCE * budget.full <= cost <= budget.target
 
 
-def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict[str, Any]]:
+def search_confidence(walk: Walk, budget: Budget) -> tuple[WalkOutcome, dict[str, Any]]:
     """The MIPP pass whose cost lands within 2 points under ``budget``, and how it was found.
 
     The search runs on u = −log₁₀(1 − x) (x = 0.9, 0.99, 0.999 are u = 1, 2, 3) from x = 0.9.
@@ -56,16 +35,15 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
     ``max_passes`` walks without landing, the closest one is trimmed or filled
     (:func:`trim_or_fill`).
     """
-    budget.check_reachable()
     low, high = (-math.log10(1 - x) for x in SEARCH_RANGE)
     under: tuple[float, WalkOutcome] | None = None  # the costliest pass at or under the target
     over: tuple[float, WalkOutcome] | None = None  # the cheapest pass over it
     u, trace = 1.0, []
     for _ in range(walk.method.max_passes):
         outcome = walk.run(1 - 10.0**-u, inputs=False)
-        cost = budget.of(outcome.masks)
+        cost = budget.of_masks(outcome.masks)
         trace.append({"confidence": outcome.confidence, budget.what: cost})
-        if budget.met(cost):
+        if landed(budget, cost):
             return top_up(outcome, budget) if walk.method.top_up else outcome, _search_details(budget, walk, trace, "search")
         if cost > budget.target:
             low = u
@@ -94,7 +72,7 @@ def search_confidence(walk: Walk, budget: CostBudget) -> tuple[WalkOutcome, dict
     return top_up(outcome, budget) if walk.method.top_up else outcome, _search_details(budget, walk, trace, finish)
 
 
-def _search_details(budget: CostBudget, walk: Walk, trace: list[dict], finish: str) -> dict[str, Any]:
+def _search_details(budget: Budget, walk: Walk, trace: list[dict], finish: str) -> dict[str, Any]:
     return {
         "budget": {"what": budget.what, "target": budget.target, "full": budget.full},
         "passes": walk.passes,
@@ -103,7 +81,7 @@ def _search_details(budget: CostBudget, walk: Walk, trace: list[dict], finish: s
     }
 
 
-def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> tuple[dict[str, torch.Tensor], float]:
+def trim_or_fill(outcome: WalkOutcome, budget: Budget) -> tuple[dict[str, torch.Tensor], float]:
     """Land ``outcome``'s masks within the budget by MIPP's confidences; returns the masks and
     the confidence of the last unit changed (nan when none was).
 
@@ -115,19 +93,19 @@ def trim_or_fill(outcome: WalkOutcome, budget: CostBudget) -> tuple[dict[str, to
     """
     masks = {name: mask.clone() for name, mask in outcome.masks.items()}
     scores = _unit_scores(outcome)
-    cost, boundary = budget.of(masks), math.nan
+    cost, boundary = budget.of_masks(masks), math.nan
     if cost > budget.target:
         for score, name, unit in sorted(s for s in scores if masks[s[1]][s[2]]):
             if cost <= budget.target:
                 break
             if masks[name].sum() > 1:
                 masks[name][unit] = False
-                cost, boundary = budget.of(masks), score
+                cost, boundary = budget.of_masks(masks), score
     for score, name, unit in sorted((s for s in scores if not masks[s[1]][s[2]]), reverse=True):
-        if budget.met(cost):
+        if landed(budget, cost):
             break
         masks[name][unit] = True
-        trial = budget.of(masks)
+        trial = budget.of_masks(masks)
         if trial > budget.target:
             masks[name][unit] = False
         else:
@@ -147,7 +125,7 @@ def _unit_scores(outcome: WalkOutcome) -> list[tuple[float, str, int]]:
     return scores
 
 
-def top_up(outcome: WalkOutcome, budget: CostBudget) -> WalkOutcome:
+def top_up(outcome: WalkOutcome, budget: Budget) -> WalkOutcome:
     """``outcome`` with removed units added back, most sure first, each one that keeps the cost
     at or under the target (beyond the paper: the budget's room, up to 2 points, is spent on
     the units it can still pay for, mostly cheap dense-layer units at a FLOPs budget)."""
@@ -155,12 +133,12 @@ def top_up(outcome: WalkOutcome, budget: CostBudget) -> WalkOutcome:
     removed = (s for s in _unit_scores(outcome) if not masks[s[1]][s[2]] and s[0] > -math.inf)  # never a constant unit
     for _score, name, unit in sorted(removed, reverse=True):
         masks[name][unit] = True
-        if budget.of(masks) > budget.target:
+        if budget.of_masks(masks) > budget.target:
             masks[name][unit] = False
     return replace(outcome, masks=masks)
 
 
-def trim_by_cost(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Tensor]:
+def trim_by_cost(outcome: WalkOutcome, budget: Budget) -> dict[str, torch.Tensor]:
     """``outcome``'s masks trimmed to the budget, removing first the kept unit with the least
     evidence per cost saved (a greedy knapsack; beyond the paper).
 
@@ -172,14 +150,14 @@ def trim_by_cost(outcome: WalkOutcome, budget: CostBudget) -> dict[str, torch.Te
     """
     masks = {name: mask.clone() for name, mask in outcome.masks.items()}
     nines = {(name, unit): -math.log10(max(1.0 - score, 1e-12)) for score, name, unit in _unit_scores(outcome)}
-    while budget.of(masks) > budget.target:
-        cost, choice = budget.of(masks), None
+    while budget.of_masks(masks) > budget.target:
+        cost, choice = budget.of_masks(masks), None
         for name, mask in masks.items():
             if mask.sum() <= 1:
                 continue
             unit = min(mask.nonzero().flatten().tolist(), key=lambda u: nines[(name, u)])
             mask[unit] = False
-            saving = cost - budget.of(masks)
+            saving = cost - budget.of_masks(masks)
             mask[unit] = True
             ratio = nines[(name, unit)] / saving if saving > 0 else math.inf
             choice = (ratio, name, unit) if choice is None or ratio < choice[0] else choice

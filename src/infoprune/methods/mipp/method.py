@@ -10,10 +10,12 @@ from typing import Any
 
 from infoprune.estimators.terc import DEFAULT_ENGINE, RIDGE, TercConfig
 from infoprune.methods import register
-from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_fraction, check_positive_int
-from infoprune.methods.mipp.budget import CostBudget, search_confidence
+from infoprune.methods.base import (
+    CliOption, MaskDecision, PruningContext, PruningMethod, Resumable, check_fraction, check_positive_int,
+)
+from infoprune.methods.mipp.budget import search_confidence
 from infoprune.methods.mipp.walk import Walk, check_spatial
-from infoprune.network import MAP_REDUCTIONS, Group, Network, check_target, resolve_target
+from infoprune.network import MAP_REDUCTIONS, Budget, Group, Network, check_budgets
 
 COUPLED = ("prune", "keep")
 TRIMS = ("confidence", "cost")
@@ -37,10 +39,11 @@ class MIPP(PruningMethod):
     clear-cut units by a linear screen (:mod:`infoprune.estimators.terc` names the five
     approximations); ``"reference"`` runs every MLP fit to its full length, as the paper.
 
-    Budgets (instead of ``confidence``): ``flops=`` / ``params=`` (a fraction ≤ 1 of the
-    full model's or an absolute count, as ITPruner's) or ``ratio=`` (the fraction of
-    prunable units to remove, in (0, 1)). MIPP then searches the confidence that lands the
-    pruned model at most at the budget and within 2 points of it (:func:`search_confidence`);
+    Budgets (instead of ``confidence``; :mod:`infoprune.network.budget`): ``flops=`` /
+    ``params=``, what is kept (a fraction ≤ 1 of the full model's or an absolute count, as
+    ITPruner's), or ``ratio=``, the fraction of the tested units *removed*, in (0, 1). MIPP
+    then searches the confidence that lands the pruned model at most at the budget and within
+    2 points of it (:func:`search_confidence`);
     ``max_passes`` bounds the number of MIPP walks. ``trim="cost"`` (the default) trims a
     walk over the budget by evidence per cost saved instead of by confidence alone
     (:func:`trim_by_cost`), and ``top_up=True`` (the default) then spends what the budget has
@@ -66,6 +69,11 @@ class MIPP(PruningMethod):
     """
 
     name = "mipp"
+    cli_options = (
+        CliOption("confidence", "confidence x needed to keep a unit (instead of a budget)"),
+        CliOption("select_inputs", "also select input features (App. E.1)", bool),
+    )
+    resumable = Resumable("checkpoint", "finished MIPP layers")
 
     def __init__(
         self,
@@ -95,18 +103,14 @@ class MIPP(PruningMethod):
         ridge: float = RIDGE,
         copula: bool = False,
     ) -> None:
-        budgets = {k: v for k, v in (("flops", flops), ("params", params), ("ratio", ratio)) if v is not None}
-        if len(budgets) > 1:
-            raise ValueError(f"Give MIPP one budget, got {sorted(budgets)}; pass only one of flops=, params=, ratio=.")
+        budgets = check_budgets(self.name, ("flops", "params", "ratio"), required=False, flops=flops, params=params, ratio=ratio)
         if budgets and confidence is not None:
             raise ValueError(
                 f"Give MIPP either confidence= or a budget ({next(iter(budgets))}=), not both: with a budget "
                 "MIPP searches the confidence itself."
             )
         self.confidence = None if budgets else check_fraction("confidence", DEFAULT_CONFIDENCE if confidence is None else confidence)
-        self.flops = None if flops is None else check_target("FLOPs", flops)
-        self.params = None if params is None else check_target("params", params)
-        self.ratio = None if ratio is None else check_fraction("ratio", ratio)
+        self.flops, self.params, self.ratio = (budgets.get(argument) for argument in ("flops", "params", "ratio"))
         if map_reduction not in MAP_REDUCTIONS:
             raise ValueError(f"map_reduction must be one of {MAP_REDUCTIONS}, got {map_reduction!r}.")
         self.map_reduction = map_reduction
@@ -151,14 +155,15 @@ class MIPP(PruningMethod):
 
     def decide(self, context: PruningContext) -> MaskDecision:
         self._check_samples(context)
+        budget = None if self.confidence is not None else self._budget(context)
         start = time.perf_counter()
         walk = Walk(self, context)
         walk.seconds["recording"] = time.perf_counter() - start
-        if self.confidence is not None:
+        if budget is None:
             outcome = walk.run(self.confidence)
             details: dict[str, Any] = {}
         else:
-            outcome, details = search_confidence(walk, self._budget(context))
+            outcome, details = search_confidence(walk, budget)
             if self.select_inputs:
                 walk.select_inputs(outcome)
         details.update(
@@ -184,18 +189,18 @@ class MIPP(PruningMethod):
                 f"units); got {samples}. Pass more calibration data."
             )
 
-    def _budget(self, context: PruningContext) -> CostBudget:
-        """The budget as a cost of the tested groups' widths (the forms of
-        :mod:`infoprune.network.costs`; groups left whole count at full width)."""
-        network = context.network
-        units = {group.name: group.units for group in self.tested_groups(network)}
-        if self.ratio is not None:
-            total = sum(units.values())
-            return CostBudget("units", lambda w: float(sum(w.values())), float(total), (1 - self.ratio) * total, units)
-        what, target, cost = (
-            ("FLOPs", self.flops, network.flops_cost()) if self.flops is not None else ("params", self.params, network.params_cost())
+    def _budget(self, context: PruningContext) -> Budget:
+        """The budget on the tested groups' widths (groups left whole count at full width; a
+        ``ratio`` counts the tested groups' units), refused when every tested group at one unit
+        still exceeds it."""
+        tested = self.tested_groups(context.network)
+        argument = next(a for a in ("flops", "params", "ratio") if getattr(self, a) is not None)
+        budget = Budget.on(context.network, argument, getattr(self, argument), tested)
+        budget.check_reachable(
+            {group.name: 1 for group in tested}, "with every tested group at one unit (MIPP never empties a group; "
+            "groups left whole, e.g. by coupled='keep', stay whole)"
         )
-        return CostBudget(what, cost.at_widths, cost.full, resolve_target(cost, target, what), units)
+        return budget
 
     def settings(self) -> dict[str, Any]:
         """Everything that changes the decisions (for the state file's check)."""
