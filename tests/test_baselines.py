@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import math
 
 import pytest
 import torch
@@ -271,6 +272,19 @@ def test_thinet_uses_a_uniform_ratio_on_conv_layers():
     assert kept(result) == {"conv1": 3, "conv2": 8, "fc1": 60, "fc2": 42}
 
 
+@pytest.mark.parametrize("flops", [0.5, 0.25, 0.1])
+def test_thinet_meets_a_flops_budget_with_the_smallest_uniform_ratio(flops):
+    model, x = build_model("lenet5"), torch.randn(16, 1, 28, 28)
+    result = infoprune.prune(model, x, method="thinet", flops=flops, device="cpu")
+    ratio = result.details["ratio"]
+    assert result.flops_after <= flops * result.flops_before
+    sizes = {"conv1": 6, "conv2": 16, "fc1": 120, "fc2": 84}
+    assert kept(result) == {name: n - math.floor(ratio * n + 1e-9) for name, n in sizes.items()}
+    # one unit less removed in total, spread uniformly, would exceed the budget
+    smaller = infoprune.prune(model, x, method="thinet", ratio=ratio - 1 / sum(sizes.values()), device="cpu")
+    assert smaller.flops_after > flops * result.flops_before
+
+
 # --- reinit ------------------------------------------------------------------------------
 
 
@@ -361,3 +375,14 @@ def test_every_method_prunes_lenet5_into_a_working_physical_model(name):
         physical = result.model.cpu()(data.inputs[:8])
         assert physical.shape == (8, 10) and torch.isfinite(physical).all()
     assert_physical_model_is_the_masked_one(model, data.inputs[:8], result)
+
+
+def test_random_blocks_remove_whole_contiguous_blocks_but_the_last():
+    model = build_model("mlp500")
+    result = infoprune.prune(model, torch.randn(32, 1, 28, 28), method="random", flops=0.5, blocks=10, device="cpu")
+    assert result.flops_after <= 0.5 * result.flops_before
+    for name, width in (("net.1", 500), ("net.4", 300)):
+        keep = result.masks[name].reshape(10, width // 10)
+        mixed = [block for block in keep if 0 < int(block.sum()) < block.numel()]
+        assert len(mixed) <= 1  # every block kept or removed whole, except where the budget cut one
+        assert not (~keep).all(dim=1).all()

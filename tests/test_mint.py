@@ -8,6 +8,7 @@ from torch import nn
 
 import infoprune
 from infoprune.data import LabelledTensors
+from infoprune.metrics import count_flops
 from infoprune.network import Network
 from infoprune.methods.mint import (
     MINT,
@@ -132,6 +133,20 @@ def test_prune_lenet300_both_outputs_agree() -> None:
     torch.testing.assert_close(result.model(data.inputs[:16]), expected, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("flops", [0.6, 0.3])
+def test_a_flops_budget_sets_delta_to_the_smallest_pooled_score_that_meets_it(flops: float) -> None:
+    model, data = build_model("lenet300").eval(), calibration()
+    result = infoprune.prune(model, data, method="mint", samples_per_class=30, groups=10, flops=flops, device="cpu")
+    assert result.flops_after <= flops * result.flops_before
+    delta = result.details["delta"]
+    pooled = sorted({s for pair in result.details["pairs"] for row in pair["scores"] for s in row})
+    # the next smaller score as δ keeps more connections, and the structured decision then exceeds the budget
+    looser = rethreshold(result.details, delta=max(s for s in pooled if s < delta))
+    structure = Network(model, data.inputs[:2])
+    masks = {"net.1": connection_masks(model, looser)["net.3"].any(dim=0), "net.3": connection_masks(model, looser)["net.5"].any(dim=0)}
+    assert count_flops(structure.apply_masks(masks), data.inputs[:1]) > flops * result.flops_before
+
+
 def test_prune_lenet5_with_gamma_cap_and_reproducibility() -> None:
     model = build_model("lenet5").eval()
     data = calibration()
@@ -175,6 +190,9 @@ def test_mlp500_is_registered() -> None:
         ({"groups": 0}, "groups"),
         ({"groups": {"net.1": (2, 3, 4)}}, "parent G, child G"),
         ({"samples_per_class": 1}, "samples_per_class"),
+        ({"flops": 0.5, "quantile": 0.5}, "a threshold .delta= or quantile=. or a budget .flops= or params=., not both"),
+        ({"flops": 0.5, "params": 0.5}, "takes one budget"),
+        ({"flops": -1}, "The FLOPs budget must be a positive number"),
     ],
 )
 def test_bad_parameters_raise(kwargs: dict, message: str) -> None:

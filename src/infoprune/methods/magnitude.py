@@ -7,8 +7,9 @@ from dataclasses import dataclass
 import torch
 
 from infoprune.methods import register
-from infoprune.methods.base import PruningContext
+from infoprune.methods.base import PruningContext, check_positive_int
 from infoprune.methods.ranked import Masks, RankedPruningMethod, producer_rows
+from infoprune.network.groups import contiguous_groups
 
 
 @register
@@ -18,14 +19,31 @@ class RandomUnits(RankedPruningMethod):
 
     Every unit draws a score from U(0, 1) under the context's seed and the lowest go, so
     ``scope="global"`` picks a uniformly random subset of all units and ``scope="layer"`` a
-    uniformly random subset of each layer.
+    uniformly random subset of each layer. ``blocks`` > 0 splits each layer into that many
+    contiguous blocks (MINT's groups, :func:`infoprune.network.groups.contiguous_groups`) and
+    draws one score per block, so whole random blocks go (the last one partly when a budget
+    falls inside it): the baseline for MINT, which keeps or removes such blocks.
     """
 
     name = "random"
 
+    blocks: int = 0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.blocks = check_positive_int("blocks", self.blocks, minimum=0)
+
     def unit_scores(self, context: PruningContext, masks: Masks) -> dict[str, torch.Tensor]:
         generator = torch.Generator().manual_seed(context.seed)
-        return {group.name: torch.rand(group.units, generator=generator) for group in context.network.groups}
+        if not self.blocks:
+            return {group.name: torch.rand(group.units, generator=generator) for group in context.network.groups}
+        scores = {}
+        for group in context.network.groups:
+            spans = contiguous_groups(group.units, self.blocks)
+            draws = torch.rand(len(spans), generator=generator, dtype=torch.float64)
+            # a block's units share its draw; a tiny within-block slope removes a cut block from one end
+            scores[group.name] = torch.cat([draws[i] + 1e-9 * torch.arange(s.stop - s.start, dtype=torch.float64) for i, s in enumerate(spans)])
+        return scores
 
 
 @register

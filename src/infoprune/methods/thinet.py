@@ -6,7 +6,9 @@ calibration set and, at ``locations_per_sample`` random (output unit, position) 
 sample, the contribution of every input channel to its output is recorded (§3.2). Channels
 are removed greedily so that the sum of the removed contributions stays smallest (Alg. 1),
 the same fraction ``ratio`` of every layer (ThiNet cannot set layer-wise ratios; the MIPP
-paper compares it with a uniform ratio, §5). With ``rescale`` the kept input channels of
+paper compares it with a uniform ratio, §5). A ``flops=`` / ``params=`` budget sets that
+uniform ratio: the smallest whose per-layer counts meet it (our addition, so that ThiNet can be
+compared at equal FLOPs; which units go is still ThiNet's choice). With ``rescale`` the kept input channels of
 the consumer are scaled by the least-squares factors of Eq. 6, so the pruned layer
 reconstructs the original output as well as it can; later layers are then selected on the
 already pruned and rescaled network, as ThiNet proceeds layer by layer. The scales reach the
@@ -24,11 +26,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from infoprune.estimators.ranking import units_to_remove
+from infoprune.estimators.ranking import fewest_kept, ratio_within_budget, units_to_remove
 from infoprune.estimators.reconstruction import greedy_removal, least_squares_scales, relative_error
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_positive_int
-from infoprune.network import Consumer, Group, Network, check_budgets
+from infoprune.network import Budget, Consumer, Group, Network, check_budgets
 from infoprune.network.activations import feature_first
 from infoprune.running import evaluating
 
@@ -124,7 +126,9 @@ class RescaleConsumers:
 class ThiNet(PruningMethod):
     """Greedy next-layer reconstruction, the same ``ratio`` in every layer, optional rescaling.
 
-    ``ratio``: the fraction of each layer's units removed, in [0, 1) (required);
+    ``ratio``: the fraction of each layer's units removed, in [0, 1); or instead a budget,
+    ``flops=`` / ``params=`` (kept: a fraction ≤ 1 of the full model's, or an absolute count),
+    met by the smallest uniform ratio whose per-layer counts fit it; give exactly one;
     ``locations_per_sample``: sampled (output unit, position) pairs per calibration sample
     (10 in the paper); ``rescale``: apply the least-squares scales of Eq. 6.
     """
@@ -135,9 +139,15 @@ class ThiNet(PruningMethod):
     locations_per_sample: int = 10
     rescale: bool = True
     batch_size: int = 256
+    flops: float | None = None
+    params: float | None = None
 
     def __post_init__(self) -> None:
-        self.ratio = check_budgets(self.name, ("ratio",), allow_zero_ratio=True, ratio=self.ratio)["ratio"]
+        checked = check_budgets(
+            self.name, ("ratio", "flops", "params"), allow_zero_ratio=True, ratio=self.ratio, flops=self.flops, params=self.params
+        )
+        for argument, value in checked.items():
+            setattr(self, argument, value)
         self.locations_per_sample = check_positive_int("locations_per_sample", self.locations_per_sample)
         if not isinstance(self.rescale, bool):
             raise ValueError(f"rescale must be True or False, got {self.rescale!r}.")
@@ -171,7 +181,23 @@ class ThiNet(PruningMethod):
                 functional_call(context.model, (params, buffers), (batch,))
         return [torch.cat(parts) for parts in collected]
 
+    def uniform_ratio(self, network: Network) -> float:
+        """The fraction removed from every layer: ``ratio``, or the smallest ratio whose per-layer
+        counts (:func:`units_to_remove`) meet the ``flops=`` / ``params=`` budget."""
+        argument = next((a for a in ("flops", "params") if getattr(self, a) is not None), None)
+        if argument is None:
+            return self.ratio
+        budget = Budget.on(network, argument, getattr(self, argument))
+        units = {group.name: group.units for group in network.groups}
+        budget.check_reachable(
+            fewest_kept(units, "layer", 0), "with every layer emptied (ThiNet removes the same fraction of each; an "
+            "emptied group keeps one physical unit)",
+        )  # fmt: skip
+        unscored = {name: torch.zeros(count) for name, count in units.items()}  # counts alone set the cost
+        return ratio_within_budget(unscored, budget.of_widths, budget.target, "layer")
+
     def decide(self, context: PruningContext) -> MaskDecision:
+        ratio = self.uniform_ratio(context.network)
         params = {name: p.detach().clone() for name, p in context.model.named_parameters()}
         masks: dict[str, torch.Tensor] = {}
         errors: dict[str, float] = {}
@@ -180,7 +206,7 @@ class ThiNet(PruningMethod):
         try:
             for group in context.network.groups:
                 contributions = self._contributions(context, group, params, masks)
-                removed = greedy_removal(torch.cat(contributions), units_to_remove(self.ratio, group.units))
+                removed = greedy_removal(torch.cat(contributions), units_to_remove(ratio, group.units))
                 keep = torch.ones(group.units, dtype=torch.bool)
                 keep[removed] = False
                 scales = [least_squares_scales(x, keep) if self.rescale else None for x in contributions]
@@ -195,4 +221,5 @@ class ThiNet(PruningMethod):
         finally:
             bar.close()
         steps = (RescaleConsumers(rescaling),) if self.rescale else ()
-        return MaskDecision(masks, details={"relative_reconstruction_error": errors}, after_surgery=steps)
+        details = {"relative_reconstruction_error": errors, "ratio": ratio}
+        return MaskDecision(masks, details=details, after_surgery=steps)

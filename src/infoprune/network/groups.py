@@ -266,3 +266,17 @@ def find_groups(
         ordered = tuple(by_name[n] for n in producers if n in by_name)
         groups.append(Group(name, modules[name], channels // block, ordered, consumers, members))
     return groups, whole
+
+
+def contiguous_groups(width: int, groups: int) -> list[slice]:
+    """Split ``width`` units into ``groups`` contiguous, balanced blocks (MINT §III-B, "Group Extension").
+
+    Sizes differ by at most one, the larger blocks first (``width = 10, groups = 4`` gives
+    3, 3, 2, 2). ``groups ≥ width`` gives one unit per group.
+    """
+    groups = min(groups, width)
+    size, larger = divmod(width, groups)
+    bounds = [0]
+    for g in range(groups):
+        bounds.append(bounds[-1] + size + (1 if g < larger else 0))
+    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]

@@ -15,8 +15,23 @@ from infoprune.methods.mint.scores import (
     Conditioning, child_channels, contiguous_groups, draw_per_class, independence_delta, module_inputs,
     other_parents_contribution,
 )
-from infoprune.methods.mint.selection import Cap, LayerPair, check_gamma, check_threshold, threshold_pairs
-from infoprune.network import MapReduction, Network
+from infoprune.methods.mint.selection import (
+    Cap, LayerPair, check_gamma, check_threshold, delta_within_budget, threshold_pairs,
+)
+from infoprune.network import Budget, MapReduction, Network, check_budgets
+
+def unit_masks(network: Network, pairs: list[LayerPair]) -> dict[str, torch.Tensor]:
+    """The structured decision: a parent unit is kept when any of its connections, to any child
+    group of any child, survives the threshold."""
+    masks = {}
+    for layer in network.groups:
+        used = torch.zeros(layer.units, dtype=torch.bool)
+        for pair in pairs:
+            if pair.parent == layer.name:
+                used |= pair.unit_mask().any(dim=0)
+        masks[layer.name] = used
+    return masks
+
 
 GroupCount = int | tuple[int, int]
 """G for a layer pair: one int for parent and child, or ``(parent G, child G)``."""
@@ -44,7 +59,10 @@ class MINT(PruningMethod):
     estimator, whose distances are dominated by the many other units, does not see.
     ``map_reduction``: how conv maps become one value per sample (``"signed_mean"`` is the
     paper's). ``batch_elements``: distance entries held per batch of spanning trees (memory
-    versus speed).
+    versus speed). ``flops=`` / ``params=``: instead of δ, a budget (kept: a fraction ≤ 1 of the
+    full model's, or an absolute count): δ becomes the smallest pooled score whose structured
+    decision meets it (:func:`delta_within_budget`; our addition, so that MINT can be compared at
+    equal FLOPs; the paper sets δ directly).
     """
 
     name = "mint"
@@ -59,6 +77,8 @@ class MINT(PruningMethod):
         conditioning: Conditioning = "contribution",
         map_reduction: MapReduction = "signed_mean",
         batch_elements: int = DEFAULT_BATCH_ELEMENTS,
+        flops: float | None = None,
+        params: float | None = None,
     ) -> None:
         self.samples_per_class = check_positive_int("samples_per_class", samples_per_class, minimum=2)
         self.groups = self._check_groups(groups)
@@ -71,6 +91,10 @@ class MINT(PruningMethod):
             raise ValueError(f"map_reduction must be one of {typing.get_args(MapReduction)}, got {map_reduction!r}.")
         self.map_reduction = map_reduction
         self.batch_elements = check_positive_int("batch_elements", batch_elements)
+        budget = check_budgets(self.name, ("flops", "params"), required=False, flops=flops, params=params)
+        if budget and (delta is not None or quantile is not None):
+            raise ValueError("MINT takes a threshold (delta= or quantile=) or a budget (flops= or params=), not both.")
+        self.flops, self.params = budget.get("flops"), budget.get("params")
 
     @staticmethod
     def _check_groups(groups: int | dict[str, GroupCount]) -> int | dict[str, tuple[int, int]]:
@@ -148,21 +172,19 @@ class MINT(PruningMethod):
                 bar.close()
             sizes = [[g.stop - g.start for g in groups] for groups in (parent_groups, child_groups)]
             scored.append(LayerPair(layer.name, child.name, *sizes, scores))
-        delta, quantile = self.delta, self.quantile
-        if delta is None and quantile is None:
-            if self.conditioning == "contribution":
-                delta = independence_delta(int(rows.numel()))
-            else:
-                quantile = 0.5
-        delta, decided = threshold_pairs(scored, delta, quantile, self.gamma)
-
-        masks = {}
-        for layer in network.groups:
-            used = torch.zeros(layer.units, dtype=torch.bool)
-            for pair in decided:
-                if pair.parent == layer.name:
-                    used |= pair.unit_mask().any(dim=0)
-            masks[layer.name] = used
+        argument = "flops" if self.flops is not None else "params" if self.params is not None else None
+        if argument is not None:
+            budget = Budget.on(network, argument, getattr(self, argument))
+            delta, decided = delta_within_budget(scored, self.gamma, lambda pairs: unit_masks(network, pairs), budget)
+        else:
+            delta, quantile = self.delta, self.quantile
+            if delta is None and quantile is None:
+                if self.conditioning == "contribution":
+                    delta = independence_delta(int(rows.numel()))
+                else:
+                    quantile = 0.5
+            delta, decided = threshold_pairs(scored, delta, quantile, self.gamma)
+        masks = unit_masks(network, decided)
         classes, per_class = context.labels[rows].unique(return_counts=True)
         details = {
             "delta": delta,

@@ -9,22 +9,9 @@ import torch
 from torch import nn
 
 from infoprune.network import Network
+from infoprune.network.groups import contiguous_groups  # noqa: F401  (MINT's groups; exported by the package)
 from infoprune.progress import logger
 from infoprune.running import evaluating
-
-
-def contiguous_groups(width: int, groups: int) -> list[slice]:
-    """Split ``width`` units into ``groups`` contiguous, balanced blocks (§III-B "Group Extension").
-
-    Sizes differ by at most one, the larger blocks first (``width = 10, groups = 4`` gives
-    3, 3, 2, 2). ``groups ≥ width`` gives one unit per group.
-    """
-    groups = min(groups, width)
-    size, larger = divmod(width, groups)
-    bounds = [0]
-    for g in range(groups):
-        bounds.append(bounds[-1] + size + (1 if g < larger else 0))
-    return [slice(start, stop) for start, stop in zip(bounds[:-1], bounds[1:])]
 
 
 def draw_per_class(labels: torch.Tensor | None, samples_per_class: int, seed: int) -> torch.Tensor:

@@ -3,12 +3,17 @@ App. A), and :func:`rethreshold` to decide again from stored scores."""
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from infoprune.methods.base import check_fraction
+
+if TYPE_CHECKING:
+    from infoprune.network import Budget
 
 
 def keep_connections(
@@ -125,6 +130,33 @@ def threshold_pairs(
         kept, pair_delta = keep_connections(pair.scores, pair.block_weights(), delta, cap)
         decided.append(replace(pair, kept=kept, delta=pair_delta))
     return delta, decided
+
+
+def delta_within_budget(
+    pairs: list[LayerPair], gamma: Cap, masks_of: Callable[[list[LayerPair]], dict[str, torch.Tensor]], budget: Budget
+) -> tuple[float, list[LayerPair]]:
+    """The smallest δ among the pooled scores (and +∞: every connection dropped) whose decided
+    pairs' unit masks (``masks_of``) meet ``budget``, by bisection (the cost never grows with δ);
+    refused with the budget's message when even +∞, within the caps γ, exceeds it."""
+    candidates = torch.cat([pair.scores.flatten() for pair in pairs]).unique().tolist() + [math.inf]
+
+    def cost(index: int) -> float:
+        return budget.of_masks(masks_of(threshold_pairs(pairs, candidates[index], None, gamma)[1]))
+
+    least = masks_of(threshold_pairs(pairs, math.inf, None, gamma)[1])
+    budget.check_reachable(
+        {name: int(mask.sum()) for name, mask in least.items()},
+        "with every connection dropped that the caps γ allow (an emptied group keeps one physical unit)",
+        "Raise the budget, or loosen gamma.",
+    )
+    low, high = 0, len(candidates) - 1
+    while low < high:
+        middle = (low + high) // 2
+        if cost(middle) <= budget.target:
+            high = middle
+        else:
+            low = middle + 1
+    return candidates[low], threshold_pairs(pairs, candidates[low], None, gamma)[1]
 
 
 def pairs_of(details: dict[str, Any]) -> list[LayerPair]:
