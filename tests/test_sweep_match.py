@@ -73,8 +73,8 @@ def test_match_by_cost_lands_within_one_unit_of_the_matched_run(by, tmp_path):
 
 def test_match_by_a_cost_needs_a_method_that_takes_the_budget():
     raw = matching_config("flops")
-    raw["methods"][1] = {"name": "thinet", "match": {"entry": "l1", "by": "flops"}}
-    with pytest.raises(ConfigError, match=r"method 'thinet' does not take \['flops'\]"):
+    raw["methods"][1] = {"name": "reinit", "match": {"entry": "l1", "by": "flops"}}
+    with pytest.raises(ConfigError, match=r"method 'reinit' does not take \['flops'\]"):
         parse_config(raw, "bad")
     raw["methods"][1] = {"name": "tp-lamp", "match": {"entry": "l1", "by": "latency"}}
     with pytest.raises(ConfigError, match="match by must be one of"):
