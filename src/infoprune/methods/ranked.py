@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from infoprune.estimators.ranking import SCOPES, exponential_schedule, fewest_kept, keep_highest, ratio_within_budget
-from infoprune.network import Budget, Network, check_budgets
+from infoprune.network import Budget, Network, check_method_budget
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_positive_int
 
 Masks = dict[str, torch.Tensor]
@@ -61,11 +61,7 @@ class RankedPruningMethod(PruningMethod):
     params: float | None = None
 
     def __post_init__(self) -> None:
-        checked = check_budgets(
-            self.name, ("ratio", "flops", "params"), allow_zero_ratio=True, ratio=self.ratio, flops=self.flops, params=self.params
-        )
-        for argument, value in checked.items():
-            setattr(self, argument, value)
+        check_method_budget(self)
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}.")
         self.min_units = check_positive_int("min_units", self.min_units, minimum=0)

@@ -30,7 +30,7 @@ from infoprune.estimators.ranking import fewest_kept, ratio_within_budget, units
 from infoprune.estimators.reconstruction import greedy_removal, least_squares_scales, relative_error
 from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_positive_int
-from infoprune.network import Budget, Consumer, Group, Network, check_budgets
+from infoprune.network import Budget, Consumer, Group, Network, check_method_budget
 from infoprune.network.activations import feature_first
 from infoprune.running import evaluating
 
@@ -143,11 +143,7 @@ class ThiNet(PruningMethod):
     params: float | None = None
 
     def __post_init__(self) -> None:
-        checked = check_budgets(
-            self.name, ("ratio", "flops", "params"), allow_zero_ratio=True, ratio=self.ratio, flops=self.flops, params=self.params
-        )
-        for argument, value in checked.items():
-            setattr(self, argument, value)
+        check_method_budget(self)
         self.locations_per_sample = check_positive_int("locations_per_sample", self.locations_per_sample)
         if not isinstance(self.rescale, bool):
             raise ValueError(f"rescale must be True or False, got {self.rescale!r}.")

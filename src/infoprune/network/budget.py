@@ -97,6 +97,17 @@ def check_budgets(
     }
 
 
+def check_method_budget(method: object, accepted: Sequence[str] = ("ratio", "flops", "params")) -> str:
+    """Validate a method object's budget attributes (those of ``accepted``; exactly one set, a
+    ratio in [0, 1)) in place with :func:`check_budgets`; returns the one given."""
+    checked = check_budgets(
+        method.name, accepted, allow_zero_ratio=True, **{argument: getattr(method, argument) for argument in accepted}
+    )
+    for argument, value in checked.items():
+        setattr(method, argument, value)
+    return next(iter(checked))
+
+
 def unit_count(groups: Sequence[Group]) -> QuadraticCost:
     """The number of kept units of ``groups`` as a cost form (linear: group i counts x_i · U_i)."""
     units = np.array([group.units for group in groups], dtype=float)

@@ -35,10 +35,11 @@ a prunable child as *its* consumer reads it (σ(wx + b) of Eq. 5), a child that 
 (App. B, m samples per class), and parent and child rows come from the same inputs.
 """
 
+from infoprune.network.groups import contiguous_groups  # MINT's groups (§III-B), kept importable from here
 from infoprune.methods.mint.connections import apply_connection_masks, connection_masks, connection_summary
 from infoprune.methods.mint.method import MINT, GroupCount
 from infoprune.methods.mint.scores import (
-    Conditioning, child_channels, contiguous_groups, draw_per_class, independence_delta, other_parents_contribution,
+    Conditioning, child_channels, draw_per_class, independence_delta, other_parents_contribution,
 )
 from infoprune.methods.mint.selection import (
     Cap, LayerPair, check_gamma, check_threshold, keep_connections, rethreshold, threshold_pairs,

@@ -12,13 +12,14 @@ from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_positive_int
 from infoprune.methods.mint.connections import connection_summary
 from infoprune.methods.mint.scores import (
-    Conditioning, child_channels, contiguous_groups, draw_per_class, independence_delta, module_inputs,
+    Conditioning, child_channels, draw_per_class, independence_delta, module_inputs,
     other_parents_contribution,
 )
 from infoprune.methods.mint.selection import (
     Cap, LayerPair, check_gamma, check_threshold, delta_within_budget, threshold_pairs,
 )
 from infoprune.network import Budget, MapReduction, Network, check_budgets
+from infoprune.network.groups import contiguous_groups
 
 def unit_masks(network: Network, pairs: list[LayerPair]) -> dict[str, torch.Tensor]:
     """The structured decision: a parent unit is kept when any of its connections, to any child

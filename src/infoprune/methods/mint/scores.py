@@ -9,7 +9,6 @@ import torch
 from torch import nn
 
 from infoprune.network import Network
-from infoprune.network.groups import contiguous_groups  # noqa: F401  (MINT's groups; exported by the package)
 from infoprune.progress import logger
 from infoprune.running import evaluating
 
