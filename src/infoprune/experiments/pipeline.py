@@ -7,10 +7,10 @@ same training, calibration, surgery and evaluation.
 from __future__ import annotations
 
 import json
-from copy import deepcopy
 import tempfile
 import time
 from collections.abc import Callable
+from copy import deepcopy
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -259,7 +259,7 @@ def run(
 def bn_recalibrated_accuracy(pruned: nn.Module, inputs: torch.Tensor, test: LabelledTensors) -> dict[str, float] | None:
     """Test accuracy of a copy of ``pruned`` whose BatchNorm statistics were re-estimated on
     ``inputs`` (:func:`recalibrate_batchnorm`), the "one-shot + BN" regime; None without BatchNorm."""
-    copy = deepcopy(pruned)
-    if not recalibrate_batchnorm(copy, inputs):
+    recalibrated = deepcopy(pruned)
+    if not recalibrate_batchnorm(recalibrated, inputs):
         return None
-    return {"test": evaluate(copy, test)}
+    return {"test": evaluate(recalibrated, test)}
