@@ -29,21 +29,21 @@ def cell_ranking(runs: list[Record], value) -> list[tuple[str, float, float, int
     for r in runs:
         measured = value(r)
         if measured is not None:
-            by_method[r["label"]].append(100 * measured)
+            by_method[r.label].append(100 * measured)
     rows = [(m, float(np.mean(v)), float(np.std(v, ddof=1)) if len(v) > 1 else 0.0, len(v)) for m, v in by_method.items()]
     return sorted(rows, key=lambda row: -row[1])
 
 
 def network_section(name: str, records: list[Record], wins: Counter, cells: Counter) -> list[str]:
-    seeds = len({r["seed"] for r in records})
-    levels = sorted({(r["level"]["index"], r["level"]["value"]) for r in records})
+    seeds = len({r.seed for r in records})
+    levels = sorted({(r.level.index, r.level.value) for r in records})
     lines = [f"## {name}", "", f"{len(records)} runs, {seeds} seeds. Unpruned test accuracy "
-             f"{100 * np.mean([r['accuracy_original']['test'] for r in records]):.2f} %.", ""]  # fmt: skip
+             f"{100 * np.mean([r.accuracy_original.test for r in records]):.2f} %.", ""]  # fmt: skip
     for regime in measured_regimes(records):
         value = REGIMES[regime]
         lines += [f"**{regime_label(regime, records)}**", "", "| FLOPs kept | ranking (test accuracy %, mean ± std; † tied with the best) |", "|---|---|"]
         for index, level in levels:
-            ranking = cell_ranking([r for r in records if r["level"]["index"] == index], value)
+            ranking = cell_ranking([r for r in records if r.level.index == index], value)
             if not ranking:
                 continue
             best_mean, best_std = ranking[0][1], ranking[0][2]
@@ -59,9 +59,9 @@ def network_section(name: str, records: list[Record], wins: Counter, cells: Coun
         lines.append("")
     epochs: dict[str, list[float]] = defaultdict(list)
     for r in records:
-        if "epoch_cpu_seconds" in r:  # CPU-timed runs only
-            epochs[r["label"]].append(r["prune_epochs"])
-    epoch_cpu = np.mean([r["epoch_cpu_seconds"] for r in records if "epoch_cpu_seconds" in r])
+        if r.prune_epochs is not None:  # CPU-timed runs only
+            epochs[r.label].append(r.prune_epochs)
+    epoch_cpu = np.mean([r.epoch_cpu_seconds for r in records if r.epoch_cpu_seconds is not None])
     lines += [f"Pruning cost in training epochs of the unpruned network (CPU seconds over CPU seconds; one epoch ≈ {epoch_cpu:.1f} CPU s, 1 thread), "
               "mean over levels and seeds: " + ", ".join(f"{m} {np.mean(v):.3f}" for m, v in sorted(epochs.items(), key=lambda kv: np.mean(kv[1]))), ""]  # fmt: skip
     return lines
@@ -73,10 +73,10 @@ def main(folders: list[str]) -> None:
     lines = ["# Equal-FLOPs evidence: every method, three networks, four regimes", ""]
     for folder in folders:
         records, failed, _ = sweep_records(folder)
-        name = f"{records[0]['model']} on {records[0]['dataset']}"
+        name = f"{records[0].model} on {records[0].dataset}"
         lines += network_section(name, records, wins, cells)
         if failed:
-            lines += [f"{len(failed)} failed run(s) in {folder}: " + "; ".join(r["run_id"] for r in failed), ""]
+            lines += [f"{len(failed)} failed run(s) in {folder}: " + "; ".join(r.run_id for r in failed), ""]
     lines += ["## Best or tied, over every cell", "", "| method | cells best or tied | cells |", "|---|---|---|"]
     lines += [f"| {m} | {wins[m]} | {cells[m]} |" for m in sorted(cells, key=lambda m: (-wins[m] / cells[m], m))]
     print("\n".join(lines))

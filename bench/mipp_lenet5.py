@@ -48,19 +48,18 @@ def main() -> None:
         )
         start = time.perf_counter()
         result, record = run(config, data)
-        record["total_seconds"] = time.perf_counter() - start
-        records.append(record)
+        records.append({**record.to_json(), "total_seconds": time.perf_counter() - start})
         seconds = result.details["seconds"]
         kept = ", ".join(f"{n} {s.kept}/{s.total}" for n, s in result.layers.items())
         print(
-            f"confidence {confidence}: MIPP {record['prune_seconds']:.1f}s "
+            f"confidence {confidence}: MIPP {record.prune_seconds:.1f}s "
             f"(recording {seconds['recording']:.1f}, ordering {seconds['ordering']:.1f}, TERC {seconds['terc']:.1f}) "
-            f"on {record['device']} with {torch.get_num_threads()} threads\n"
+            f"on {record.device} with {torch.get_num_threads()} threads\n"
             f"  kept {kept}; units removed {100 * result.units_removed_fraction:.1f}%; "
             f"params {result.params_before} -> {result.params_after}\n"
-            f"  test accuracy: original {record['accuracy_original']['test']:.4f}, "
-            f"pruned {record['accuracy_pruned']['test']:.4f}, "
-            f"re-trained ({args.retrain_epochs} epochs) {record['accuracy_retrained']['test']:.4f}",
+            f"  test accuracy: original {record.accuracy_original.test:.4f}, "
+            f"pruned {record.accuracy_pruned.test:.4f}, "
+            f"re-trained ({args.retrain_epochs} epochs) {record.accuracy_retrained.test:.4f}",
             flush=True,
         )
     if args.json:

@@ -36,19 +36,19 @@ def topped_up(record: dict, cache_dir: str | None, trim: str) -> dict:
     ``trim="cost"``: re-finish the search's closest walk (its per-layer ``kept`` lists) with
     :func:`trim_by_cost` first, as a ``trim="cost"`` run does, when that walk was over budget.
     """
-    fields = {k: v for k, v in record["config"].items() if k in pipeline.RunConfig.__dataclass_fields__}
+    fields = {k: v for k, v in record.config.items() if k in pipeline.RunConfig.__dataclass_fields__}
     config = pipeline.RunConfig(**{**fields, "cache_dir": cache_dir or fields["cache_dir"]})
     device = torch.device("cpu")
     data = load_dataset(config.dataset, config.data_dir, seed=config.seed)
     split = pipeline.training_split(config, data)
     model = pipeline.base_model(config, replace(data, train=split), device)
     network = Network(model, split.inputs[:2])
-    masks = {name: torch.tensor(decode_mask(text)) for name, text in record["masks"].items()}
+    masks = {name: torch.tensor(decode_mask(text)) for name, text in record.masks.items()}
     units = {group.name: group.units for group in network.groups}
     budget = Budget.on(network, "flops", config.method_params["flops"])
-    layers = record["pruning"]["details"]["layers"]
-    outcome = WalkOutcome(record["pruning"]["details"]["confidence"], masks, None, layers)
-    if trim == "cost" and record["pruning"]["details"].get("finish") == "trim":
+    layers = record.pruning["details"]["layers"]
+    outcome = WalkOutcome(record.pruning["details"]["confidence"], masks, None, layers)
+    if trim == "cost" and record.pruning["details"].get("finish") == "trim":
         walk = {name: torch.zeros(units[name], dtype=torch.bool).index_fill_(0, torch.tensor(layers[name]["kept"]), True)
                 for name in masks}
         start = replace(outcome, masks=walk)
@@ -58,10 +58,10 @@ def topped_up(record: dict, cache_dir: str | None, trim: str) -> dict:
     recipe = pipeline.recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
     train(pruned, split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train")
     return {
-        "run_id": record["run_id"], "seed": config.seed, "flops_budget": config.method_params["flops"],
+        "run_id": record.run_id, "seed": config.seed, "flops_budget": config.method_params["flops"],
         "kept_before": {n: int(m.sum()) for n, m in masks.items()},
         "flops_before": budget.of_masks(masks) / budget.full,
-        "accuracy_before": record["accuracy_retrained"]["test"],
+        "accuracy_before": record.accuracy_retrained.test,
         "kept": {n: int(m.sum()) for n, m in outcome.masks.items()},
         "flops": budget.of_masks(outcome.masks) / budget.full,
         "accuracy": evaluate(pruned, data.test),
@@ -74,11 +74,11 @@ def baseline(summary: dict, method: str) -> dict:
     """``method`` at the FLOPs fraction the topped-up masks keep, through the sweep's pipeline."""
     config = replace(summary["config"], method=method, method_params={"flops": summary["flops"]})
     _result, record = pipeline.run(config)
-    layers = record["pruning"]["layers"]
+    layers = record.pruning["layers"]
     return {
         "kept": {n: v["kept"] for n, v in layers.items()},
-        "flops": record["pruning"]["flops_after"] / record["pruning"]["flops_before"],
-        "accuracy": record["accuracy_retrained"]["test"],
+        "flops": record.kept_fraction("flops"),
+        "accuracy": record.accuracy_retrained.test,
     }
 
 
@@ -96,9 +96,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     records = [
         r for r in ResultStore(Path(args.sweep)).records()
-        if r["label"] == args.label and (not args.flops or r["config"]["method_params"]["flops"] in args.flops)
+        if r.label == args.label and (not args.flops or r.config["method_params"]["flops"] in args.flops)
     ]
-    for record in sorted(records, key=lambda r: (r["config"]["method_params"]["flops"], r["seed"])):
+    for record in sorted(records, key=lambda r: (r.config["method_params"]["flops"], r.seed)):
         summary = topped_up(record, args.cache_dir, args.trim)
         if args.baseline:
             summary["baseline"] = baseline(summary, args.baseline)

@@ -33,9 +33,9 @@ def sweep(config: Path, out: Path, workers: int) -> float:
 
 
 def same_results(a: Path, b: Path) -> bool:
-    first, second = ({r["run_id"]: r for r in ResultStore(p).records()} for p in (a, b))
+    first, second = ({r.run_id: r for r in ResultStore(p).records()} for p in (a, b))
     return first.keys() == second.keys() and all(
-        first[k][f] == second[k][f] for k in first for f in DETERMINISTIC
+        getattr(first[k], f) == getattr(second[k], f) for k in first for f in DETERMINISTIC
     )
 
 

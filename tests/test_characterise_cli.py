@@ -1,6 +1,7 @@
 """`infoprune prune --characterise`, `infoprune characterise RUN...`, `--weights` and the report's tables."""
 
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -13,6 +14,7 @@ from infoprune.experiments.characterise import (
     sweep_characterisation_table,
 )
 from infoprune.experiments.pipeline import RunConfig, run
+from infoprune.experiments.record import GridCell, Level, SweepRecord
 from infoprune.experiments.report import build_report
 from infoprune.experiments.results import OK, ResultStore
 from infoprune.models import build_model
@@ -85,15 +87,14 @@ def test_a_run_with_characterise_records_both_networks_and_the_report_tables_the
     config = RunConfig(model="lenet5", dataset="mnist", method="l1", method_params={"ratio": 0.3}, train_epochs=2,
                        retrain_epochs=1, calibration_samples=100, device="cpu", characterise=True)  # fmt: skip
     _result, record = run(config, data)
-    recorded = record["characterisation"]
+    recorded = record.characterisation
     assert set(recorded) == {"original", "retrained"} and recorded["original"]["samples"] == 40
     assert recorded["original"]["adversarial"]["ifgsm"]["0"] == pytest.approx(recorded["original"]["accuracy"])
-    assert recorded["retrained"]["accuracy"] == pytest.approx(record["accuracy_retrained"]["test"])
+    assert recorded["retrained"]["accuracy"] == pytest.approx(record.accuracy_retrained.test)
     assert len(recorded["retrained"]["calibration"]["count"]) == 15
-    record |= {"run_id": "r1", "model": "lenet5", "dataset": "bars", "seed": 0, "state": "trained", "label": "l1",
-               "method": "l1", "level": {"index": 0, "param": "ratio", "value": 0.3, "matches": None},
-               "masks": {}, "input_mask": None}  # fmt: skip
-    table = sweep_characterisation_table([record, {"state": "trained", "label": "other"}])
+    cell = GridCell(run_id="r1", model="lenet5", dataset="bars", seed=0, state="trained", label="l1", method="l1")
+    record = SweepRecord.of(record, cell, level=Level(index=0, param="ratio", value=0.3, matches=None), masks={})
+    table = sweep_characterisation_table([record, replace(record, label="other", characterisation=None)])
     assert len(table) == 3 and table[2].startswith("| trained | l1 | 1 | ")
     assert sweep_characterisation_figure([record], tmp_path / "c.png", "bars").stat().st_size > 1000
     ResultStore(tmp_path / "sweep").put("r1", OK, record)

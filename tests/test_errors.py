@@ -7,6 +7,8 @@ from torch import nn
 import infoprune
 from infoprune.models import build_model
 
+from records import stand_in_record, stand_in_sweep_record
+
 TINY = dict(hidden_size=8, fit_iterations=2, refit_iterations=1, ordering_iterations=1)
 
 
@@ -126,8 +128,7 @@ def sweep_raw(data_dir=None, **grid) -> dict:
 def fake_runner(config, data, on_stage=None):
     """Stands in for the pipeline: a record with the fields the sweep reads."""
     result = SimpleNamespace(masks={}, input_mask=None)
-    record = {"pruning": {"units_removed_fraction": 0.5}, "accuracy_retrained": {"test": 0.5}, "collapsed": False}
-    return result, record
+    return result, stand_in_record()
 
 
 def fake_load(name, data_dir, seed):
@@ -323,7 +324,7 @@ def test_a_second_sweep_on_the_same_folder_waits_then_skips_what_the_first_store
         assert second.is_alive() and "r" not in outcome
         store = ResultStore(out)
         for planned in plan(config):  # the first sweep finishes every run
-            store.put(planned.run_id, OK, {"run_id": planned.run_id})
+            store.put(planned.run_id, OK, stand_in_sweep_record(run_id=planned.run_id))
     second.join(timeout=30)
     assert (outcome["r"].skipped, outcome["r"].finished) == (2, 0)
     assert (out / LOCK_FILE).is_file()

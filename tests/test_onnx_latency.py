@@ -15,6 +15,8 @@ from infoprune.io import ONNX_OPSET, export_onnx, require_onnx, save_pruned
 from infoprune.metrics import interleaved_timings, latency_profiles
 from infoprune.models import build_model
 
+from records import stand_in_record
+
 onnxruntime = pytest.importorskip("onnxruntime")
 
 
@@ -81,8 +83,8 @@ def test_export_command_writes_a_checked_onnx_file(tmp_path, capsys):
     result = infoprune.prune(build_model("lenet5").eval(), x, method="l1", ratio=0.5, device="cpu", allow_collapse=True)
     run_dir = tmp_path / "run"
     save_pruned(run_dir / "pruned_model.pt", result.model, result.masks)
-    record = {"config": {"model": "lenet5"}, "num_classes": 10, "input_shape": [1, 28, 28]}
-    (run_dir / "summary.json").write_text(json.dumps(record))
+    record = stand_in_record(config={"model": "lenet5"}, num_classes=10, input_shape=[1, 28, 28])
+    (run_dir / "summary.json").write_text(json.dumps(record.to_json()))
     assert cli.main(["export", str(run_dir), "--onnx", str(tmp_path / "model.onnx")]) == 0
     assert f"(ONNX opset {ONNX_OPSET}); ONNX Runtime matches torch" in capsys.readouterr().out
     session = onnxruntime.InferenceSession(str(tmp_path / "model.onnx"), providers=["CPUExecutionProvider"])

@@ -16,12 +16,15 @@ import torch
 from infoprune import methods
 from infoprune.cli import main
 from infoprune.data import DATASETS, DatasetSplits, load_dataset
+from infoprune.experiments.record import Accuracy, Level, SweepRecord
 from infoprune.experiments.report import build_report, mean_std
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep import plan, run_sweep
 from infoprune.experiments.sweep_config import ConfigError, geometric_schedule, load_config, parse_config, parse_toml
 from infoprune.methods.base import MaskDecision, PruningMethod, check_fraction
 from infoprune.models import MODELS
+
+from records import stand_in_record, stand_in_sweep_record
 
 TINY_MIPP = {"hidden_size": 8, "fit_iterations": 10, "refit_iterations": 2, "ordering_iterations": 2, "repeats": 2}
 
@@ -222,25 +225,25 @@ def test_interrupted_sweep_resumes_and_records_every_run_once(finished_sweep):
 
 
 def test_records_hold_what_the_paper_measures(finished_sweep):
-    records = {(r["label"], r["level"]["index"]): r for r in ResultStore(finished_sweep.out).records()}
+    records = {(r.label, r.level.index): r for r in ResultStore(finished_sweep.out).records()}
     mipp, drop = records[("mipp", 1)], records[("test-drop-first", 1)]
-    assert mipp["level"] == {"index": 1, "param": "confidence", "value": 0.75, "matches": None}
-    assert mipp["pruning"]["config"]["confidence"] == 0.75
+    assert mipp.level == Level(index=1, param="confidence", value=0.75, matches=None)
+    assert mipp.pruning["config"]["confidence"] == 0.75
     # the matched run took the global ratio MIPP reached in the same setting
-    reached = mipp["pruning"]["units_removed_fraction"]
-    assert drop["level"]["value"] == reached and drop["config"]["method_params"] == {"ratio": reached}
-    for name, layer in drop["pruning"]["layers"].items():
+    reached = mipp.units_removed_fraction
+    assert drop.level.value == reached and drop.config["method_params"] == {"ratio": reached}
+    for name, layer in drop.pruning["layers"].items():
         assert layer["kept"] == layer["total"] - math.floor(reached * layer["total"])
-        assert drop["masks"][name] == "0" * (layer["total"] - layer["kept"]) + "1" * layer["kept"]
+        assert drop.masks[name] == "0" * (layer["total"] - layer["kept"]) + "1" * layer["kept"]
     for record in records.values():
-        assert set(record["accuracy_retrained"]) == {"train", "test"}
-        assert record["prune_seconds"] > 0 and record["pruning"]["flops_after"] < record["pruning"]["flops_before"]
-        assert isinstance(record["collapsed"], bool) and 0 < record["chance_accuracy"] < 0.2
+        assert record.accuracy_retrained.train is not None
+        assert record.prune_seconds > 0 and record.pruning["flops_after"] < record.pruning["flops_before"]
+        assert isinstance(record.collapsed, bool) and 0 < record.chance_accuracy < 0.2
         # the regimes: one-shot, BatchNorm re-estimated (LeNet-5 has none), each re-training epoch
-        assert record["accuracy_bn_recalibrated"] is None
-        assert record["accuracy_by_epoch"] == [record["accuracy_retrained"]["test"]]  # retrain_epochs = 1
-        assert record["epoch_seconds"] > 0 and record["epoch_cpu_seconds"] > 0 and 0 < record["prune_cpu_seconds"]
-        assert record["prune_epochs"] == record["prune_cpu_seconds"] / record["epoch_cpu_seconds"]
+        assert record.accuracy_bn_recalibrated is None
+        assert record.accuracy_by_epoch == [record.accuracy_retrained.test]  # retrain_epochs = 1
+        assert record.epoch_seconds > 0 and record.epoch_cpu_seconds > 0 and 0 < record.prune_cpu_seconds
+        assert record.prune_epochs == record.prune_cpu_seconds / record.epoch_cpu_seconds
 
 
 def test_a_failing_run_is_stored_with_its_error_and_retried_on_resume(tmp_path):
@@ -250,19 +253,16 @@ def test_a_failing_run_is_stored_with_its_error_and_retried_on_resume(tmp_path):
     def fake_run(run_config, data, on_stage=None):
         if run_config.method_params.get("confidence") == failing["confidence"]:
             raise ValueError("boom")
-        record = {
-            "accuracy_retrained": {"train": 0.9, "test": 0.9}, "collapsed": False,
-            "pruning": {"units_removed_fraction": run_config.method_params.get("confidence", 0.5) / 2},
-        }  # fmt: skip
+        record = stand_in_record({"units_removed_fraction": run_config.method_params.get("confidence", 0.5) / 2}, 0.9)
         return SimpleNamespace(masks={"fc": torch.ones(3, dtype=torch.bool)}, input_mask=None), record
 
     data = SimpleNamespace(train=SimpleNamespace(inputs=torch.zeros(2, 1, 28, 28)))
     outcome = run_sweep(config, tmp_path, runner=fake_run, load=lambda *a: data)
     assert (outcome.finished, outcome.failed) == (2, 2)
     failed = ResultStore(tmp_path).records(FAILED)
-    assert sorted(r["label"] for r in failed) == ["mipp", "test-drop-first"]
-    assert "ValueError: boom" in next(r["error"] for r in failed if r["label"] == "mipp")
-    assert "did not finish successfully" in next(r["error"] for r in failed if r["label"] == "test-drop-first")
+    assert sorted(r.label for r in failed) == ["mipp", "test-drop-first"]
+    assert "ValueError: boom" in next(r.error for r in failed if r.label == "mipp")
+    assert "did not finish successfully" in next(r.error for r in failed if r.label == "test-drop-first")
 
     failing["confidence"] = -1.0
     outcome = run_sweep(config, tmp_path, runner=fake_run, load=lambda *a: data)
@@ -291,11 +291,11 @@ def test_report_has_plots_and_a_table_with_every_method(finished_sweep):
     assert sum("| test-drop-first | ratio (matched)" in row for row in rows) == 2
     headline = text[text.index("**trained: test accuracy") : text.index("### Results")]
     assert "| method | level 1 | level 2 | collapsed |" in headline
-    mipp_runs = {r["level"]["index"]: r for r in ResultStore(finished_sweep.out).records() if r["label"] == "mipp"}
+    mipp_runs = {r.level.index: r for r in ResultStore(finished_sweep.out).records() if r.label == "mipp"}
     first = mipp_runs[0]
-    pruning = first["pruning"]
+    pruning = first.pruning
     cell = (
-        f"{100 * first['accuracy_retrained']['test']:.1f} ({100 * pruning['units_removed_fraction']:.0f} % removed; "
+        f"{100 * first.accuracy_retrained.test:.1f} ({100 * pruning['units_removed_fraction']:.0f} % removed; "
         f"FLOPs {100 * pruning['flops_after'] / pruning['flops_before']:.0f} %, "
         f"params {100 * pruning['params_after'] / pruning['params_before']:.0f} % kept)"
     )
@@ -304,7 +304,7 @@ def test_report_has_plots_and_a_table_with_every_method(finished_sweep):
     assert "4 of 4 planned runs finished, 0 failed" in text
     # regimes read at the levels the methods ran at: one-shot and 1 epoch (no BatchNorm: no such table)
     one_shot = text[text.index("*one-shot*") : text.index("*1 epoch*")]
-    shot = f"{100 * first['accuracy_pruned']['test']:.2f} ({100 * pruning['flops_after'] / pruning['flops_before']:.0f})"
+    shot = f"{100 * first.accuracy_pruned.test:.2f} ({100 * pruning['flops_after'] / pruning['flops_before']:.0f})"
     assert f"| mipp | {shot} |" in one_shot and "*one-shot + BN*" not in text
     assert "(lenet5-on-mnist-regimes.png)" in text and "| method | pruning (s) | pruning (training epochs) |" in text
     assert "Produced by infoprune " in text
@@ -316,13 +316,12 @@ def test_report_draws_input_maps_and_map_reductions_when_runs_vary_them(finished
     store = ResultStore(tmp_path)
     for record in ResultStore(finished_sweep.out).records():
         for reduction, state in (("l1", "trained"), ("l2", "untrained"), ("std", "untrained")):
-            variant = copy.deepcopy(record)
-            variant.update(run_id=f"{record['run_id']}-{reduction}-{state}", state=state)
-            variant["pruning"]["config"]["map_reduction"] = reduction
-            if record["method"] == "mipp":
-                variant["input_mask"] = "01" * 392
-                variant["pruning"].update(input_features_kept=392, input_features_total=784)
-            store.put(variant["run_id"], OK, variant)
+            variant = replace(copy.deepcopy(record), run_id=f"{record.run_id}-{reduction}-{state}", state=state)
+            variant.pruning["config"]["map_reduction"] = reduction
+            if record.method == "mipp":
+                variant = replace(variant, input_mask="01" * 392)
+                variant.pruning.update(input_features_kept=392, input_features_total=784)
+            store.put(variant.run_id, OK, variant)
     path = build_report(tmp_path, tmp_path / "r")
     text = path.read_text()
     assert (path.parent / "lenet5-on-mnist-inputs.png").stat().st_size > 5_000
@@ -367,9 +366,10 @@ def test_map_reduction_comparisons_never_mix_other_settings():
     """Fig. 10 compares runs that differ only in the map reduction (and level)."""
     from infoprune.experiments.report import _map_reduction_comparisons as _comparisons
 
-    def run(reduction: str, confidence: float, select_inputs: bool = False, method: str = "mipp") -> dict:
+    def run(reduction: str, confidence: float, select_inputs: bool = False, method: str = "mipp") -> SweepRecord:
         config = {"confidence": confidence, "map_reduction": reduction, "select_inputs": select_inputs}
-        return {"method": method, "level": {"param": "confidence"}, "pruning": {"config": config}}
+        level = Level(index=0, param="confidence", value=confidence, matches=None)
+        return stand_in_sweep_record(stand_in_record({"config": config}), method=method, level=level)
 
     plain = [run(c, x) for c in ("l1", "l2") for x in (0.9, 0.99)]
     pixels = [run("l1", 0.9, select_inputs=True), run("l1", 0.99, select_inputs=True)]
@@ -383,12 +383,15 @@ def test_regime_tables_read_each_regime_at_each_level_without_interpolation():
     from infoprune.experiments.report import regime_tables
 
     def record(label, index, seed, shot, bn, epochs):
-        return {
-            "state": "trained", "label": label, "level": {"index": index, "param": "flops", "value": [0.5, 0.25][index], "matches": None},
-            "accuracy_pruned": {"test": shot}, "accuracy_bn_recalibrated": None if bn is None else {"test": bn},
-            "accuracy_by_epoch": epochs, "accuracy_retrained": {"test": epochs[-1]}, "config": {"retrain_epochs": len(epochs)},
-            "pruning": {"flops_after": [50, 24][index], "flops_before": 100}, "seed": seed,
-        }  # fmt: skip
+        return stand_in_sweep_record(
+            stand_in_record(
+                {"flops_after": [50, 24][index], "flops_before": 100}, config={"retrain_epochs": len(epochs)},
+                accuracy_pruned=Accuracy(test=shot), accuracy_bn_recalibrated=None if bn is None else Accuracy(test=bn),
+                accuracy_by_epoch=epochs, accuracy_retrained=Accuracy(test=epochs[-1]),
+            ),
+            state="trained", label=label, level=Level(index=index, param="flops", value=[0.5, 0.25][index], matches=None),
+            seed=seed, run_id=f"{label}-{index}-{seed}", method=label,
+        )  # fmt: skip
 
     records = [record("a", i, s, 0.1 + i, 0.5 + s / 10, [0.8, 0.9]) for i in (0, 1) for s in (0, 1)]
     records.append(record("b", 0, 0, 0.3, None, [0.7, 0.75]))

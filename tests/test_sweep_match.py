@@ -15,6 +15,8 @@ from infoprune.experiments.sweep_config import ConfigError, parse_config
 from infoprune.network import Network
 from infoprune.models import build_model
 
+from records import stand_in_record
+
 X = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
 DATA = LabelledTensors(X, torch.arange(64) % 10)
 SPLITS = DatasetSplits("mnist", DATA, DATA.subset(8), DATA, 10)
@@ -27,10 +29,8 @@ def prune_only(config, data, on_stage=None):
     result = infoprune.prune(
         model, DATA, config.method, device="cpu", seed=config.seed, allow_collapse=True, **config.method_params
     )  # as the pipeline does for sweeps: collapses are counted, not refused
-    accuracy = {"train": 0.5, "test": 1 - result.flops_after / result.flops_before}  # a stand-in, monotone in FLOPs
-    record = {"pruning": result.summary(), "accuracy_original": accuracy, "accuracy_pruned": accuracy,
-              "accuracy_retrained": accuracy, "collapsed": result.collapsed, "prune_seconds": 0.0}  # fmt: skip
-    return result, record
+    accuracy = 1 - result.flops_after / result.flops_before  # a stand-in, monotone in FLOPs
+    return result, stand_in_record(result.summary(), accuracy, collapsed=result.collapsed)
 
 
 def matching_config(by: str) -> dict:
@@ -55,17 +55,17 @@ def test_match_by_cost_lands_within_one_unit_of_the_matched_run(by, tmp_path):
     config = parse_config(matching_config(by), "match")
     outcome = run_sweep(config, tmp_path, runner=prune_only, load=lambda *a: SPLITS)
     assert outcome.failed == 0 and outcome.finished == 9
-    records = {r["run_id"]: r for r in ResultStore(tmp_path).records(OK)}
+    records = {r.run_id: r for r in ResultStore(tmp_path).records(OK)}
     model = build_model("lenet5").eval()
     network = Network(model, X[:2])
     form = network.flops_cost() if by == "flops" else network.params_cost()
     for record in records.values():
-        if record["level"]["matches"] is None:
+        if record.level.matches is None:
             continue
-        target = records[record["level"]["matches"]]["pruning"]
-        mine = record["pruning"]
-        assert record["level"]["param"] == by
-        assert record["level"]["value"] == pytest.approx(target[f"{by}_after"] / target[f"{by}_before"])
+        target = records[record.level.matches].pruning
+        mine = record.pruning
+        assert record.level.param == by
+        assert record.level.value == pytest.approx(target[f"{by}_after"] / target[f"{by}_before"])
         widths = {name: max(layer["kept"], 1) for name, layer in mine["layers"].items()}  # physical widths
         assert mine[f"{by}_after"] <= target[f"{by}_after"]
         assert target[f"{by}_after"] - mine[f"{by}_after"] <= largest_unit_cost(form, widths)
@@ -85,8 +85,8 @@ def test_report_has_cost_axes_fixed_flops_table_and_latency(tmp_path):
     config = parse_config(matching_config("flops"), "match")
     run_sweep(config, tmp_path, runner=prune_only, load=lambda *a: SPLITS)
     records = ResultStore(tmp_path).records(OK)
-    l1 = [r for r in records if r["label"] == "l1"]
-    flops = sorted((figures.kept_percent(r, "flops"), 100 * r["accuracy_retrained"]["test"]) for r in l1)
+    l1 = [r for r in records if r.label == "l1"]
+    flops = sorted((figures.kept_percent(r, "flops"), 100 * r.accuracy_retrained.test) for r in l1)
     middle = (flops[0][0] + flops[1][0]) / 2  # halfway between two levels: the mean of their accuracies
     assert accuracy_at_flops(l1, middle) == pytest.approx((flops[0][1] + flops[1][1]) / 2)
     assert accuracy_at_flops(l1, flops[-1][0] + 1) is None  # never extrapolated

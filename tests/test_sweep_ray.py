@@ -17,9 +17,12 @@ import pytest
 
 from infoprune.cli import main
 from infoprune.experiments.pipeline import run
+from infoprune.experiments.record import SweepRecord
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep import plan, run_sweep
 from infoprune.experiments.sweep_config import load_config
+
+from records import stand_in_record
 
 try:
     import ray  # noqa: F401
@@ -80,7 +83,7 @@ def sequential(config_path, tmp_path_factory) -> dict[str, dict]:
     out = tmp_path_factory.mktemp("sequential")
     outcome = run_sweep(load_config(config_path), out)
     assert (outcome.finished, outcome.failed) == (4, 0)
-    return {r["run_id"]: r for r in ResultStore(out).records()}
+    return {r.run_id: r for r in ResultStore(out).records()}
 
 
 def stored_rows(out: Path) -> list[tuple[str, str, float]]:
@@ -91,13 +94,13 @@ def stored_rows(out: Path) -> list[tuple[str, str, float]]:
         return []
 
 
-def assert_same_results(out: Path, sequential: dict[str, dict]) -> None:
-    parallel = {r["run_id"]: r for r in ResultStore(out).records()}
+def assert_same_results(out: Path, sequential: dict[str, SweepRecord]) -> None:
+    parallel = {r.run_id: r for r in ResultStore(out).records()}
     assert parallel.keys() == sequential.keys()
     for run_id, record in parallel.items():
         for field in DETERMINISTIC:
-            assert record[field] == sequential[run_id][field], (run_id, field)
-        assert record["pruning"]["layers"] == sequential[run_id]["pruning"]["layers"], run_id
+            assert getattr(record, field) == getattr(sequential[run_id], field), (run_id, field)
+        assert record.pruning["layers"] == sequential[run_id].pruning["layers"], run_id
 
 
 def test_without_ray_workers_say_how_to_install_it(config_path, tmp_path, monkeypatch, capsys):
@@ -186,7 +189,7 @@ def test_a_worker_that_dies_twice_fails_its_run_and_the_next_sweep_retries_it(ra
     config = load_config(config_path)
     outcome = run_sweep(config, tmp_path, runner=always_dies, executor=RayExecutor(workers=2, threads=1))
     assert (outcome.finished, outcome.failed) == (2, 2)
-    errors = {r["label"]: r["error"] for r in ResultStore(tmp_path).records(FAILED)}
+    errors = {r.label: r.error for r in ResultStore(tmp_path).records(FAILED)}
     assert errors["mipp"].startswith("WorkerCrashedError")
     assert "did not finish successfully" in errors["l1"]  # the run matching it
     outcome = run_sweep(config, tmp_path, executor=RayExecutor(workers=2, threads=1))
@@ -214,7 +217,7 @@ def test_a_run_task_pins_torch_to_its_cpu_share(config_path, tmp_path):
     def fake_run(run_config, data, on_stage=None):
         seen.append(torch.get_num_threads())
         result = SimpleNamespace(masks={"fc": torch.ones(2, dtype=torch.bool)}, input_mask=None)
-        return result, {"pruning": {"units_removed_fraction": 0.0}}
+        return result, stand_in_record({"units_removed_fraction": 0.0})
 
     planned = plan(load_config(config_path))[0]
     data = SimpleNamespace(train=SimpleNamespace(inputs=torch.zeros(2, 1, 28, 28)))
@@ -223,4 +226,4 @@ def test_a_run_task_pins_torch_to_its_cpu_share(config_path, tmp_path):
         status, record = _run_task(planned, job, ({"confidence": 0.5}, 0.5), data, 3, None)
     finally:
         torch.set_num_threads(1)
-    assert (status, seen, record["masks"]) == (OK, [3], {"fc": "11"})
+    assert (status, seen, record.masks) == (OK, [3], {"fc": "11"})

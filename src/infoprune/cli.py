@@ -14,9 +14,13 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from infoprune.experiments.pipeline import Training
 from infoprune.methods import DEFAULT_METHOD, available_methods, get_method
 from infoprune.network import BUDGET_ARGUMENTS
 from infoprune.validation import count_argument
+
+DEFAULTS = Training()
+"""The training settings ``infoprune prune`` uses where its options are not given."""
 
 if TYPE_CHECKING:
     from infoprune.experiments.sweep import Executor
@@ -59,9 +63,9 @@ def build_parser(method: str = DEFAULT_METHOD) -> argparse.ArgumentParser:
     prune.add_argument("--params", type=float, help="budget: the parameters kept, a fraction ≤ 1 or an absolute count")
     prune.add_argument("--set", dest="settings", action="append", default=[], type=parse_assignment,
                        metavar="KEY=VALUE", help="any other method parameter (repeatable)")
-    prune.add_argument("--train-epochs", type=count_argument(0), default=3, help="epochs before pruning (0: prune at init)")
-    prune.add_argument("--retrain-epochs", type=count_argument(0), default=2)
-    prune.add_argument("--calibration-samples", type=count_argument(1), default=2000)
+    prune.add_argument("--train-epochs", type=count_argument(0), default=DEFAULTS.train_epochs, help="epochs before pruning (0: prune at init)")
+    prune.add_argument("--retrain-epochs", type=count_argument(0), default=DEFAULTS.retrain_epochs)
+    prune.add_argument("--calibration-samples", type=count_argument(1), default=DEFAULTS.calibration_samples)
     prune.add_argument("--seed", type=count_argument(0), default=0)
     prune.add_argument("--device", help="cpu or cuda (default: cuda when available)")
     prune.add_argument("--cache-dir", type=Path, help="cache trained base models here (default: OUT/cache)")
@@ -194,13 +198,13 @@ def _prune_into(args: argparse.Namespace) -> int:
             f" and {get_method(args.method).resumable.holds} in {state}" if state is not None else "")
         print(f"interrupted: no result written to {args.out}; {kept}, run the same command to go on")
         return 130
-    example = torch.zeros(1, *record["input_shape"])
+    example = torch.zeros(1, *record.input_shape)
     save_pruned(args.out / "pruned_model.pt", result.model, result.masks, result.input_mask, example)
-    atomic_write_json(args.out / "summary.json", record)
+    atomic_write_json(args.out / "summary.json", record.to_json())
     plot_layer_ratios(result.layers, args.out / "layer_ratios.png", f"{args.method} on {args.model} / {args.data}")
     if state is not None:
         state.unlink(missing_ok=True)  # done: an interrupted run would have continued from it
-    acc = {k: record[k]["test"] for k in ("accuracy_original", "accuracy_pruned", "accuracy_retrained")}
+    acc = {k: getattr(record, k).test for k in ("accuracy_original", "accuracy_pruned", "accuracy_retrained")}
     if result.collapsed:
         print(f"WARNING: the pruned network collapsed: no input-output path survives (the model outputs a constant); "
               f"layers that lost every unit: {result.collapsed_layers}")
@@ -211,7 +215,7 @@ def _prune_into(args: argparse.Namespace) -> int:
         f"({', '.join(f'{n} {s.kept}/{s.total}' for n, s in result.layers.items())}); "
         f"params {result.params_before} -> {result.params_after}; FLOPs {result.flops_before} -> {result.flops_after}\n"
         f"test accuracy: original {acc['accuracy_original']:.4f}, pruned {acc['accuracy_pruned']:.4f}, "
-        f"re-trained {acc['accuracy_retrained']:.4f}; pruning took {record['prune_seconds']:.1f}s\n"
+        f"re-trained {acc['accuracy_retrained']:.4f}; pruning took {record.prune_seconds:.1f}s\n"
         f"wrote {args.out}/pruned_model.pt, summary.json, layer_ratios.png"
     )
     return 0
@@ -281,8 +285,8 @@ def command_export(args: argparse.Namespace) -> int:
     if not (summary.is_file() and weights.is_file()):
         raise FileNotFoundError(f"{args.dir} has no summary.json and pruned_model.pt: pass a folder `infoprune prune --out` wrote.")
     record = read_summary(summary)
-    shape = record["input_shape"]
-    unpruned = architecture(record["config"]["model"], record["num_classes"], shape[0])
+    shape = record.input_shape
+    unpruned = architecture(record.config["model"], record.num_classes, shape[0])
     example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(0))
     exported = export_onnx(load_pruned(weights, unpruned, example), example, args.onnx)
     print(

@@ -27,6 +27,7 @@ from torch import nn
 from infoprune.characterisation import ATTACKS, SAMPLES, PixelScale, characterise, grad_cam, pixel_scale
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
 from infoprune.experiments.pipeline import RunConfig, base_model, read_summary
+from infoprune.experiments.record import RunRecord, SweepRecord
 from infoprune.io import atomic_write_bytes, atomic_write_json, load_pruned
 from infoprune.plots import plt
 from infoprune.progress import progress_bar
@@ -41,14 +42,14 @@ class LoadedRun:
     """A run directory's record and its two networks (original and pruned, re-trained)."""
 
     directory: Path
-    record: dict[str, Any]
+    record: RunRecord
     data: DatasetSplits
     original: nn.Module
     pruned: nn.Module
 
     @property
     def label(self) -> str:
-        method = self.record["config"]["method"]
+        method = self.record.config["method"]
         return method if self.directory.name == method else f"{method} ({self.directory.name})"
 
 
@@ -60,7 +61,7 @@ def load_run(directory: str | Path, data: DatasetSplits | None = None, device: s
         raise FileNotFoundError(f"{directory} is not a run directory of `infoprune prune`: it lacks {', '.join(missing)}.")
     record = read_summary(directory / "summary.json")
     known = {f.name for f in fields(RunConfig)}
-    config = RunConfig(**{k: v for k, v in record["config"].items() if k in known})
+    config = RunConfig(**{k: v for k, v in record.config.items() if k in known})
     config = replace(config, device=device)
     data = data or load_dataset(config.dataset, config.data_dir, seed=config.seed)
     train = data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
@@ -73,9 +74,9 @@ def load_run(directory: str | Path, data: DatasetSplits | None = None, device: s
 
 def _same_base(runs: list[LoadedRun]) -> None:
     keys = ("model", "dataset", "data_dir", "seed", "train_epochs", "train_samples", "pretrained", "weights")
-    first = {k: runs[0].record["config"].get(k) for k in keys}
+    first = {k: runs[0].record.config.get(k) for k in keys}
     for run in runs[1:]:
-        other = {k: run.record["config"].get(k) for k in keys}
+        other = {k: run.record.config.get(k) for k in keys}
         if other != first:
             differ = sorted(k for k in keys if other[k] != first[k])
             raise ValueError(
@@ -104,14 +105,14 @@ def characterise_runs(directories: list[str | Path], out: str | Path | None = No
             results[name] = characterise(model, test.inputs, test.labels, scale)
             bar.update(1)
     for name, run in zip(list(models)[1:], runs):
-        results[name]["run"] = {"directory": str(run.directory), "method": run.record["config"]["method"],
+        results[name]["run"] = {"directory": str(run.directory), "method": run.record.config["method"],
                                 "pruning": _pruning_summary(run.record)}  # fmt: skip
     atomic_write_json(out / "characterisation.json", results)
     reliability_figure({n: r["calibration"] for n, r in results.items()}, out / "reliability.png")
     adversarial_figure({n: r["adversarial"] for n, r in results.items()}, out / "adversarial.png")
     gradcam_figure(models, test.subset(gradcam_images, seed=1), scale, out / "gradcam.png")
     lines = [
-        f"# Characterisation (MINT §IV-E): {first.record['config']['model']} on {first.data.name}",
+        f"# Characterisation (MINT §IV-E): {first.record.config['model']} on {first.data.name}",
         "",
         f"{len(test)} test images; ε on the [0, 1] pixel scale (ℓ∞), step 1/255, Kurakin et al.'s iteration count.",
         "",
@@ -129,12 +130,11 @@ def characterise_runs(directories: list[str | Path], out: str | Path | None = No
     return path
 
 
-def _pruning_summary(record: dict[str, Any]) -> dict[str, float]:
-    pruning = record["pruning"]
+def _pruning_summary(record: RunRecord) -> dict[str, float]:
     return {
-        "units_removed": pruning["units_removed_fraction"],
-        "flops_kept": pruning["flops_after"] / pruning["flops_before"],
-        "params_kept": pruning["params_after"] / pruning["params_before"],
+        "units_removed": record.units_removed_fraction,
+        "flops_kept": record.kept_fraction("flops"),
+        "params_kept": record.kept_fraction("params"),
     }
 
 
@@ -222,14 +222,14 @@ def _save(fig, path: Path) -> Path:
 SWEEP_EPSILON = 8 / 255  # the ε of the sweep report's adversarial columns and figure
 
 
-def _sweep_values(record: dict[str, Any], which: str) -> tuple[float, float, float]:
+def _sweep_values(record: SweepRecord, which: str) -> tuple[float, float, float]:
     """(ECE, I-FGSM accuracy, I-LL accuracy at :data:`SWEEP_EPSILON`) of one run's model, in %."""
-    result = record["characterisation"][which]
+    result = record.characterisation[which]
     key = _eps_key(SWEEP_EPSILON)
     return 100 * result["calibration"]["ece"], 100 * result["adversarial"]["ifgsm"][key], 100 * result["adversarial"]["ill"][key]
 
 
-def sweep_characterisation_table(records: list[dict[str, Any]]) -> list[str]:
+def sweep_characterisation_table(records: list[SweepRecord]) -> list[str]:
     """Markdown rows: per (state, method, level), ECE and accuracy under attack, original →
     re-trained, mean over seeds (only runs that recorded a characterisation)."""
     eps = f"{round(255 * SWEEP_EPSILON)}/255"
@@ -237,35 +237,35 @@ def sweep_characterisation_table(records: list[dict[str, Any]]) -> list[str]:
         f"| state | method | level | units removed (%) | ECE (%) | I-FGSM acc. ε={eps} (%) | I-LL acc. ε={eps} (%) |",
         "|" + "---|" * 7,
     ]
-    groups: dict[tuple, list[dict[str, Any]]] = {}
+    groups: dict[tuple, list[SweepRecord]] = {}
     for r in records:
-        if "characterisation" in r:
-            groups.setdefault((r["state"], r["label"], r["level"]["index"]), []).append(r)
+        if r.characterisation is not None:
+            groups.setdefault((r.state, r.label, r.level.index), []).append(r)
     for (state, label, index), runs in groups.items():
         original = np.mean([_sweep_values(r, "original") for r in runs], axis=0)
         retrained = np.mean([_sweep_values(r, "retrained") for r in runs], axis=0)
-        removed = 100 * np.mean([r["pruning"]["units_removed_fraction"] for r in runs])
+        removed = 100 * np.mean([r.units_removed_fraction for r in runs])
         cells = [f"{o:.1f} → {p:.1f}" for o, p in zip(original, retrained)]
         rows.append(f"| {state} | {label} | {index + 1} | {removed:.1f} | " + " | ".join(cells) + " |")
     return rows
 
 
-def sweep_characterisation_figure(records: list[dict[str, Any]], path: Path, title: str) -> Path:
+def sweep_characterisation_figure(records: list[SweepRecord], path: Path, title: str) -> Path:
     """ECE and accuracy under I-FGSM (ε = 8/255) of the re-trained networks against units removed,
     one line per (method, state); the originals' values as dashed lines."""
-    runs = [r for r in records if "characterisation" in r]
+    runs = [r for r in records if r.characterisation is not None]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    series: dict[str, list[dict[str, Any]]] = {}
+    series: dict[str, list[SweepRecord]] = {}
     for r in runs:
-        series.setdefault(f"{r['label']} ({r['state']})", []).append(r)
+        series.setdefault(f"{r.label} ({r.state})", []).append(r)
     for name, members in series.items():
-        members = sorted(members, key=lambda r: r["pruning"]["units_removed_fraction"])
-        xs = [100 * r["pruning"]["units_removed_fraction"] for r in members]
+        members = sorted(members, key=lambda r: r.units_removed_fraction)
+        xs = [100 * r.units_removed_fraction for r in members]
         values = np.array([_sweep_values(r, "retrained") for r in members])
         for ax, column in zip(axes, (0, 1)):
             ax.plot(xs, values[:, column], marker="o", markersize=3, label=name)
-    for state in sorted({r["state"] for r in runs}):
-        original = np.mean([_sweep_values(r, "original") for r in runs if r["state"] == state], axis=0)
+    for state in sorted({r.state for r in runs}):
+        original = np.mean([_sweep_values(r, "original") for r in runs if r.state == state], axis=0)
         for ax, column in zip(axes, (0, 1)):
             ax.axhline(original[column], linestyle="--", linewidth=1, color="grey")
     axes[0].set(xlabel="units removed (%)", ylabel="ECE (%)", title=f"{title}: calibration (dashed: original)")

@@ -17,23 +17,23 @@ from typing import Any
 
 import numpy as np
 
+from infoprune.experiments.record import SweepRecord as Record
 from infoprune.experiments.regimes import REGIMES, measured_regimes, regime_label
 from infoprune.experiments.sweep import decode_mask
 from infoprune.plots import plt
 
-Record = dict[str, Any]
 Series = dict[str, list[Record]]
 BIN_WIDTH = 5.0  # percent of units removed per collapse-rate bin (MIPP Fig. 3)
 
 
 def units_removed(record: Record) -> float:
     """Percent of all prunable units removed in the run."""
-    return 100 * record["pruning"]["units_removed_fraction"]
+    return 100 * record.units_removed_fraction
 
 
 def kept_percent(record: Record, what: str) -> float:
     """Percent of the unpruned model's ``flops`` or ``params`` the physically pruned model keeps."""
-    return 100 * record["pruning"][f"{what}_after"] / record["pruning"][f"{what}_before"]
+    return 100 * record.kept_fraction(what)
 
 
 AXES: dict[str, tuple[Callable[[Record], float], str]] = {
@@ -45,7 +45,7 @@ AXES: dict[str, tuple[Callable[[Record], float], str]] = {
 
 
 def states_of(records: list[Record]) -> list[str]:
-    return sorted({r["state"] for r in records}, key=["trained", "untrained"].index)
+    return sorted({r.state for r in records}, key=["trained", "untrained"].index)
 
 
 def palette(names) -> dict[str, Any]:
@@ -66,7 +66,7 @@ def level_points(
     records: list[Record], value: Callable[[Record], float], x: Callable[[Record], float] = units_removed
 ) -> np.ndarray:
     """Rows (mean x, mean value, std value) per level, over seeds, sorted by x (% removed by default)."""
-    levels = series_by(records, lambda r: f"{r['label']}#{r['level']['index']}")
+    levels = series_by(records, lambda r: f"{r.label}#{r.level.index}")
     rows = []
     for runs in levels.values():
         xs = np.array([x(r) for r in runs])
@@ -80,7 +80,7 @@ def draw_accuracy(ax, series: Series, split: str, colours: dict[str, Any], axis:
     a "kept" axis runs from 100 % down, so that more pruning is to the right on every axis."""
     x, label = AXES[axis]
     for name, records in series.items():
-        points = level_points(records, lambda r: 100 * r["accuracy_retrained"][split], x)
+        points = level_points(records, lambda r: 100 * getattr(r.accuracy_retrained, split), x)
         ax.plot(points[:, 0], points[:, 1], marker="o", markersize=3, label=name, color=colours[name])
         ax.fill_between(points[:, 0], points[:, 1] - points[:, 2], points[:, 1] + points[:, 2], color=colours[name], alpha=0.2)
     if axis != "units" and not ax.xaxis_inverted():
@@ -95,7 +95,7 @@ def draw_collapse_rate(ax, series: Series, colours: dict[str, Any]) -> None:
     for name, records in series.items():
         bins: dict[int, list[bool]] = defaultdict(list)
         for record in records:
-            bins[min(int(units_removed(record) // BIN_WIDTH), int(100 // BIN_WIDTH) - 1)].append(record["collapsed"])
+            bins[min(int(units_removed(record) // BIN_WIDTH), int(100 // BIN_WIDTH) - 1)].append(record.collapsed)
         centres = [(b + 0.5) * BIN_WIDTH for b in sorted(bins)]
         rates = [100 * np.mean(bins[b]) for b in sorted(bins)]
         ax.plot(centres, rates, marker="o", markersize=4, label=name, color=colours[name])
@@ -131,15 +131,15 @@ def accuracy_figure(records: list[Record], path: Path, title: str, axis: str = "
     """MIPP Fig. 2: train and test accuracy after re-training against units removed (or FLOPs
     or parameters kept, ``axis``), per method."""
     states = states_of(records)
-    colours = palette(r["label"] for r in records)
+    colours = palette(r.label for r in records)
     fig, axes = _state_grid(states, 2, title)
     for column, state in enumerate(states):
-        runs = [r for r in records if r["state"] == state]
+        runs = [r for r in records if r.state == state]
         for row, split in enumerate(("train", "test")):
             ax = axes[row, column]
-            draw_accuracy(ax, series_by(runs, lambda r: r["label"]), split, colours, axis)
+            draw_accuracy(ax, series_by(runs, lambda r: r.label), split, colours, axis)
             if state == "trained":
-                unpruned = 100 * np.mean([r["accuracy_original"][split] for r in runs])
+                unpruned = 100 * np.mean([getattr(r.accuracy_original, split) for r in runs])
                 ax.axhline(unpruned, color="grey", linestyle="--", linewidth=0.8, label="unpruned (trained)")
             ax.set_title(f"{state}, {split}")
     return _save(fig, path)
@@ -149,7 +149,7 @@ def regime_figure(records: list[Record], path: Path, title: str) -> Path:
     """Test accuracy against FLOPs kept, one panel per regime (:data:`REGIMES`) and state, per
     method; runs that did not measure a regime are left out of its panel."""
     states = states_of(records)
-    colours = palette(r["label"] for r in records)
+    colours = palette(r.label for r in records)
     regimes = measured_regimes(records)
     fig, axes = plt.subplots(len(states), len(regimes), figsize=(4.6 * len(regimes), 3.8 * len(states)),
                              squeeze=False, layout="constrained")  # fmt: skip
@@ -158,8 +158,8 @@ def regime_figure(records: list[Record], path: Path, title: str) -> Path:
     for row, state in enumerate(states):
         for column, name in enumerate(regimes):
             ax, value = axes[row, column], REGIMES[name]
-            runs = [r for r in records if r["state"] == state and value(r) is not None]
-            for label, mine in series_by(runs, lambda r: r["label"]).items():
+            runs = [r for r in records if r.state == state and value(r) is not None]
+            for label, mine in series_by(runs, lambda r: r.label).items():
                 points = level_points(mine, lambda r: 100 * value(r), x)
                 ax.plot(points[:, 0], points[:, 1], marker="o", markersize=3, label=label, color=colours[label])
                 ax.fill_between(points[:, 0], points[:, 1] - points[:, 2], points[:, 1] + points[:, 2], color=colours[label], alpha=0.15)
@@ -174,17 +174,17 @@ def regime_figure(records: list[Record], path: Path, title: str) -> Path:
 def collapse_figure(records: list[Record], path: Path, title: str) -> Path:
     """MIPP Fig. 3: percent of runs that collapse, per 5 % bin of units removed, per method."""
     states = states_of(records)
-    colours = palette(r["label"] for r in records)
+    colours = palette(r.label for r in records)
     fig, axes = _state_grid(states, 1, title)
     for column, state in enumerate(states):
-        draw_collapse_rate(axes[0, column], series_by([r for r in records if r["state"] == state], lambda r: r["label"]), colours)
+        draw_collapse_rate(axes[0, column], series_by([r for r in records if r.state == state], lambda r: r.label), colours)
         axes[0, column].set_title(state)
     return _save(fig, path)
 
 
 def normalised_layer_ratios(record: Record) -> dict[str, float] | None:
     """Each layer's pruning ratio divided by the run's mean layer ratio (None if nothing was pruned)."""
-    ratios = {name: layer["pruning_ratio"] for name, layer in record["pruning"]["layers"].items()}
+    ratios = {name: layer["pruning_ratio"] for name, layer in record.pruning["layers"].items()}
     mean = np.mean(list(ratios.values()))
     return None if mean == 0 else {name: ratio / mean for name, ratio in ratios.items()}
 
@@ -192,8 +192,8 @@ def normalised_layer_ratios(record: Record) -> dict[str, float] | None:
 def layer_ratio_figure(records: list[Record], path: Path, title: str, per_row: int = 4) -> Path:
     """MIPP Figs. 4 and 11: layer-wise pruning ratios over the run's mean, one panel per method,
     one line per state (mean ± std over levels and seeds)."""
-    layers = list(records[0]["pruning"]["layers"])
-    by_label = series_by(records, lambda r: r["label"])
+    layers = list(records[0].pruning["layers"])
+    by_label = series_by(records, lambda r: r.label)
     colours = palette(states_of(records))
     rows, columns = -(-len(by_label) // per_row), min(per_row, len(by_label))
     rotate = len(layers) > 6
@@ -204,7 +204,7 @@ def layer_ratio_figure(records: list[Record], path: Path, title: str, per_row: i
     )
     fig.suptitle(f"{title}: layer-wise pruning ratio / the run's mean ratio")
     for ax, (label, runs) in zip(axes.flat, by_label.items()):
-        for state, state_runs in series_by(runs, lambda r: r["state"]).items():
+        for state, state_runs in series_by(runs, lambda r: r.state).items():
             normalised = [n for n in map(normalised_layer_ratios, state_runs) if n is not None]
             if not normalised:
                 continue
@@ -227,8 +227,8 @@ def layer_ratio_figure(records: list[Record], path: Path, title: str, per_row: i
 
 def input_map(record: Record) -> np.ndarray:
     """The run's selected inputs as an (H, W) image: the fraction of channels kept per pixel."""
-    shape = record["input_shape"]
-    mask = np.array(decode_mask(record["input_mask"]), dtype=float)
+    shape = record.input_shape
+    mask = np.array(decode_mask(record.input_mask), dtype=float)
     if len(shape) == 3:
         return mask.reshape(shape).mean(axis=0)
     return mask.reshape(1, -1)
@@ -239,9 +239,9 @@ def input_maps_figure(records: list[Record], path: Path, title: str, per_row: in
 
     Uses the lowest seed's runs, at most ``per_row`` of them spread over the levels."""
     rows = {}
-    for name, runs in series_by([r for r in records if r.get("input_mask")], lambda r: f"{r['label']}, {r['state']}").items():
-        seed = min(r["seed"] for r in runs)
-        runs = sorted((r for r in runs if r["seed"] == seed), key=units_removed)
+    for name, runs in series_by([r for r in records if r.input_mask], lambda r: f"{r.label}, {r.state}").items():
+        seed = min(r.seed for r in runs)
+        runs = sorted((r for r in runs if r.seed == seed), key=units_removed)
         rows[name] = [runs[i] for i in np.unique(np.linspace(0, len(runs) - 1, min(per_row, len(runs))).round().astype(int))]
     columns = max(len(picks) for picks in rows.values())
     fig, axes = plt.subplots(
@@ -256,7 +256,7 @@ def input_maps_figure(records: list[Record], path: Path, title: str, per_row: in
                 ax.axis("off")
                 continue
             record = picks[column]
-            kept = 100 * record["pruning"]["input_features_kept"] / record["pruning"]["input_features_total"]
+            kept = 100 * record.pruning["input_features_kept"] / record.pruning["input_features_total"]
             ax.imshow(input_map(record), cmap="Blues", vmin=0, vmax=1)
             ax.set_title(f"units −{units_removed(record):.0f}%\npixels −{100 - kept:.0f}%", fontsize=8)
             if column == 0:
@@ -270,10 +270,10 @@ def map_reduction_figure(records: list[Record], path: Path, title: str) -> Path:
     """MIPP Fig. 10: one method's runs grouped by ``map_reduction`` (L1, L2, mean, std): test accuracy
     after re-training (top) and collapse rate (bottom) against units removed."""
     states = states_of(records)
-    colours = palette(sorted(f"map reduction = {r['pruning']['config']['map_reduction']}" for r in records))
+    colours = palette(sorted(f"map reduction = {r.pruning['config']['map_reduction']}" for r in records))
     fig, axes = _state_grid(states, 2, title)
     for column, state in enumerate(states):
-        series = series_by([r for r in records if r["state"] == state], lambda r: f"map reduction = {r['pruning']['config']['map_reduction']}")
+        series = series_by([r for r in records if r.state == state], lambda r: f"map reduction = {r.pruning['config']['map_reduction']}")
         series = dict(sorted(series.items()))
         draw_accuracy(axes[0, column], series, "test", colours)
         draw_collapse_rate(axes[1, column], series, colours)
@@ -286,7 +286,7 @@ LATENCY_PANELS = (("cpu", "1"), ("cpu", "64"), ("onnxruntime", "1"), ("onnxrunti
 
 def latency_ratio(record: Record, backend: str, batch: str) -> float | None:
     """Pruned over original forward time (the minimum over repeats), or None when not measured."""
-    latency = record.get("latency") or {}
+    latency = record.latency or {}
     try:
         return latency["pruned"][backend][batch]["min"] / latency["original"][backend][batch]["min"]
     except KeyError:
@@ -297,11 +297,11 @@ def latency_figure(records: list[Record], path: Path, title: str) -> Path:
     """Latency ratio (pruned / original) against FLOPs ratio, one panel per measured backend and
     batch size, one point per run: on the diagonal, FLOPs savings are time savings one for one."""
     panels = [p for p in LATENCY_PANELS if any(latency_ratio(r, *p) is not None for r in records)]
-    colours = palette(r["label"] for r in records)
+    colours = palette(r.label for r in records)
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 4.0), squeeze=False, layout="constrained")
     fig.suptitle(title)
     for ax, (backend, batch) in zip(axes[0], panels):
-        for label, runs in series_by(records, lambda r: r["label"]).items():
+        for label, runs in series_by(records, lambda r: r.label).items():
             points = [(kept_percent(r, "flops") / 100, latency_ratio(r, backend, batch)) for r in runs]
             points = np.array([p for p in points if p[1] is not None])
             if len(points):

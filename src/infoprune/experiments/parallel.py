@@ -29,6 +29,7 @@ import torch
 
 from infoprune.data import DatasetSplits
 from infoprune.experiments.pipeline import RunConfig, base_model, run_device, training_split
+from infoprune.experiments.record import FailedRun, SweepRecord
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep import Outcome, PlannedRun, SweepJob, execute, failure, run_arguments, run_config
 
@@ -155,7 +156,7 @@ class _Schedule:
             base = self.bases[base_key]
         return self.run_task.remote(planned, self.job_ref, arguments, self.data[key], self.threads, base)
 
-    def _result(self, ref: Any, planned: PlannedRun) -> tuple[str, dict[str, Any]]:
+    def _result(self, ref: Any, planned: PlannedRun) -> tuple[str, SweepRecord | FailedRun]:
         try:
             return self.ray.get(ref)
         except self.ray.exceptions.RayTaskError as error:  # its base model's training raised
@@ -179,7 +180,7 @@ def in_flight_line(runs: Iterable[PlannedRun]) -> str:
 def _run_task(
     planned: PlannedRun, job: SweepJob, arguments: tuple[dict[str, Any], Any], data: DatasetSplits,
     threads: int, base_model_trained: None,
-) -> tuple[str, dict[str, Any]]:  # fmt: skip
+) -> tuple[str, SweepRecord | FailedRun]:  # fmt: skip
     """A worker: one run, on ``threads`` torch threads. ``base_model_trained`` is the result of
     the base-model task this run waits for (None: it needs none, or it is in the cache now)."""
     torch.set_num_threads(threads)

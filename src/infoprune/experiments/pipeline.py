@@ -19,9 +19,10 @@ import torch
 from torch import nn
 
 import infoprune
+from infoprune.characterisation import characterise_pair
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
 from infoprune.data.base import data_fingerprint
-from infoprune.characterisation import characterise_pair
+from infoprune.experiments.record import Accuracy, RunRecord
 from infoprune.io import atomic_write_bytes, export_onnx, require_onnx, set_aside
 from infoprune.metrics import latency_profiles
 from infoprune.models import MODELS, build_model
@@ -32,34 +33,50 @@ from infoprune.training import epoch_cost, evaluate, recalibrate_batchnorm, reci
 from infoprune.validation import check_count, resolve_device
 
 
-@dataclass
-class RunConfig:
-    """What to prune, how, and how much to train before and after."""
+@dataclass(frozen=True)
+class Training:
+    """Training, calibration and data settings of a run (the defaults of ``infoprune prune``
+    and of a sweep's ``[training]`` table); checked when made."""
 
-    model: str = "lenet5"
-    dataset: str = "mnist"
-    method: str = "mipp"
-    method_params: dict[str, Any] = field(default_factory=dict)
-    data_dir: str | None = None
     train_epochs: int = 3
     retrain_epochs: int = 2
     calibration_samples: int = 2000
     train_samples: int | None = None  # a seeded subset of the training split (None: all of it)
     test_samples: int | None = None  # a seeded subset of the test split to evaluate on (None: all of it)
-    seed: int = 0
     device: str | None = None
-    pretrained: bool = True  # False: prune at initialisation (no training before pruning)
-    cache_dir: str | None = None  # where trained base models are cached
+    data_dir: str | None = None
     weights: str | None = None  # a checkpoint (.pth / .safetensors) to prune instead of training
     characterise: bool = False  # also record ECE and adversarial accuracy (MINT §IV-E)
 
     def __post_init__(self) -> None:
-        """Counts, device and recipes are checked here, before any work starts."""
-        for name, minimum in (("train_epochs", 0), ("retrain_epochs", 0), ("calibration_samples", 1), ("seed", 0)):
+        for name, minimum in (("train_epochs", 0), ("retrain_epochs", 0), ("calibration_samples", 1)):
             check_count(name, getattr(self, name), minimum)
         check_count("train_samples", self.train_samples, 1, optional=True)
         check_count("test_samples", self.test_samples, 1, optional=True)
+        for name in ("device", "data_dir", "weights"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}.")
+        if not isinstance(self.characterise, bool):
+            raise ValueError(f"characterise must be true or false, got {self.characterise!r}.")
         resolve_device(self.device)
+
+
+@dataclass(frozen=True)
+class RunConfig(Training):
+    """What to prune, how, and how much to train before and after (:class:`Training`)."""
+
+    model: str = "lenet5"
+    dataset: str = "mnist"
+    method: str = "mipp"
+    method_params: dict[str, Any] = field(default_factory=dict)
+    seed: int = 0
+    pretrained: bool = True  # False: prune at initialisation (no training before pruning)
+    cache_dir: str | None = None  # where trained base models are cached
+
+    def __post_init__(self) -> None:
+        """Counts, device, data folder and recipes are checked here, before any work starts."""
+        super().__post_init__()
+        check_count("seed", self.seed, 0)
         if self.data_dir is not None and not Path(self.data_dir).expanduser().exists():
             raise FileNotFoundError(
                 f"The data directory {self.data_dir} does not exist; pass the folder (or file) holding the "
@@ -71,9 +88,10 @@ class RunConfig:
             recipe_for(self.dataset, retrain=True, epochs=self.retrain_epochs)
 
 
-def read_summary(path: Path) -> dict[str, Any]:
-    """The ``summary.json`` of an ``infoprune prune`` folder, with the keys ``export`` and
-    ``characterise`` read; a ValueError naming the file and what is wrong with it otherwise."""
+def read_summary(path: Path) -> RunRecord:
+    """The record in the ``summary.json`` of an ``infoprune prune`` folder, its keys that
+    ``export`` and ``characterise`` read checked; a ValueError naming the file and what is wrong
+    with it otherwise."""
     redo = "re-run `infoprune prune` into that folder to write it again"
     try:
         record = json.loads(path.read_text())
@@ -92,7 +110,10 @@ def read_summary(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} holds num_classes {classes!r}, not a positive integer: {redo}.")
     if model not in MODELS:
         raise ValueError(f"{path} names the model {model!r}, which is not registered here; known: {', '.join(sorted(MODELS))}.")
-    return record
+    try:
+        return RunRecord.from_json(record)
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: {error}: {redo}.") from None
 
 
 def architecture(name: str, num_classes: int, in_channels: int) -> nn.Module:
@@ -190,8 +211,8 @@ def run(
     data: DatasetSplits | None = None,
     on_stage: Callable[[str], None] | None = None,
     allow_collapse: bool = True,
-) -> tuple[PruningResult, dict[str, Any]]:
-    """Train, prune, re-train and evaluate; returns the result and a JSON-ready record.
+) -> tuple[PruningResult, RunRecord]:
+    """Train, prune, re-train and evaluate; returns the result and its :class:`RunRecord`.
 
     ``on_stage(name)`` is told when each stage starts (for progress displays). The record holds
     the test accuracy in four regimes: straight after pruning (``accuracy_pruned``, one-shot),
@@ -217,9 +238,7 @@ def run(
     train_eval = train_split.subset(min(10_000, len(test)), seed=config.seed)
     stage("train" if config.pretrained else "initialise")
     model = base_model(config, replace(data, train=train_split), device)
-    record: dict[str, Any] = {"config": asdict(config), "device": str(device), "num_classes": data.num_classes}
-    record["input_shape"] = list(data.train.inputs.shape[1:])
-    record["accuracy_original"] = {"train": evaluate(model, train_eval), "test": evaluate(model, test)}
+    accuracy_original = Accuracy(train=evaluate(model, train_eval), test=evaluate(model, test))
 
     stage("prune")
     calibration = train_split.subset(config.calibration_samples, seed=config.seed + 1)
@@ -228,38 +247,46 @@ def run(
         model, calibration, config.method, device=device, seed=config.seed, allow_collapse=allow_collapse,
         **config.method_params,
     )
-    record["prune_seconds"] = time.perf_counter() - start
-    record["prune_cpu_seconds"] = time.process_time() - start_cpu
+    prune_seconds, prune_cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     pruned = result.model
-    record["accuracy_pruned"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, test)}
-    record["accuracy_bn_recalibrated"] = bn_recalibrated_accuracy(pruned, calibration.inputs, test)
-    record["accuracy_by_epoch"] = []
+    accuracy_pruned = Accuracy(train=evaluate(pruned, train_eval), test=evaluate(pruned, test))
+    accuracy_bn_recalibrated = bn_recalibrated_accuracy(pruned, calibration.inputs, test)
+    by_epoch: list[float] = []
+    epoch = None
     if config.retrain_epochs > 0:
         stage("re-train")
         recipe = recipe_for(config.dataset, retrain=True, epochs=config.retrain_epochs)
         epoch = epoch_cost(model, train_split, recipe, device)
-        record["epoch_seconds"], record["epoch_cpu_seconds"] = epoch.wall_seconds, epoch.cpu_seconds
-        record["prune_epochs"] = record["prune_cpu_seconds"] / epoch.cpu_seconds
         train(
             pruned, train_split, recipe, device, seed=config.seed, transform=data.train_transform, desc="re-train",
-            on_epoch=lambda epoch: record["accuracy_by_epoch"].append(evaluate(pruned, test)),
+            on_epoch=lambda _: by_epoch.append(evaluate(pruned, test)),
         )  # fmt: skip
-    record["accuracy_retrained"] = {"train": evaluate(pruned, train_eval), "test": evaluate(pruned, test)}
+    accuracy_retrained = Accuracy(train=evaluate(pruned, train_eval), test=evaluate(pruned, test))
     stage("latency")
-    record["latency"] = measured_latency({"original": model, "pruned": pruned}, calibration.inputs[:2])
-    record["pruning"] = result.summary()
-    record["chance_accuracy"] = majority_class_rate(test)
-    record["collapsed"] = result.collapsed or record["accuracy_retrained"]["test"] <= record["chance_accuracy"] + CHANCE_MARGIN
+    latency = measured_latency({"original": model, "pruned": pruned}, calibration.inputs[:2])
+    chance = majority_class_rate(test)
+    characterisation = None
     if config.characterise:
         stage("characterise")
-        record["characterisation"] = characterise_pair(model, pruned, data, seed=config.seed)
+        characterisation = characterise_pair(model, pruned, data, seed=config.seed)
+    record = RunRecord(
+        config=asdict(config), device=str(device), num_classes=data.num_classes, input_shape=list(data.train.inputs.shape[1:]),
+        accuracy_original=accuracy_original, accuracy_pruned=accuracy_pruned, accuracy_retrained=accuracy_retrained,
+        accuracy_bn_recalibrated=accuracy_bn_recalibrated, accuracy_by_epoch=by_epoch,
+        prune_seconds=prune_seconds, prune_cpu_seconds=prune_cpu_seconds,
+        epoch_seconds=None if epoch is None else epoch.wall_seconds,
+        epoch_cpu_seconds=None if epoch is None else epoch.cpu_seconds,
+        prune_epochs=None if epoch is None else prune_cpu_seconds / epoch.cpu_seconds,
+        latency=latency, pruning=result.summary(), chance_accuracy=chance,
+        collapsed=result.collapsed or accuracy_retrained.test <= chance + CHANCE_MARGIN, characterisation=characterisation,
+    )  # fmt: skip
     return result, record
 
 
-def bn_recalibrated_accuracy(pruned: nn.Module, inputs: torch.Tensor, test: LabelledTensors) -> dict[str, float] | None:
+def bn_recalibrated_accuracy(pruned: nn.Module, inputs: torch.Tensor, test: LabelledTensors) -> Accuracy | None:
     """Test accuracy of a copy of ``pruned`` whose BatchNorm statistics were re-estimated on
     ``inputs`` (:func:`recalibrate_batchnorm`), the "one-shot + BN" regime; None without BatchNorm."""
     recalibrated = deepcopy(pruned)
     if not recalibrate_batchnorm(recalibrated, inputs):
         return None
-    return {"test": evaluate(recalibrated, test)}
+    return Accuracy(test=evaluate(recalibrated, test))

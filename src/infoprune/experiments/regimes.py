@@ -10,27 +10,27 @@ any epoch count) and after the last.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
 
-Record = dict[str, Any]
+from infoprune.experiments.record import SweepRecord as Record
+
 
 
 def _one_shot(record: Record) -> float | None:
-    return record["accuracy_pruned"]["test"]
+    return record.accuracy_pruned.test
 
 
 def _batchnorm(record: Record) -> float | None:
-    measured = record.get("accuracy_bn_recalibrated")
-    return None if measured is None else measured["test"]
+    measured = record.accuracy_bn_recalibrated
+    return None if measured is None else measured.test
 
 
 def _first_epoch(record: Record) -> float | None:
-    by_epoch = record.get("accuracy_by_epoch") or []
+    by_epoch = record.accuracy_by_epoch
     return by_epoch[0] if by_epoch else None
 
 
 def _retrained(record: Record) -> float | None:
-    return record["accuracy_retrained"]["test"] if record["config"]["retrain_epochs"] > 0 else None
+    return record.accuracy_retrained.test if record.config["retrain_epochs"] > 0 else None
 
 
 REGIMES: dict[str, Callable[[Record], float | None]] = {
@@ -47,7 +47,7 @@ def regime_label(name: str, records: list[Record]) -> str:
     """``name`` with the epoch count for the final regime (e.g. "re-trained, 10 epochs")."""
     if name != "re-trained":
         return name
-    epochs = sorted({r["config"]["retrain_epochs"] for r in records})
+    epochs = sorted({r.config["retrain_epochs"] for r in records})
     return "re-trained, " + "/".join(map(str, epochs)) + (" epoch" if epochs == [1] else " epochs")
 
 

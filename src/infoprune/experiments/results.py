@@ -13,7 +13,7 @@ import time
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from pathlib import Path
-from typing import Any
+from infoprune.experiments.record import FailedRun, SweepRecord
 
 RESULTS_FILE = "results.sqlite"
 OK, FAILED = "ok", "failed"
@@ -57,30 +57,43 @@ class ResultStore:
                 "the sweep afresh, or restore it from a copy."
             ) from error
 
-    def put(self, run_id: str, status: str, record: dict[str, Any]) -> None:
+    def put(self, run_id: str, status: str, record: SweepRecord | FailedRun) -> None:
         """Store (or replace) the run ``run_id`` in one transaction."""
         with self._connection() as db:
             db.execute(
                 "INSERT OR REPLACE INTO runs (run_id, status, finished_at, record) VALUES (?, ?, ?, ?)",
-                (run_id, status, time.time(), json.dumps(record)),
+                (run_id, status, time.time(), json.dumps(record.to_json())),
             )
 
-    def get(self, run_id: str) -> tuple[str, dict[str, Any]] | None:
+    def get(self, run_id: str) -> tuple[str, SweepRecord | FailedRun] | None:
         """``(status, record)`` of ``run_id``, or None when it was never stored."""
         with self._connection() as db:
             row = db.execute("SELECT status, record FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        return None if row is None else (row[0], json.loads(row[1]))
+        return None if row is None else (row[0], self._typed(*row))
+
+    def _typed(self, status: str, text: str) -> SweepRecord | FailedRun:
+        """The stored JSON ``text`` as the record type of ``status``; a :class:`ResultsError`
+        naming the file when it does not read as one."""
+        try:
+            data = json.loads(text)
+            return SweepRecord.from_json(data) if status == OK else FailedRun.from_json(data)
+        except (TypeError, ValueError) as error:
+            raise ResultsError(
+                f"{self.path} holds a run record that cannot be read ({error}); it was written by other "
+                "code. Move the file aside to start the sweep afresh."
+            ) from None
 
     def statuses(self) -> dict[str, str]:
         """``{run_id: status}`` of every stored run."""
         with self._connection() as db:
             return dict(db.execute("SELECT run_id, status FROM runs"))
 
-    def records(self, status: str | None = OK) -> list[dict[str, Any]]:
-        """The stored records with ``status`` (all when None), in the order they finished."""
-        query, args = "SELECT record FROM runs", ()
+    def records(self, status: str | None = OK) -> list[SweepRecord | FailedRun]:
+        """The stored records with ``status`` (all when None), in the order they finished:
+        :class:`SweepRecord` for finished runs, :class:`FailedRun` for failed ones."""
+        query, args = "SELECT status, record FROM runs", ()
         if status is not None:
             query, args = query + " WHERE status = ?", (status,)
         with self._connection() as db:
             rows = db.execute(query + " ORDER BY finished_at, run_id", args).fetchall()
-        return [json.loads(row[0]) for row in rows]
+        return [self._typed(*row) for row in rows]

@@ -27,7 +27,7 @@ import time
 import traceback
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,7 @@ import infoprune
 from infoprune.data import DatasetSplits, load_dataset
 from infoprune.data.base import data_fingerprint
 from infoprune.experiments.pipeline import RunConfig, run
+from infoprune.experiments.record import FailedRun, GridCell, Level, RunRecord, SweepRecord
 from infoprune.experiments.results import FAILED, OK, ResultStore
 from infoprune.experiments.sweep_config import MethodEntry, SweepConfig
 from infoprune.io import atomic_write_bytes, atomic_write_json, exclusive_folder
@@ -44,21 +45,15 @@ PLAN_FILE = "plan.json"
 LOCK_FILE = ".sweep.lock"
 CONFIG_COPY = "sweep.toml"
 
-Runner = Callable[..., tuple[Any, dict[str, Any]]]
+Runner = Callable[..., tuple[Any, RunRecord]]
 DatasetLoader = Callable[[str, str | None, int], DatasetSplits]
 
 
 @dataclass(frozen=True)
-class PlannedRun:
-    """One cell of the grid. ``matches`` is the id of the run it takes its level from."""
+class PlannedRun(GridCell):
+    """One cell of the grid, planned: the method's ``params``, its level, and ``matches``, the id
+    of the run it takes its level from."""
 
-    run_id: str
-    model: str
-    dataset: str
-    seed: int
-    state: str
-    label: str
-    method: str
     params: dict[str, Any]
     level_index: int
     level_param: str | None
@@ -177,14 +172,13 @@ def decode_mask(text: str) -> list[bool]:
     return [c == "1" for c in text]
 
 
-def matched_level(pruning: dict[str, Any], param: str) -> float:
-    """What a matching run takes as ``param`` from the matched run's pruning summary."""
-    if param in ("flops", "params"):
-        return pruning[f"{param}_after"] / pruning[f"{param}_before"]
-    return pruning["units_removed_fraction"]
+def matched_level(matched: SweepRecord, param: str) -> float:
+    """What a matching run takes as ``param`` from the run it matches: the fraction of FLOPs or
+    parameters kept, or (``ratio``, ``masks``) the fraction of units removed."""
+    return matched.kept_fraction(param) if param in ("flops", "params") else matched.units_removed_fraction
 
 
-def matched_record(planned: PlannedRun, store: ResultStore) -> dict[str, Any]:
+def matched_record(planned: PlannedRun, store: ResultStore) -> SweepRecord:
     """The stored record of the run ``planned`` matches; an error if that run did not succeed."""
     stored = store.get(planned.matches)
     if stored is None or stored[0] != OK:
@@ -214,8 +208,8 @@ def run_arguments(planned: PlannedRun, store: ResultStore) -> tuple[dict[str, An
         # the matched run's global fraction of units removed (ratio=), of FLOPs or parameters kept
         # (flops=, params=), or its masks (masks=)
         matched = matched_record(planned, store)
-        level_value = matched_level(matched["pruning"], planned.level_param)
-        masks = {name: decode_mask(text) for name, text in matched["masks"].items()}
+        level_value = matched_level(matched, planned.level_param)
+        masks = {name: decode_mask(text) for name, text in matched.masks.items()}
         params[planned.level_param] = masks if planned.match_take == "masks" else level_value
     elif planned.level_param is not None:
         params[planned.level_param] = level_value
@@ -238,27 +232,20 @@ def execute(
     arguments: tuple[dict[str, Any], Any],
     data: DatasetSplits,
     on_stage: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> SweepRecord:
     """Run ``planned`` with its :func:`run_arguments` and return its record (with the sweep's
     identifying fields)."""
     params, level_value = arguments
     start = time.perf_counter()
     result, record = job.runner(run_config(planned, job.config, params, job.cache_dir), data, on_stage=on_stage)
-    record.update(
-        run_id=planned.run_id,
-        model=planned.model,
-        dataset=planned.dataset,
-        seed=planned.seed,
-        state=planned.state,
-        label=planned.label,
-        method=planned.method,
-        level={"index": planned.level_index, "param": planned.level_param, "value": level_value, "matches": planned.matches},
+    return SweepRecord.of(
+        record,
+        planned,
+        level=Level(index=planned.level_index, param=planned.level_param, value=level_value, matches=planned.matches),
         masks={name: encode_mask(mask) for name, mask in result.masks.items()},
         input_mask=None if result.input_mask is None else encode_mask(result.input_mask),
-        input_shape=list(data.train.inputs.shape[1:]),
         run_seconds=time.perf_counter() - start,
     )
-    return record
 
 
 @contextmanager
@@ -278,13 +265,15 @@ def sweep_lock(out_dir: Path) -> Iterator[None]:
         yield
 
 
-def failure(planned: PlannedRun, error: BaseException) -> dict[str, Any]:
+def failure(planned: PlannedRun, error: BaseException) -> FailedRun:
     """The record stored for a run that raised ``error``."""
-    return {**asdict(planned), "error": f"{type(error).__name__}: {error}",
-            "traceback": "".join(traceback.format_exception(error, limit=8))}  # fmt: skip
+    return FailedRun(
+        run_id=planned.run_id, label=planned.label, error=f"{type(error).__name__}: {error}",
+        traceback="".join(traceback.format_exception(error, limit=8)), planned=asdict(planned),
+    )  # fmt: skip
 
 
-Outcome = tuple[PlannedRun, str, dict[str, Any]]
+Outcome = tuple[PlannedRun, str, SweepRecord | FailedRun]
 """A finished run: the run, its status (``OK`` or ``FAILED``) and its record."""
 
 Executor = Callable[[Sequence[PlannedRun], SweepJob, ResultStore, Callable[[str], None]], Iterator[Outcome]]
@@ -368,14 +357,14 @@ def _run_plan(
             label = planned.describe()
             if status == FAILED:
                 failed += 1
-                logger.warning("run failed: %s: %s", label, record["error"])
+                logger.warning("run failed: %s: %s", label, record.error)
             else:
                 finished += 1
-                record["code"] = code
+                record = replace(record, code=code)
                 logger.info(
                     "%s: %.1f%% of units removed, test accuracy %.4f after re-training%s",
-                    label, 100 * record["pruning"]["units_removed_fraction"],
-                    record["accuracy_retrained"]["test"], " (collapsed)" if record["collapsed"] else "",
+                    label, 100 * record.units_removed_fraction,
+                    record.accuracy_retrained.test, " (collapsed)" if record.collapsed else "",
                 )  # fmt: skip
             store.put(planned.run_id, status, record)
             bar.update(1)

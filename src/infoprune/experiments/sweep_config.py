@@ -49,15 +49,16 @@ means is all in these keys.
 from __future__ import annotations
 
 import inspect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from infoprune.data import DATASETS
+from infoprune.experiments.pipeline import Training
 from infoprune.methods import available_methods, get_method
 from infoprune.models import MODELS
 from infoprune.training import recipe_for
-from infoprune.validation import check_count, resolve_device
+from infoprune.validation import check_count
 
 STATES = ("trained", "untrained")
 MATCH_TAKES = ("ratio", "masks")  # what is taken from the matched run
@@ -106,21 +107,6 @@ class MethodEntry:
     level_values: tuple[Any, ...] = ()
     match: Match | None = None
     states: tuple[str, ...] = STATES
-
-
-@dataclass(frozen=True)
-class Training:
-    """Training, calibration and data settings shared by every run of the sweep."""
-
-    train_epochs: int = 3
-    retrain_epochs: int = 2
-    calibration_samples: int = 2000
-    train_samples: int | None = None
-    test_samples: int | None = None
-    device: str | None = None
-    data_dir: str | None = None
-    weights: str | None = None
-    characterise: bool = False
 
 
 @dataclass(frozen=True)
@@ -248,22 +234,12 @@ def _states(value: Any, where: str) -> tuple[str, ...]:
 
 
 def _training(table: dict[str, Any], where: str) -> Training:
-    defaults = Training()
-    _only_keys(table, set(vars(defaults)), where)
-    values = {**vars(defaults), **table}
-    minimums = {"train_epochs": 0, "retrain_epochs": 0, "calibration_samples": 1, "train_samples": 1, "test_samples": 1}
-    for key, minimum in minimums.items():
-        _count(key, values[key], minimum, where, optional=key in ("train_samples", "test_samples"))
-    for key in ("device", "data_dir", "weights"):
-        if values[key] is not None and not isinstance(values[key], str):
-            raise ConfigError(f"{where}: {key} must be a string, got {values[key]!r}.")
-    if not isinstance(values["characterise"], bool):
-        raise ConfigError(f"{where}: characterise must be true or false, got {values['characterise']!r}.")
+    """The ``[training]`` table as :class:`Training`, its errors naming the table."""
+    _only_keys(table, {f.name for f in fields(Training)}, where)
     try:
-        resolve_device(values["device"])
+        return Training(**table)
     except ValueError as error:
         raise ConfigError(f"{where}: {error}") from None
-    return Training(**values)
 
 
 def _count(key: str, value: Any, minimum: int, where: str, optional: bool = False) -> int | None:
