@@ -16,6 +16,7 @@ from infoprune.data.base import calibration_tensors
 from infoprune.methods import MaskDecision, PruningContext, PruningMethod, get_method
 from infoprune.metrics import count_flops, count_params
 from infoprune.network import BUDGET_ARGUMENTS, InputMasked, Network, emptied_groups
+from infoprune.network.compensation import compensate as compensate_consumers
 from infoprune.running import evaluating, preserved_rng, primary_output
 from infoprune.progress import logger, progress_bar
 from infoprune.result import LayerSummary, PruningResult
@@ -124,6 +125,7 @@ def prune(
     progress: Callable[..., Any] | bool | None = progress_bar,
     ignore: Iterable[str | type] | str | type = (),
     allow_collapse: bool = False,
+    compensate: bool = False,
     **method_kwargs: Any,
 ) -> PruningResult:
     """Prune ``model`` structurally with ``method`` and return a :class:`PruningResult`.
@@ -143,6 +145,10 @@ def prune(
     logged as a warning; a *budgeted* call (``flops=``, ``params=`` or ``ratio=``) that would
     return a disconnected (dead) network raises a ValueError instead, unless ``allow_collapse``
     (research sweeps pass it, to count collapses).
+    ``compensate``: after surgery, each consumer reads the least-squares prediction of the removed
+    units from its kept ones, fitted on the calibration inputs (a change of its weights and bias;
+    :mod:`infoprune.network.compensation`): most of the one-shot accuracy a method loses comes
+    back, for any method. Not in the papers; off by default.
     ``progress``: the progress-bar factory; True is the default bars, False or None no bars. The input model and the global
     random state are left as they were (``seed`` seeds a forked RNG);
     ``result.model`` is a physically smaller copy on ``device`` (CUDA when present unless given).
@@ -163,12 +169,16 @@ def prune(
         given = method_kwargs or {name: getattr(pruning_method, name, None) for name in BUDGET_ARGUMENTS}
         budget = {name: given[name] for name in BUDGET_ARGUMENTS if given.get(name) is not None}
         collapse = CollapsePolicy(budget, allow_collapse)
-        return _prune(model, inputs, labels, pruning_method.name, pruning_method, device, seed, progress, ignore, collapse)
+        if not isinstance(compensate, bool):
+            raise ValueError(f"compensate must be True or False, got {compensate!r}.")
+        return _prune(
+            model, inputs, labels, pruning_method.name, pruning_method, device, seed, progress, ignore, collapse, compensate
+        )
 
 
 def _prune(
     model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, method: str, pruning_method,
-    device: torch.device, seed: int, progress, ignore: tuple, collapse: CollapsePolicy,
+    device: torch.device, seed: int, progress, ignore: tuple, collapse: CollapsePolicy, compensate: bool,
 ) -> PruningResult:
     """The body of :func:`prune` on checked arguments (run inside a forked RNG)."""
     working = copy.deepcopy(model).to(device).eval()
@@ -196,6 +206,13 @@ def _prune(
     disconnected = network.is_disconnected(masks, decision.input_mask)
     collapse.check(method, emptied_groups(masks), disconnected)
     params_before, flops_before = count_params(working), count_flops(working, example)
+    if compensate and decision.after_surgery:
+        steps = ", ".join(type(step).__name__ for step in decision.after_surgery)
+        logger.warning(
+            "compensate=True: %r's own weight steps (%s) are applied on top of the compensation and may count the "
+            "removed units twice (for ThiNet, pass rescale=False).", method, steps,
+        )  # fmt: skip
+    compensated = compensate_consumers(network, masks, inputs, device) if compensate else []
     pruned = network.apply_masks(masks, inplace=True)  # the network describes the unpruned model no more
     for step in decision.after_surgery:
         step.apply(pruned, network, masks)
@@ -218,4 +235,5 @@ def _prune(
         config=pruning_method.config(),
         details=decision.details,
         after_surgery=tuple(decision.after_surgery),
+        compensated=compensated,
     )

@@ -41,7 +41,9 @@ class PruningResult:
     layer disconnects the network, in a residual one an emptied branch beside a live skip
     does not; ``input_mask`` is the selected input features (None unless selected);
     ``after_surgery`` the method's weight steps (re-initialisation, rescaling) that were
-    applied to the pruned model, in order (see ``infoprune.methods.base.WeightStep``).
+    applied to the pruned model, in order (see ``infoprune.methods.base.WeightStep``);
+    ``compensated`` the consumers whose weights ``prune(..., compensate=True)`` re-fitted
+    (:mod:`infoprune.network.compensation`).
     """
 
     method: str
@@ -59,6 +61,7 @@ class PruningResult:
     details: dict[str, Any] = field(default_factory=dict)
     disconnected: bool = False
     after_surgery: tuple = ()
+    compensated: list[str] = field(default_factory=list)
 
     @property
     def collapsed(self) -> bool:
@@ -82,6 +85,7 @@ class PruningResult:
             "collapsed_layers": self.collapsed_layers,
             "disconnected": self.disconnected,
             "after_surgery": [type(step).__name__ for step in self.after_surgery],
+            "compensated": self.compensated,
             "input_features_kept": None if self.input_mask is None else int(self.input_mask.sum()),
             "input_features_total": None if self.input_mask is None else int(self.input_mask.numel()),
             "params_before": self.params_before,

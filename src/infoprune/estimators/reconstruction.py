@@ -53,3 +53,18 @@ def relative_error(contributions: torch.Tensor, keep: torch.Tensor, scales: torc
     weights = keep.double() if scales is None else keep.double() * scales
     target = x.sum(dim=1)
     return float((target - x @ weights).pow(2).sum() / target.pow(2).sum().clamp_min(1e-300))
+
+
+def linear_substitution(moments: torch.Tensor, removed: torch.Tensor, ridge: float = 1e-4) -> torch.Tensor:
+    """``(kept + 1, removed)`` coefficients ``A`` predicting the ``removed`` features from the kept
+    ones and a constant, ``x_removed ≈ [x_kept, 1] A``, by ridge least squares.
+
+    ``moments`` is ``E[[x, 1][x, 1]ᵀ]`` over the samples (the constant last); ``removed`` a bool
+    vector over the features. The ridge is ``ridge`` times the mean diagonal of the kept block,
+    so that it is scale-free; it only matters where kept features are (nearly) collinear.
+    """
+    keep = torch.cat([~removed, torch.ones(1, dtype=torch.bool, device=removed.device)])
+    target = torch.cat([removed, torch.zeros(1, dtype=torch.bool, device=removed.device)])
+    gram = moments[keep][:, keep]
+    regularised = gram + ridge * gram.diagonal().mean() * torch.eye(len(gram), dtype=gram.dtype, device=gram.device)
+    return torch.linalg.solve(regularised, moments[keep][:, target])
