@@ -124,3 +124,27 @@ def test_every_method_takes_compensate_and_unsupported_consumers_are_logged(capl
 def test_compensate_must_be_a_bool():
     with pytest.raises(ValueError, match=re.escape("compensate must be True or False, got 'yes'.")):
         infoprune.prune(build_model("lenet5"), torch.randn(8, 1, 28, 28), "l1", ratio=0.5, compensate="yes")
+
+
+def test_a_run_and_a_sweep_take_compensate_and_older_run_ids_stay():
+    """``RunConfig(compensate=True)`` prunes with compensation; in a sweep's ``[training]`` it
+    enters a run's id only when set, so the ids of sweeps that never set it do not change."""
+    from infoprune.data import DatasetSplits, LabelledTensors
+    from infoprune.experiments.pipeline import RunConfig, run
+    from infoprune.experiments.sweep import plan
+    from infoprune.experiments.sweep_config import parse_config
+
+    torch.manual_seed(0)
+    tensors = LabelledTensors(torch.randn(64, 1, 28, 28), torch.arange(64) % 10)
+    data = DatasetSplits("mnist", tensors, tensors, tensors, 10)
+    config = RunConfig(method="l1", method_params={"ratio": 0.5, "scope": "layer"}, pretrained=False, retrain_epochs=0,
+                       calibration_samples=64, device="cpu", compensate=True)  # fmt: skip
+    result, record = run(config, data)
+    assert result.compensated == ["conv2", "fc1", "fc2", "fc3"] and record.pruning["compensated"] == result.compensated
+
+    def ids(training: dict) -> list[str]:
+        raw = {"grid": {"models": ["lenet5"], "datasets": ["mnist"]}, "training": training,
+               "methods": [{"name": "l1", "params": {"ratio": 0.5}}]}  # fmt: skip
+        return [planned.run_id for planned in plan(parse_config(raw))]
+
+    assert ids({}) == ids({"compensate": False}) != ids({"compensate": True})

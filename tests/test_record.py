@@ -84,6 +84,7 @@ def test_training_settings_are_written_once():
         ({"device": 3}, "device must be a string, got 3."),
         ({"characterise": "yes"}, "characterise must be true or false, got 'yes'."),
         ({"test_samples": 0}, "test_samples must be an integer ≥ 1 or None, got 0."),
+        ({"compensate": 1}, "compensate must be true or false, got 1."),
     ],
 )
 def test_bad_training_settings_are_refused_in_one_place(setting, message):

@@ -75,6 +75,8 @@ def build_parser(method: str = DEFAULT_METHOD) -> argparse.ArgumentParser:
                        help="return the pruned model even when the budget disconnects the network (default: refuse)")
     prune.add_argument("--characterise", action="store_true",
                        help="also record ECE and adversarial accuracy, original and pruned (MINT §IV-E)")
+    prune.add_argument("--compensate", action="store_true",
+                       help="re-fit the layers that read pruned units by least squares (prune(..., compensate=True))")
 
     sweep = commands.add_parser("sweep", help="run a grid of prune runs from a TOML config (resumable)")
     sweep.add_argument("config", type=Path, help="sweep config, e.g. configs/lenet5-mnist.toml")
@@ -188,6 +190,7 @@ def _prune_into(args: argparse.Namespace) -> int:
         cache_dir=str(args.cache_dir or args.out / "cache"),
         weights=None if args.weights is None else str(args.weights),
         characterise=args.characterise,
+        compensate=args.compensate,
     )
     if args.cache_dir is not None:
         prepare_out(args.cache_dir, "--cache-dir")

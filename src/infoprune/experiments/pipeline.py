@@ -47,6 +47,7 @@ class Training:
     data_dir: str | None = None
     weights: str | None = None  # a checkpoint (.pth / .safetensors) to prune instead of training
     characterise: bool = False  # also record ECE and adversarial accuracy (MINT §IV-E)
+    compensate: bool = False  # prune(..., compensate=True): re-fit the consumers of pruned units
 
     def __post_init__(self) -> None:
         for name, minimum in (("train_epochs", 0), ("retrain_epochs", 0), ("calibration_samples", 1)):
@@ -56,8 +57,9 @@ class Training:
         for name in ("device", "data_dir", "weights"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
                 raise ValueError(f"{name} must be a string, got {getattr(self, name)!r}.")
-        if not isinstance(self.characterise, bool):
-            raise ValueError(f"characterise must be true or false, got {self.characterise!r}.")
+        for name in ("characterise", "compensate"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r}.")
         resolve_device(self.device)
 
 
@@ -245,7 +247,7 @@ def run(
     start, start_cpu = time.perf_counter(), time.process_time()
     result = infoprune.prune(
         model, calibration, config.method, device=device, seed=config.seed, allow_collapse=allow_collapse,
-        **config.method_params,
+        compensate=config.compensate, **config.method_params,
     )
     prune_seconds, prune_cpu_seconds = time.perf_counter() - start, time.process_time() - start_cpu
     pruned = result.model

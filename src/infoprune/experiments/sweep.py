@@ -113,7 +113,7 @@ def plan(config: SweepConfig) -> list[PlannedRun]:
     gets new runs. (A ``data_dir`` that does not exist adds nothing; :func:`run_sweep` refuses it.)
     """
     training = {k: v for k, v in asdict(config.training).items() if k not in ("device", "data_dir")}
-    for key in ("weights", "characterise", "test_samples"):  # part of a run's identity only when set (keeps older run ids)
+    for key in ("weights", "characterise", "test_samples", "compensate"):  # in a run's identity only when set (keeps older ids)
         if not training[key]:
             del training[key]
     data_dir = config.training.data_dir
