@@ -303,6 +303,31 @@ class OnnxExport:
     max_abs_error: float
 
 
+class RMSNormForExport(nn.Module):
+    """``nn.RMSNorm`` in the operations the TorchScript ONNX exporter knows (it has no
+    ``aten::rms_norm`` at any opset): ``x · rsqrt(mean(x²) + eps) · weight``, with ``nn.RMSNorm``'s
+    default eps (the dtype's machine epsilon) when it has none."""
+
+    def __init__(self, norm: nn.RMSNorm) -> None:
+        super().__init__()
+        self.norm = norm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dims = tuple(range(-len(self.norm.normalized_shape), 0))
+        eps = self.norm.eps if self.norm.eps is not None else torch.finfo(x.dtype).eps
+        normalised = x * torch.rsqrt(x.pow(2).mean(dims, keepdim=True) + eps)
+        return normalised if self.norm.weight is None else normalised * self.norm.weight
+
+
+def exportable(model: nn.Module) -> nn.Module:
+    """``model`` (modified in place) with every ``nn.RMSNorm`` in :class:`RMSNormForExport`."""
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if type(child) is nn.RMSNorm:
+                setattr(parent, name, RMSNormForExport(child))
+    return model
+
+
 @torch.no_grad()
 def export_onnx(
     model: nn.Module, example_input: torch.Tensor, path: str | Path, opset: int = ONNX_OPSET
@@ -313,14 +338,15 @@ def export_onnx(
     onnxscript and is several times faster on small models), then runs the file with ONNX
     Runtime on ``example_input`` and raises ``ValueError`` unless every output is within
     ``ONNX_TOLERANCE`` of torch's, relative to the largest |output| (at least 1). The model is
-    exported from a CPU copy in eval mode; it is not modified.
+    exported from a CPU copy in eval mode (``nn.RMSNorm`` written out, :func:`exportable`); it is
+    not modified.
     Needs the ``onnx`` extra (:func:`require_onnx`).
     """
     path = Path(path)
     if path.is_dir():
         raise ValueError(f"The ONNX destination {path} is a folder; pass a file name such as {path / 'model.onnx'}.")
     onnxruntime = require_onnx()
-    cpu = copy.deepcopy(model).cpu().eval()
+    cpu = exportable(copy.deepcopy(model).cpu().eval())
     example = example_input.cpu()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
