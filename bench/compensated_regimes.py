@@ -11,17 +11,11 @@ same masks (checked: a method whose masks differ is marked).
 from __future__ import annotations
 
 import sys
-from statistics import mean, stdev
-
 from infoprune.experiments.record import SweepRecord
 from infoprune.experiments.regimes import REGIMES
-from infoprune.experiments.report import sweep_records
+from infoprune.experiments.report import mean_std, sweep_records
 
 SHOWN = ("one-shot", "1 epoch", "re-trained")
-
-
-def cell(values: list[float]) -> str:
-    return f"{mean(values):.2f} ± {stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
 
 
 def table(plain: list[SweepRecord], compensated: list[SweepRecord]) -> list[str]:
@@ -34,7 +28,7 @@ def table(plain: list[SweepRecord], compensated: list[SweepRecord]) -> list[str]
             if not pairs:
                 continue
             cells = [
-                f"{cell([100 * REGIMES[name](a) for a, _ in pairs])} → {cell([100 * REGIMES[name](b) for _, b in pairs])}"
+                f"{mean_std([REGIMES[name](a) for a, _ in pairs], 100)} → {mean_std([REGIMES[name](b) for _, b in pairs], 100)}"
                 for name in SHOWN
             ]
             same = all(a.masks == b.masks for a, b in pairs)

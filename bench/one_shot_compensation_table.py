@@ -10,16 +10,16 @@ from __future__ import annotations
 import json
 import sys
 from collections import defaultdict
-from statistics import mean, stdev
+from statistics import mean
+
+from infoprune.experiments.report import mean_std
 
 COLUMNS = {"one_shot": "one-shot", "compensated": "compensated", "one_shot_bn": "one-shot + BN", "compensated_bn": "compensated + BN"}
 
 
 def cell(runs: list[dict], key: str) -> str:
-    values = [100 * run[key] for run in runs if run[key] is not None]
-    if not values:
-        return "–"
-    return f"{mean(values):.2f} ± {stdev(values):.2f}" if len(values) > 1 else f"{values[0]:.2f}"
+    values = [run[key] for run in runs if run[key] is not None]
+    return mean_std(values, 100) if values else "–"
 
 
 def table(rows: list[dict]) -> list[str]:

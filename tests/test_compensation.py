@@ -16,7 +16,7 @@ from infoprune.models import build_model
 from infoprune.models.families import FAMILIES
 from infoprune.network import Network
 from infoprune.network import compensation
-from infoprune.network.compensation import RIDGE, feature_rows, input_moments, removed_features
+from infoprune.network.compensation import RIDGE, feature_rows, input_moments
 
 
 class Fixed(PruningMethod):
@@ -66,7 +66,7 @@ def test_a_removed_unit_that_its_neighbours_predict_is_put_back_exactly(monkeypa
 def substituted(network: Network, masks: dict[str, torch.Tensor], inputs: torch.Tensor):
     """The masked network in which every consumer reads the least-squares prediction of its removed
     features from its kept ones (what compensation should compute, written as input hooks)."""
-    removed = removed_features(network, masks)
+    removed = network.removed_inputs(masks)
     moments = input_moments(network, list(removed), inputs, torch.device("cpu"))
 
     def hook(name: str, module: nn.Module):

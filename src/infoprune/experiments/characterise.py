@@ -26,7 +26,7 @@ from torch import nn
 
 from infoprune.characterisation import ATTACKS, SAMPLES, PixelScale, characterise, grad_cam, pixel_scale
 from infoprune.data import DatasetSplits, LabelledTensors, load_dataset
-from infoprune.experiments.pipeline import RunConfig, base_model, read_summary
+from infoprune.experiments.pipeline import RunConfig, base_model, read_summary, training_split
 from infoprune.experiments.record import RunRecord, SweepRecord
 from infoprune.io import atomic_write_bytes, atomic_write_json, load_pruned
 from infoprune.plots import plt
@@ -64,8 +64,7 @@ def load_run(directory: str | Path, data: DatasetSplits | None = None, device: s
     config = RunConfig(**{k: v for k, v in record.config.items() if k in known})
     config = replace(config, device=device)
     data = data or load_dataset(config.dataset, config.data_dir, seed=config.seed)
-    train = data.train if config.train_samples is None else data.train.subset(config.train_samples, seed=config.seed)
-    data_used = replace(data, train=train)
+    data_used = replace(data, train=training_split(config, data))
     original = base_model(config, data_used, torch.device(device)).eval()
     skeleton = base_model(replace(config, pretrained=False, weights=None), data_used, torch.device(device))
     pruned = load_pruned(directory / "pruned_model.pt", skeleton, data.test.inputs[:2])

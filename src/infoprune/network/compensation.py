@@ -12,7 +12,7 @@ folded into the unpruned model before surgery, which then drops the removed unit
 before a method's own weight steps (ThiNet's rescaling then scales the compensated weights). The same
 idea as ThiNet's least-squares rescaling (Eq. 6), with every kept unit allowed to stand in for
 every removed one. Not in the MIPP, MINT or ITPruner papers; ours, measured in
-docs/results/equal-flops/README.md.
+docs/results/equal-flops/compensation.md.
 
 For a Linear consumer the result equals the masked network with the substitution exactly. A
 convolution is fitted per position across channels (one A for every pixel), which is exact
@@ -34,20 +34,6 @@ from infoprune.progress import logger
 
 RIDGE = 1e-4
 """The ridge of the least-squares fit, relative to the mean second moment of the kept features."""
-
-
-def removed_features(network: Network, masks: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Per consumer that reads a removed unit: a bool vector over its input features, True
-    where it read a removed unit."""
-    removed: dict[str, torch.Tensor] = {}
-    for group in network.groups:
-        mask = masks.get(group.name)
-        if mask is None or mask.all():
-            continue
-        for consumer in group.consumers:
-            vector = removed.setdefault(consumer.name, torch.zeros(consumer.features, dtype=torch.bool))
-            vector[consumer.positions[~mask.cpu()].flatten()] = True
-    return removed
 
 
 def unsupported(module: nn.Module) -> str | None:
@@ -83,11 +69,11 @@ def input_moments(network: Network, names: list[str], inputs: torch.Tensor, devi
             counts[name] += len(rows)
         return accumulate
 
-    model = network.model
-    handles = [model.get_submodule(name).register_forward_pre_hook(hook(name, model.get_submodule(name))) for name in names]
+    modules = {name: network.model.get_submodule(name) for name in names}
+    handles = [module.register_forward_pre_hook(hook(name, module)) for name, module in modules.items()]
     try:
         for start in range(0, len(inputs), batch_size):
-            model(inputs[start : start + batch_size].to(device))
+            network.model(inputs[start : start + batch_size].to(device))
     finally:
         for handle in handles:
             handle.remove()
@@ -100,13 +86,13 @@ def compensate(network: Network, masks: dict[str, torch.Tensor], inputs: torch.T
     kept units and its bias, in the unpruned model (call before surgery, which then drops the
     removed units' weights); fitted on ``inputs``. Returns the consumers compensated; those it
     cannot compensate are logged and left as they are."""
-    removed = removed_features(network, masks)
+    removed = network.removed_inputs(masks)
     modules = {name: network.model.get_submodule(name) for name in removed}
-    for name, module in modules.items():
-        reason = unsupported(module)
+    reasons = {name: unsupported(module) for name, module in modules.items()}
+    for name, reason in reasons.items():
         if reason is not None:
             logger.warning("compensation: %s is left as surgery makes it: %s", name, reason)
-    names = [name for name, module in modules.items() if unsupported(module) is None and not removed[name].all()]
+    names = [name for name, reason in reasons.items() if reason is None and not removed[name].all()]
     moments = input_moments(network, names, inputs, device)
     for name in names:
         module, gone = modules[name], removed[name].to(modules[name].weight.device)

@@ -245,22 +245,14 @@ class Network:
         ``model`` (default: the analysed one) is any model with the same module names.
         """
         model = model if model is not None else self.model
-        keep: dict[str, torch.Tensor] = {}
-        for group in self.groups:
-            mask = masks.get(group.name)
-            if mask is None:
-                continue
-            for consumer in group.consumers:
-                vector = keep.setdefault(consumer.name, torch.ones(consumer.features))
-                vector[consumer.positions[~mask.cpu()].flatten()] = 0
 
         def make_hook(module: nn.Module, vector: torch.Tensor) -> Callable:
             return lambda _m, args: (mask_features(args[0], module, vector), *args[1:])
 
         handles = []
-        for name, vector in keep.items():
+        for name, removed in self.removed_inputs(masks).items():
             module = model.get_submodule(name)
-            handles.append(module.register_forward_pre_hook(make_hook(module, vector)))
+            handles.append(module.register_forward_pre_hook(make_hook(module, ~removed)))
         for name, vector in self._layer_norm_keeps(masks).items():
             handles.append(model.get_submodule(name).register_forward_hook(layer_norm_over(vector)))
         if input_mask is not None:
@@ -274,6 +266,19 @@ class Network:
         finally:
             for handle in handles:
                 handle.remove()
+
+    def removed_inputs(self, masks: Masks) -> dict[str, torch.Tensor]:
+        """Per consumer that reads a removed unit: a bool vector over its input features, True
+        where it reads one."""
+        removed: dict[str, torch.Tensor] = {}
+        for group in self.groups:
+            mask = masks.get(group.name)
+            if mask is None or mask.all():
+                continue
+            for consumer in group.consumers:
+                vector = removed.setdefault(consumer.name, torch.zeros(consumer.features, dtype=torch.bool))
+                vector[consumer.positions[~mask.cpu()].flatten()] = True
+        return removed
 
     def _layer_norm_keeps(self, masks: Masks) -> dict[str, torch.Tensor]:
         """For each LayerNorm / RMS norm in a masked group: the features the pruned norm keeps."""
