@@ -265,20 +265,19 @@ def test_hugging_face_dict_batches_calibrate_a_token_model():
 
 
 @pytest.mark.parametrize("batch,message", [
-    ({"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1, 0], [1, 1, 1]])},
-     "Batch 1 of the calibration data pads its sequences (its attention_mask has zeros): infoprune runs the model on "
-     "input_ids alone, so padding would be read as tokens. Pass sequences of one length without padding (truncate "
-     "them, or group them by length)."),
+    ({"input_ids": torch.ones(2, 3, dtype=torch.long), "attention_mask": torch.tensor([[1, 1], [1, 1]])},
+     "Batch 1 of the calibration data has an attention_mask of shape (2, 2) for input_ids of shape (2, 3): give one "
+     "mask entry per token."),
     ({"ids": torch.ones(2, 3, dtype=torch.long)},
      "Batch 1 of the calibration data is a dict without input_ids (keys: ['ids']); a dict batch holds input_ids and, "
      "optionally, labels and an attention_mask."),
     ({"input_ids": torch.ones(2, 3, dtype=torch.long), "pixel_values": torch.ones(2, 3)},
      "Batch 1 of the calibration data holds ['pixel_values'] besides ['input_ids', 'attention_mask', 'labels', "
-     "'token_type_ids']: infoprune runs the model on input_ids alone. Drop those entries (or wrap the model so that "
-     "it takes input_ids only)."),
+     "'token_type_ids']: infoprune runs the model on input_ids (and the attention_mask) alone. Drop those entries (or "
+     "wrap the model so that it takes input_ids only)."),
     ({"input_ids": torch.ones(2, 3, dtype=torch.long), "token_type_ids": torch.tensor([[0, 1, 1], [0, 0, 0]])},
-     "Batch 1 of the calibration data has non-zero token_type_ids: infoprune runs the model on input_ids alone. "
-     "Pass single-segment sequences (or wrap the model so that it takes input_ids only)."),
+     "Batch 1 of the calibration data has non-zero token_type_ids: infoprune runs the model on input_ids (and the "
+     "attention_mask) alone. Pass single-segment sequences (or wrap the model so that it takes input_ids only)."),
 ])
 def test_dict_batches_the_model_would_need_more_than_input_ids_for_are_refused_with_the_fix(batch, message):
     with pytest.raises(ValueError) as error:

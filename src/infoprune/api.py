@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import inspect
 import time
@@ -17,6 +18,7 @@ from infoprune.methods import MaskDecision, PruningContext, PruningMethod, get_m
 from infoprune.metrics import count_flops, count_params
 from infoprune.network import BUDGET_ARGUMENTS, InputMasked, Network, emptied_groups
 from infoprune.network.compensation import compensate as compensate_consumers
+from infoprune.padding import is_padded, passing_attention_mask
 from infoprune.running import evaluating, preserved_rng, primary_output
 from infoprune.progress import logger, progress_bar
 from infoprune.result import LayerSummary, PruningResult
@@ -171,17 +173,20 @@ def prune(
         collapse = CollapsePolicy(budget, allow_collapse)
         if not isinstance(compensate, bool):
             raise ValueError(f"compensate must be True or False, got {compensate!r}.")
-        return _prune(
-            model, inputs, labels, pruning_method.name, pruning_method, device, seed, progress, ignore, collapse, compensate
-        )
+        working = copy.deepcopy(model).to(device).eval()
+        with passing_attention_mask(working) if is_padded(inputs) else contextlib.nullcontext():
+            return _prune(
+                working, inputs, labels, pruning_method.name, pruning_method, device, seed, progress, ignore, collapse,
+                compensate,
+            )
 
 
 def _prune(
-    model: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, method: str, pruning_method,
+    working: nn.Module, inputs: torch.Tensor, labels: torch.Tensor | None, method: str, pruning_method,
     device: torch.device, seed: int, progress, ignore: tuple, collapse: CollapsePolicy, compensate: bool,
 ) -> PruningResult:
-    """The body of :func:`prune` on checked arguments (run inside a forked RNG)."""
-    working = copy.deepcopy(model).to(device).eval()
+    """The body of :func:`prune` on checked arguments (run inside a forked RNG), pruning
+    ``working``, a copy of the user's model, in place."""
     example = inputs[:2].to(device)
     if getattr(pruning_method, "select_inputs", False) and not inputs.is_floating_point():
         raise ValueError(

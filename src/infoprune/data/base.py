@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from infoprune.padding import mark_padding, pad_to
 from infoprune.progress import logger
 from infoprune.validation import check_count, check_finite
 
@@ -119,7 +120,8 @@ def _is_inputs_and_labels(data) -> bool:
 
 
 def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Concatenate the batches of an iterable; every batch must hold samples of one shape."""
+    """Concatenate the batches of an iterable; every batch must hold samples of one shape,
+    except token-id batches (2-D integer), which are right-padded to the longest with PAD."""
     cap = max_samples
     if cap is None and not _has_length(data):
         cap = CALIBRATION_CAP
@@ -128,6 +130,10 @@ def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Te
     seen = 0
     for number, batch in enumerate(data, start=1):
         x, y = _split_batch(batch, number)
+        if xs and x.dim() == 2 and not x.is_floating_point() and x.dtype == xs[0].dtype:
+            length = max(x.shape[1], xs[0].shape[1])  # token batches of other lengths: padded to the longest
+            xs = [pad_to(part, length) for part in xs] if length > xs[0].shape[1] else xs
+            x = pad_to(x, length)
         if xs and x.shape[1:] != xs[0].shape[1:]:
             raise ValueError(
                 f"Batch {number} of the calibration data holds samples of shape {tuple(x.shape[1:])}, the "
@@ -187,15 +193,16 @@ def _split_batch(batch, number: int) -> tuple[torch.Tensor, torch.Tensor | None]
 
 
 TOKEN_KEYS = ("input_ids", "attention_mask", "labels", "token_type_ids")
-"""The keys of a Hugging Face style batch that calibration reads (the model gets input_ids alone)."""
+"""The keys of a Hugging Face style batch that calibration reads (the model gets input_ids and
+the attention mask)."""
 
 
 def token_batch(batch: Mapping, where: str) -> tuple[torch.Tensor, torch.Tensor | None]:
     """``(input_ids, labels or None)`` of a Hugging Face style dict batch.
 
-    The model is run on ``input_ids`` alone, so a batch must not need its other entries: an
-    ``attention_mask`` must keep every token (no padding) and ``token_type_ids`` be all zero.
-    Token ids stay integers.
+    Padded positions (``attention_mask`` 0) hold :data:`infoprune.padding.PAD` in the ids;
+    :func:`infoprune.prune` passes the mask back to the model on every call. The model gets
+    no other entry, so ``token_type_ids`` must be all zero. Token ids stay integers.
     """
     if "input_ids" not in batch:
         raise ValueError(f"{where} is a dict without input_ids (keys: {sorted(batch)}); a dict batch holds "
@@ -203,16 +210,20 @@ def token_batch(batch: Mapping, where: str) -> tuple[torch.Tensor, torch.Tensor 
     other = sorted(set(batch) - set(TOKEN_KEYS))
     if other:
         raise ValueError(f"{where} holds {other} besides {list(TOKEN_KEYS)}: infoprune runs the model on input_ids "
-                         "alone. Drop those entries (or wrap the model so that it takes input_ids only).")
+                         "(and the attention_mask) alone. Drop those entries (or wrap the model so that it takes input_ids "
+                         "only).")
     mask, types = batch.get("attention_mask"), batch.get("token_type_ids")
-    if mask is not None and not bool(torch.as_tensor(mask).bool().all()):
-        raise ValueError(f"{where} pads its sequences (its attention_mask has zeros): infoprune runs the model on "
-                         "input_ids alone, so padding would be read as tokens. Pass sequences of one length without "
-                         "padding (truncate them, or group them by length).")
+    ids = batch["input_ids"]
+    if mask is not None:
+        if torch.as_tensor(mask).shape != ids.shape:
+            raise ValueError(f"{where} has an attention_mask of shape {tuple(torch.as_tensor(mask).shape)} for "
+                             f"input_ids of shape {tuple(ids.shape)}: give one mask entry per token.")
+        ids = mark_padding(ids, mask)
     if types is not None and bool(torch.as_tensor(types).any()):
-        raise ValueError(f"{where} has non-zero token_type_ids: infoprune runs the model on input_ids alone. "
+        raise ValueError(f"{where} has non-zero token_type_ids: infoprune runs the model on input_ids "
+                         "(and the attention_mask) alone. "
                          "Pass single-segment sequences (or wrap the model so that it takes input_ids only).")
-    return batch["input_ids"], batch.get("labels")
+    return ids, batch.get("labels")
 
 
 def data_fingerprint(data_dir: str | Path | None) -> str | None:

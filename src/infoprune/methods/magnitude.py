@@ -58,6 +58,8 @@ class L1Norm(RankedPruningMethod):
     group reduction), so a stream written by many layers is not favoured by their number.
     Li et al. prune per layer; ``scope="global"`` (the default here, as for the other
     baselines) compares the raw norms across groups, which favours layers with large fan-in.
+    A unit of attention heads scores per output column (its norm / ``head_dim``), as in
+    :mod:`infoprune.methods.ranked`.
     """
 
     name = "l1"
@@ -66,6 +68,6 @@ class L1Norm(RankedPruningMethod):
         return {
             group.name: torch.stack([
                 producer_rows(p.module.weight.detach().abs(), p.positions).sum(dim=1).cpu() for p in group.producers
-            ]).mean(dim=0)
+            ]).mean(dim=0) / group.features_per_unit
             for group in context.network.groups
         }

@@ -32,6 +32,7 @@ from infoprune.methods import register
 from infoprune.methods.base import MaskDecision, PruningContext, PruningMethod, check_positive_int
 from infoprune.network import Budget, Consumer, Group, Network, check_method_budget
 from infoprune.network.activations import feature_first
+from infoprune.padding import real_tokens
 from infoprune.running import evaluating
 
 
@@ -80,12 +81,19 @@ def linear_contributions(
     linear: nn.Linear, weight: torch.Tensor, x: torch.Tensor, locations: int, generator: torch.Generator
 ) -> torch.Tensor:
     """``(N·locations, F)``: each input feature's share of a Linear consumer's output at random
-    (output neuron, token) pairs, ``locations`` per sample."""
+    (output neuron, token) pairs, ``locations`` per sample; real tokens only in a padded batch
+    (drawn the same whatever the padded length)."""
     flat = feature_first(x, linear)  # (N, F, tokens)
     n, _, tokens = flat.shape
     sample = torch.arange(n).repeat_interleave(locations).to(x.device)
     out = torch.randint(weight.shape[0], (n * locations,), generator=generator).to(x.device)
-    token = torch.randint(tokens, (n * locations,), generator=generator).to(x.device)
+    real = real_tokens(x, linear)
+    if real is None:
+        token = torch.randint(tokens, (n * locations,), generator=generator).to(x.device)
+    else:
+        order = torch.argsort((~real).int(), dim=1, stable=True)  # each sample's real positions first
+        drawn = torch.rand(n * locations, generator=generator).to(x.device) * real.sum(dim=1)[sample]
+        token = order[sample, drawn.long()]
     return flat[sample, :, token] * weight[out]
 
 

@@ -35,7 +35,6 @@ from typing import ClassVar
 import torch
 import torch.nn.functional as F
 import torch_pruning as tp
-from torch_pruning._helpers import GroupItem
 from torch import nn
 from torch.func import functional_call, grad, vmap
 
@@ -96,10 +95,9 @@ def head_pruning_group(graph: tp.DependencyGraph, modules: dict[str, nn.Module],
     for member in group.members:
         node = graph.module2node[modules[member.name]]
         dependency = tp.dependency.Dependency(member.handler, member.handler, node, node)
-        item = GroupItem(dependency, member.positions.flatten().tolist())
+        tp_group.add_dep(dependency, member.positions.flatten().tolist())
         roots = torch.arange(group.units)[:, None] * width + torch.arange(member.positions.shape[1]) % width
-        item.root_idxs = roots.flatten().tolist()
-        tp_group.items.append(item)
+        tp_group.items[-1].root_idxs = roots.flatten().tolist()
     return tp_group
 
 

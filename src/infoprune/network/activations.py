@@ -28,15 +28,22 @@ MapReduction = Literal["l1", "l2", "mean", "signed_mean", "std"]
 MAP_REDUCTIONS: tuple[str, ...] = ("l1", "l2", "mean", "signed_mean", "std")
 
 
-def reduce_maps(maps: torch.Tensor, how: MapReduction = "l1") -> torch.Tensor:
+def reduce_maps(maps: torch.Tensor, how: MapReduction = "l1", positions: torch.Tensor | None = None) -> torch.Tensor:
     """Reduce ``(N, C, K)`` per-unit maps to ``(N, C)`` (MIPP App. E.2, Table 3).
 
     l1: Σ|O|; l2: sqrt(ΣO²); mean: mean |O|; signed_mean: mean O (MINT App. B, "the average
     activation across a filter's dimensions"); std: standard deviation of |O| over positions.
     A unit with a single value per sample (a neuron, K = 1) is returned as it is, sign included.
+    ``positions``: ``(N, K)`` bool, the positions that count (padded tokens, zero in ``maps``,
+    do not): means and the std are over those; None: all K.
     """
     if maps.shape[2] == 1:
         return maps[:, :, 0]
+    if positions is not None and how in ("mean", "signed_mean", "std"):
+        real = positions.to(maps)[:, None, :]
+        count = real.sum(dim=2)
+        mean = (maps if how == "signed_mean" else maps.abs()).sum(dim=2) / count
+        return mean if how != "std" else (((maps.abs() - mean[..., None]) * real).pow(2).sum(dim=2) / count).sqrt()
     if how == "l1":
         return maps.abs().sum(dim=2)
     if how == "l2":
@@ -50,7 +57,9 @@ def reduce_maps(maps: torch.Tensor, how: MapReduction = "l1") -> torch.Tensor:
     raise ValueError(f"Unknown map reduction {how!r}; choose one of {', '.join(MAP_REDUCTIONS)}.")
 
 
-def reduce_on_grid(maps: torch.Tensor, how: MapReduction = "l1", grid: int | None = 1) -> torch.Tensor:
+def reduce_on_grid(
+    maps: torch.Tensor, how: MapReduction = "l1", grid: int | None = 1, positions: torch.Tensor | None = None
+) -> torch.Tensor:
     """Reduce ``(N, C, K)`` square maps per cell of a ``grid`` × ``grid`` partition: ``(N, C·cells)``,
     unit c's cells in columns c·cells … (c + 1)·cells − 1, row-major (MIPP App. E.2, spatially).
 
@@ -62,7 +71,9 @@ def reduce_on_grid(maps: torch.Tensor, how: MapReduction = "l1", grid: int | Non
     """
     side = math.isqrt(maps.shape[2])
     if grid == 1 or maps.shape[2] == 1:
-        return reduce_maps(maps, how)
+        return reduce_maps(maps, how, positions)
+    if positions is not None:
+        raise ValueError("padded token sequences have no spatial grid")
     if side * side != maps.shape[2]:
         raise ValueError(f"a map of {maps.shape[2]} values per unit is not square, so it has no spatial grid")
     grid = side if grid is None else min(grid, side)

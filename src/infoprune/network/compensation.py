@@ -30,6 +30,7 @@ from torch import nn
 
 from infoprune.estimators.reconstruction import linear_substitution
 from infoprune.network.network import Network
+from infoprune.padding import real_tokens
 from infoprune.progress import logger
 
 RIDGE = 1e-4
@@ -57,13 +58,15 @@ def feature_rows(x: torch.Tensor, module: nn.Module) -> torch.Tensor:
 def input_moments(network: Network, names: list[str], inputs: torch.Tensor, device: torch.device, batch_size: int = 256
                   ) -> dict[str, torch.Tensor]:  # fmt: skip
     """``E[[x, 1][x, 1]ᵀ]`` of each named consumer's input over ``inputs`` (float64; rows as
-    :func:`feature_rows`), in the unpruned network."""
+    :func:`feature_rows`, padded tokens left out), in the unpruned network."""
     sums: dict[str, torch.Tensor] = {}
     counts = dict.fromkeys(names, 0)
 
     def hook(name: str, module: nn.Module):
         def accumulate(_module: nn.Module, args: tuple) -> None:
             rows = feature_rows(args[0], module).double()
+            real = real_tokens(args[0], module)
+            rows = rows if real is None else rows[real.flatten()]  # padded tokens are no samples
             rows = torch.cat([rows, torch.ones(len(rows), 1, dtype=rows.dtype, device=rows.device)], dim=1)
             sums[name] = sums.get(name, 0) + rows.T @ rows
             counts[name] += len(rows)

@@ -101,6 +101,11 @@ class Group:
         return "linear" if isinstance(self.module, nn.Linear) else "conv"
 
     @property
+    def features_per_unit(self) -> int:
+        """Features a unit is made of: a head's output columns (``heads.width``), else 1."""
+        return self.heads.width if self.heads is not None else 1
+
+    @property
     def coupled(self) -> bool:
         """More than one layer produces these channels (residual streams, depthwise convs, SE gates)."""
         return len(self.producers) > 1

@@ -25,6 +25,7 @@ from infoprune.network.activations import (
 )
 from infoprune.network.connectivity import linearised_state
 from infoprune.network.groups import PRUNABLE_TYPES, Consumer, Group, dependency_graph, execution_order, find_groups
+from infoprune.padding import real_token_positions, without_padding
 from infoprune.running import all_outputs, evaluating, release_freed_memory
 from infoprune.progress import logger
 from infoprune.validation import ignore_entries
@@ -297,7 +298,8 @@ class Network:
         on_output: Mapping[str, Callable[[torch.Tensor], None]] | None = None,
     ) -> None:
         """Run ``inputs`` in batches; call ``on_units(group, maps)`` with each group's ``(N, units, K)``
-        maps at its first consumer's input, and ``on_output[name](output)`` for named modules.
+        maps at its first consumer's input, and ``on_output[name](output)`` for named modules;
+        padded token positions read as zero (:mod:`infoprune.padding`).
 
         A batch holds at most ``batch_size`` samples and at most ``READ_BYTES`` of input (large
         images: ImageNet-sized batches of 256 would hold GiBs of activations); on the CPU the
@@ -309,9 +311,9 @@ class Network:
             for group in self.groups:
                 consumer = group.consumers[0]
                 hooks.append(consumer.module.register_forward_pre_hook(
-                    lambda m, args, g=group, c=consumer: on_units(g, gather_units(args[0], m, c.positions))))
+                    lambda m, args, g=group, c=consumer: on_units(g, gather_units(without_padding(args[0], m), m, c.positions))))
             for name, callback in (on_output or {}).items():
-                hooks.append(self.modules[name].register_forward_hook(lambda _m, _a, out, f=callback: f(out)))
+                hooks.append(self.modules[name].register_forward_hook(lambda m, _a, out, f=callback: f(without_padding(out, m))))
             for start in range(0, inputs.shape[0], batch_size):
                 self.model(inputs[start : start + batch_size].to(device))
                 if device.type == "cpu":
@@ -336,14 +338,14 @@ class Network:
 
         def reduce(maps: torch.Tensor, where: str) -> torch.Tensor:
             try:
-                return reduce_on_grid(maps, map_reduction, grid).cpu()
+                return reduce_on_grid(maps, map_reduction, grid, real_token_positions(maps.shape[2])).cpu()
             except ValueError as error:
                 raise ValueError(f"{where}: {error}; use spatial=1 (one value per map) for it.") from None
 
         def units(group: Group, maps: torch.Tensor) -> None:
             if group.heads is not None:  # a head is a feature of width columns, each reduced over the tokens
                 maps = maps.reshape(maps.shape[0], group.units * group.heads.width, -1)
-                collected.setdefault(group.name, []).append(reduce_maps(maps, map_reduction).cpu())
+                collected.setdefault(group.name, []).append(reduce_maps(maps, map_reduction, real_token_positions(maps.shape[2])).cpu())
                 return
             collected.setdefault(group.name, []).append(reduce(maps, f"The units of {group.name!r}"))
 

@@ -10,6 +10,7 @@ from torch import nn
 
 from infoprune.network import Network
 from infoprune.progress import logger
+from infoprune.padding import without_padding
 from infoprune.running import evaluating
 
 
@@ -46,14 +47,15 @@ Conditioning = typing.Literal["contribution", "others"]
 
 
 def module_inputs(model: nn.Module, names: list[str], inputs: torch.Tensor, batch_size: int = 256) -> dict[str, torch.Tensor]:
-    """What each named module reads (its first input), for ``inputs``, in eval mode, on the CPU."""
+    """What each named module reads (its first input), for ``inputs``, in eval mode, on the CPU
+    (padded token positions as zeros)."""
     modules = dict(model.named_modules())
     collected: dict[str, list[torch.Tensor]] = {name: [] for name in names}
     device = next(model.parameters()).device
     with evaluating(model) as hooks:
         for name in names:
             hooks.append(modules[name].register_forward_pre_hook(
-                lambda _m, args, name=name: collected[name].append(args[0].detach().cpu())))
+                lambda m, args, name=name: collected[name].append(without_padding(args[0], m).detach().cpu())))
         for start in range(0, inputs.shape[0], batch_size):
             model(inputs[start : start + batch_size].to(device))
     return {name: torch.cat(parts) for name, parts in collected.items()}
