@@ -43,6 +43,9 @@ def head_counts(model: nn.Module) -> list[tuple[int, int]]:
             counts.append((module.num_heads * module.head_dim, module.c_proj.in_features))
         elif name == "RobertaSelfAttention":
             counts.append((module.num_attention_heads * module.attention_head_size, module.query.out_features))
+        elif name == "T5Attention":
+            counts.append((module.n_heads * module.key_value_proj_dim, module.q.out_features))
+            counts.append((module.inner_dim, module.o.in_features))
         elif name in ("LlamaAttention", "MistralAttention", "Qwen2Attention"):
             counts.append((module.k_proj.out_features * module.num_key_value_groups, module.q_proj.out_features))
     return counts
@@ -62,6 +65,7 @@ def check(family: str, method: str) -> infoprune.PruningResult | None:
     assert counts and all(said == held for said, held in counts)
     if family != "vit":
         longer = torch.randint(1, VOCAB, (3, TOKENS + 5), generator=torch.Generator().manual_seed(2))
+        longer[:, -1] = 1  # T5's classifier reads the last <eos>
         assert result.model(longer).logits.shape == (3, 5)
     return result
 
@@ -111,7 +115,7 @@ def test_heads_are_groups_of_every_family(family):
     model, inputs = hf_model(family)
     network = Network(model, inputs[:2])
     heads = [g for g in network.groups if g.kind == "heads"]
-    assert len(heads) == 2
+    assert len(heads) == (3 if family == "t5" else 2)  # T5: a group per stack and kind, across its layers
     grouped_query = family in ("llama", "mistral", "qwen2")  # 2 key-value groups of 2 query heads
     assert heads[0].units == (2 if grouped_query else HEADS)
 
@@ -119,6 +123,21 @@ def test_heads_are_groups_of_every_family(family):
 @pytest.mark.parametrize("family", ["roberta", "mistral", "qwen2"])
 def test_the_other_registered_families_prune_to_the_masked_model(family):
     check(family, "random")
+
+
+@pytest.mark.parametrize("method", SOME)
+def test_t5s_heads_are_removed_from_every_layer_of_a_stack_with_their_position_bias(method):
+    """T5's first layer computes the position bias of every head and the later layers add it:
+    a head goes from all layers of its stack (self-attention, cross-attention) at once."""
+    model, inputs = hf_model("t5")
+    network = Network(model, inputs[:2])
+    encoder = network.group("transformer.encoder.block.0.layer.0.SelfAttention.q")
+    assert [c.name for c in encoder.consumers] == [f"transformer.encoder.block.{i}.layer.0.SelfAttention.o" for i in (0, 1)]
+    assert "transformer.encoder.block.0.layer.0.SelfAttention.relative_attention_bias" in {m.name for m in encoder.members}
+    result = check("t5", method)
+    for stack in ("encoder", "decoder"):
+        attentions = [getattr(result.model.transformer, stack).block[i].layer[0].SelfAttention for i in (0, 1)]
+        assert attentions[0].n_heads == attentions[1].n_heads == attentions[0].relative_attention_bias.embedding_dim
 
 
 def test_llamas_residual_stream_is_pruned_through_its_rmsnorms():
@@ -142,7 +161,7 @@ def test_a_pruned_llama_reloads_into_a_re_pruned_skeleton_and_keeps_its_kv_group
         assert attention.q_proj.out_features == units * attention.num_key_value_groups * attention.head_dim
 
 
-@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "vit"])
+@pytest.mark.parametrize("family", ["bert", "gpt2", "llama", "vit", "t5"])
 def test_the_flops_form_counts_the_pruned_models_flops(family):
     from infoprune.metrics import count_flops
 
@@ -156,7 +175,7 @@ def test_the_flops_form_counts_the_pruned_models_flops(family):
     assert predicted == pytest.approx(count_flops(network.apply_masks(masks), inputs[:2]), rel=1e-9)
 
 
-@pytest.mark.parametrize("family", ["gpt2", "bert"])
+@pytest.mark.parametrize("family", ["gpt2", "bert", "t5"])
 def test_a_pruned_hugging_face_model_saves_and_loads_with_infoprune_io(family, tmp_path):
     from infoprune.io import load_pruned, save_pruned
 

@@ -112,14 +112,20 @@ def architecture(model: nn.Module) -> list[str]:
 PROBE_SEED = 0
 
 
-def probe_output(model: nn.Module, sample_shape: tuple[int, ...], tokens: int | None = None) -> torch.Tensor | None:
-    """The model's output (eval mode, on the CPU) on two fixed, seeded samples of ``sample_shape``:
-    Gaussian, or token ids below ``tokens`` for a model reading token ids."""
+def probe_input(probe: dict) -> torch.Tensor:
+    """The probe input a file's ``probe`` entry names: its stored token ids, or two fixed, seeded
+    Gaussian samples of its ``shape`` (files from before token ids were stored: seeded ids
+    below its ``tokens``)."""
+    if "input" in probe:
+        return probe["input"]
     generator = torch.Generator().manual_seed(PROBE_SEED)
-    if tokens is None:
-        probe = torch.randn((2, *sample_shape), generator=generator)
-    else:
-        probe = torch.randint(0, tokens, (2, *sample_shape), generator=generator)
+    if "tokens" in probe:
+        return torch.randint(0, probe["tokens"], (2, *probe["shape"]), generator=generator)
+    return torch.randn((2, *probe["shape"]), generator=generator)
+
+
+def probe_output(model: nn.Module, probe: torch.Tensor) -> torch.Tensor | None:
+    """The model's output (eval mode, on the CPU) on ``probe``, None unless a tensor."""
     device = next((p.device for p in model.parameters()), torch.device("cpu"))
     probe = probe.to(device)
     with evaluating(model):
@@ -138,7 +144,8 @@ def save_pruned(
 
     Stored with them, to recognise the architecture on loading: the module tree and, given
     ``example_input`` (any batch of the model's inputs; only its per-sample shape is used),
-    the output on a fixed probe input.
+    the output on a fixed probe input (seeded Gaussian samples, or the first two of
+    ``example_input`` when it holds token ids).
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"save_pruned needs the pruned nn.Module (result.model), got {type(model).__name__}.")
@@ -154,13 +161,12 @@ def save_pruned(
         "architecture": architecture(model),
     }
     if example_input is not None:
-        shape = tuple(example_input.shape[1:])
-        tokens = None if example_input.is_floating_point() else int(example_input.max()) + 1
-        output = probe_output(model, shape, tokens)
+        probe: dict[str, Any] = {"shape": list(example_input.shape[1:])}
+        if not example_input.is_floating_point():  # token ids: the model's own (random ids may be invalid for it)
+            probe["input"] = example_input[:2].detach().cpu()
+        output = probe_output(model, probe_input(probe))
         if output is not None:
-            payload["probe"] = {"shape": list(shape), "output": output}
-            if tokens is not None:
-                payload["probe"]["tokens"] = tokens
+            payload["probe"] = {**probe, "output": output}
     atomic_write_bytes(Path(path), lambda f: torch.save(payload, f))
 
 
@@ -228,7 +234,7 @@ def _load_pruned(path: str | Path, unpruned: nn.Module, example_input: torch.Ten
         raise ValueError(f"{path} does not fit the given model: {error}") from None
     probe = payload.get("probe")
     if probe is not None:
-        output = probe_output(pruned, tuple(probe["shape"]), probe.get("tokens"))
+        output = probe_output(pruned, probe_input(probe))
         if output is None or output.shape != probe["output"].shape or not torch.allclose(output, probe["output"], rtol=1e-4, atol=1e-5):
             difference = "" if output is None or output.shape != probe["output"].shape else (
                 f" (largest difference {float((output - probe['output']).abs().max()):.3g})"

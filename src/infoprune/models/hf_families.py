@@ -33,6 +33,11 @@ def hf_model(name: str) -> tuple[nn.Module, torch.Tensor]:
     elif name == "gpt2":
         model = hf.GPT2ForSequenceClassification(hf.GPT2Config(
             vocab_size=VOCAB, n_embd=HIDDEN, n_layer=LAYERS, n_head=HEADS, n_positions=4 * TOKENS, n_inner=2 * HIDDEN, pad_token_id=0, use_cache=False, **common))
+    elif name == "t5":  # encoder-decoder; the classifier reads the last <eos> (id 1) of each input
+        model = hf.T5ForSequenceClassification(hf.T5Config(
+            vocab_size=VOCAB, d_model=HIDDEN, d_kv=HIDDEN // HEADS, d_ff=2 * HIDDEN, num_layers=LAYERS, num_heads=HEADS,
+            relative_attention_num_buckets=8, decoder_start_token_id=0, pad_token_id=0, eos_token_id=1,
+            use_cache=False, **common))
     elif name == "vit":
         model = hf.ViTForImageClassification(hf.ViTConfig(
             image_size=16, patch_size=4, hidden_size=HIDDEN, num_hidden_layers=LAYERS, num_attention_heads=HEADS,
@@ -41,7 +46,9 @@ def hf_model(name: str) -> tuple[nn.Module, torch.Tensor]:
     else:
         raise KeyError(name)
     ids = torch.randint(3, VOCAB, (128, TOKENS), generator=torch.Generator().manual_seed(1))
+    if name == "t5":
+        ids[:, -1] = 1
     return model.eval(), ids
 
 
-HF_FAMILIES = ("bert", "roberta", "distilbert", "vit", "gpt2", "llama", "mistral", "qwen2")
+HF_FAMILIES = ("bert", "roberta", "distilbert", "vit", "gpt2", "llama", "mistral", "qwen2", "t5")

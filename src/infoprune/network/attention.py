@@ -25,6 +25,8 @@ that ``transformers`` is never imported here.
 from __future__ import annotations
 
 import abc
+import dataclasses
+import re
 from dataclasses import dataclass
 
 import torch
@@ -41,7 +43,9 @@ class HeadLayout:
 
     ``producers``: each projection producing the heads (query, key, value) with its output
     rows per unit, ``(units, rows)``; ``out``: the output projection with its input columns
-    per unit, ``(units, columns)``; ``heads_per_unit``: query heads in a unit (1 without GQA).
+    per unit, ``(units, columns)``; ``heads_per_unit``: query heads in a unit (1 without GQA);
+    ``embeddings``: ``nn.Embedding`` layers with a column per head (T5's relative position
+    bias), with their columns per unit.
     """
 
     units: int
@@ -49,6 +53,7 @@ class HeadLayout:
     head_dim: int
     producers: tuple[tuple[str, torch.Tensor], ...]
     out: tuple[str, torch.Tensor]
+    embeddings: tuple[tuple[str, torch.Tensor], ...] = ()
 
 
 class AttentionAdapter(abc.ABC):
@@ -62,6 +67,12 @@ class AttentionAdapter(abc.ABC):
     def resize(self, module: nn.Module, layout: HeadLayout, units: int) -> None:
         """Set the module's attributes for ``units`` kept units of ``layout`` (the unpruned
         module's), once surgery has shrunk its projections."""
+
+    def coupling(self, name: str) -> str:
+        """Attention modules (by name) with the same key lose the same heads: one group. Its
+        own name by default; adapters of attentions sharing per-head state across layers
+        (T5's position bias) override it."""
+        return name
 
 
 def _get(module: nn.Module, path: str) -> object:
@@ -177,6 +188,28 @@ class PackedAttention(AttentionAdapter):
             _set(module, path, units * layout.head_dim)
 
 
+@dataclass(frozen=True)
+class SharedBiasAttention(ProjectionAttention):
+    """T5's attention: :class:`ProjectionAttention` whose per-head position bias is computed by
+    the first layer of a stack (from its ``bias`` embedding, one column per head) and added in
+    every later layer of the stack, so a head is removed from every layer of the stack at once:
+    one group per stack (``block.N`` in the module's name) and kind of attention (self, cross)."""
+
+    bias: str = "relative_attention_bias"
+
+    def layout(self, module: nn.Module) -> HeadLayout | str:
+        layout = super().layout(module)
+        bias = getattr(module, self.bias, None)
+        if isinstance(layout, str) or bias is None:
+            return layout
+        if not isinstance(bias, nn.Embedding) or bias.embedding_dim != layout.units:
+            return f"its {self.bias} is not an nn.Embedding with one column per head"
+        return dataclasses.replace(layout, embeddings=((self.bias, torch.arange(layout.units)[:, None]),))
+
+    def coupling(self, name: str) -> str:
+        return re.sub(r"\.block\.\d+\.", ".block.*.", name)
+
+
 ADAPTERS: dict[type | str, AttentionAdapter] = {}
 """Attention class (or its ``module.QualName`` path, for classes not imported here) → adapter."""
 
@@ -215,6 +248,8 @@ for _path, _adapter in {
         "q_proj", "k_proj", "v_proj", "o_proj", heads="num_attention_heads", head_dim="head_dim"),
     f"{_HF}.gpt2.modeling_gpt2.GPT2Attention": PackedAttention(
         "c_attn", "c_proj", heads="num_heads", head_dim="head_dim", sizes=("split_size", "embed_dim")),
+    f"{_HF}.t5.modeling_t5.T5Attention": SharedBiasAttention(
+        "q", "k", "v", "o", heads="n_heads", head_dim="key_value_proj_dim", sizes=("inner_dim",)),
     **{path: ProjectionAttention("q_proj", "k_proj", "v_proj", "o_proj", head_dim="head_dim") for path in (
         f"{_HF}.llama.modeling_llama.LlamaAttention", f"{_HF}.mistral.modeling_mistral.MistralAttention",
         f"{_HF}.qwen2.modeling_qwen2.Qwen2Attention")},  # head counts read from the projections' widths
@@ -224,10 +259,11 @@ for _path, _adapter in {
 
 @dataclass(frozen=True)
 class Heads:
-    """What a head group knows about its attention: the module's name, its adapter and the
-    layout of the unpruned module (units are ``layout.units`` key-value groups of heads)."""
+    """What a head group knows about its attention: the modules' names (one, or a coupled set,
+    :meth:`AttentionAdapter.coupling`), their adapter and the layout of the unpruned modules
+    (units are ``layout.units`` key-value groups of heads)."""
 
-    module: str
+    modules: tuple[str, ...]
     adapter: AttentionAdapter
     layout: HeadLayout
 
@@ -237,14 +273,50 @@ class Heads:
         return self.layout.heads_per_unit * self.layout.head_dim
 
 
+def head_group(name: str, module: nn.Module, adapter: AttentionAdapter, layout: HeadLayout) -> Group:
+    """The group of the heads of one attention module: its projections' rows (producers),
+    its output projection's columns (consumer) and its per-head embedding columns."""
+    function = tp.pruner.function
+
+    def full(relative: str) -> str:
+        return f"{name}.{relative}" if name else relative
+
+    producers = tuple(
+        Member(full(r), layer, function.prune_linear_out_channels, rows, layer.out_features)
+        for r, rows in layout.producers for layer in [module.get_submodule(r)]
+    )
+    embeddings = tuple(
+        Member(full(r), layer, function.prune_embedding_out_channels, columns, layer.embedding_dim)
+        for r, columns in layout.embeddings for layer in [module.get_submodule(r)]
+    )
+    out_name, columns = layout.out
+    out = module.get_submodule(out_name)
+    reader = Member(full(out_name), out, function.prune_linear_in_channels, columns, out.in_features)
+    consumer = Consumer(full(out_name), out, columns, out.in_features)
+    first = producers[0]
+    return Group(first.name, first.module, layout.units, producers, (consumer,), (*producers, reader, *embeddings),
+                 Heads((name,), adapter, layout))
+
+
+def coupled_group(parts: list[Group]) -> Group | str:
+    """One group removing the same heads from every attention of ``parts``, or why it cannot."""
+    first = parts[0]
+    if any((p.units, p.heads.width) != (first.units, first.heads.width) for p in parts):
+        return "the attentions it shares per-head state with have other head counts or widths"
+    return Group(first.name, first.module, first.units, tuple(m for p in parts for m in p.producers),
+                 tuple(c for p in parts for c in p.consumers), tuple(m for p in parts for m in p.members),
+                 Heads(tuple(n for p in parts for n in p.heads.modules), first.heads.adapter, first.heads.layout))
+
+
 def find_head_groups(
     model: nn.Module, order: list[str], ignored: set[str]
 ) -> tuple[list[Group], dict[str, str], frozenset[str]]:
-    """A head group per attention module with a registered adapter, why the others' heads stay
-    whole, and the projections that produce heads (they root no channel group)."""
-    linear = tp.pruner.function
-    groups: list[Group] = []
+    """A head group per attention module with a registered adapter (per coupled set of them),
+    why the others' heads stay whole, and the projections that produce heads (they root no
+    channel group)."""
+    parts: dict[str, list[Group]] = {}
     whole: dict[str, str] = {}
+    blocked: dict[str, str] = {}  # coupling key → why its heads stay whole
     claimed: set[str] = set()
     for name, module in model.named_modules():
         adapter = adapter_for(module)
@@ -253,25 +325,23 @@ def find_head_groups(
         layout = adapter.layout(module)
         if isinstance(layout, str):
             whole[name] = f"its attention heads stay whole: {layout}"
+            blocked[adapter.coupling(name)] = f"{name}'s heads stay whole"
             continue
-        full = {relative: f"{name}.{relative}" if name else relative for relative, _ in (*layout.producers, layout.out)}
-        claimed.update(full[relative] for relative, _ in layout.producers)
-        named = ignored & {name, *full.values()}  # the module (ignore=[its type]) or its projections
-        if named:
-            whole[name] = f"ignore= names {sorted(named)}"
+        full = [f"{name}.{relative}" if name else relative for relative, _ in (*layout.producers, layout.out)]
+        claimed.update(full[:-1])
+        named = ignored & {name, *full}  # the module (ignore=[its type]) or its projections
+        reason = (f"ignore= names {sorted(named)}" if named else
+                  None if all(n in order for n in full) else "its projections are not all called in the forward pass")
+        if reason is not None:
+            whole[name] = reason
+            blocked[adapter.coupling(name)] = f"{name}'s heads stay whole"
             continue
-        if not all(n in order for n in full.values()):
-            whole[name] = "its projections are not all called in the forward pass"
-            continue
-        producers = tuple(
-            Member(full[r], layer, linear.prune_linear_out_channels, rows, layer.out_features)
-            for r, rows in layout.producers for layer in [module.get_submodule(r)]
-        )
-        out_name, columns = layout.out
-        out = module.get_submodule(out_name)
-        reader = Member(full[out_name], out, linear.prune_linear_in_channels, columns, out.in_features)
-        consumer = Consumer(full[out_name], out, columns, out.in_features)
-        first = producers[0]
-        groups.append(Group(first.name, first.module, layout.units, producers, (consumer,), (*producers, reader),
-                            Heads(name, adapter, layout)))
+        parts.setdefault(adapter.coupling(name), []).append(head_group(name, module, adapter, layout))
+    groups: list[Group] = []
+    for key, coupled in parts.items():
+        group = coupled_group(coupled) if key not in blocked else f"its heads are coupled with the others' and {blocked[key]}"
+        if isinstance(group, str):
+            whole.update({name: f"its attention heads stay whole: {group}" for p in coupled for name in p.heads.modules})
+        else:
+            groups.append(group)
     return groups, whole, frozenset(claimed)

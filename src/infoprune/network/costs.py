@@ -146,13 +146,15 @@ def flops_cost(model: nn.Module, groups: Sequence[Group], example_input: torch.T
     an attention's products between heads (Q Kᵀ, the weighted sum of V): what its module
     costs beyond its projections is linear in its head group.
     """
-    attention = {i: g.heads.module for i, g in enumerate(groups) if g.heads is not None}
-    per_module, total = module_flops(model, example_input, also=tuple(attention.values()))
+    attention = {i: g.heads.modules for i, g in enumerate(groups) if g.heads is not None}
+    per_module, total = module_flops(model, example_input, also=tuple(n for names in attention.values() for n in names))
     modules = dict(model.named_modules())
     inside = {}
-    for i, name in attention.items():
-        layers = sum(f for n, f in per_module.items() if n.startswith(f"{name}.") and isinstance(modules[n], PRUNABLE_TYPES))
-        inside[i] = float(per_module.pop(name, 0) - layers)
+    for i, names in attention.items():
+        inside[i] = 0.0
+        for name in names:
+            layers = sum(f for n, f in per_module.items() if n.startswith(f"{name}.") and isinstance(modules[n], PRUNABLE_TYPES))
+            inside[i] += float(per_module.pop(name, 0) - layers)
     layers = {name: (float(f), 0.0) for name, f in per_module.items()}
     form = bilinear_form(groups, layers, total - sum(per_module.values()) - sum(inside.values()), modules)
     linear = form.linear.copy()

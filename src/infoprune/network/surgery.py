@@ -118,7 +118,8 @@ def apply_masks(
         mask = masks.get(group.name)
         if group.heads is not None and mask is not None and not mask.all():
             kept = group.units - len(removed_units(mask))
-            group.heads.adapter.resize(pruned.get_submodule(group.heads.module), group.heads.layout, kept)
+            for module in group.heads.modules:
+                group.heads.adapter.resize(pruned.get_submodule(module), group.heads.layout, kept)
     for group in groups:
         if group.name in masks and not masks[group.name].any():
             for consumer in group.consumers:
