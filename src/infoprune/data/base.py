@@ -121,7 +121,7 @@ def _is_inputs_and_labels(data) -> bool:
 
 def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Concatenate the batches of an iterable; every batch must hold samples of one shape,
-    except token-id batches (2-D integer), which are right-padded to the longest with PAD."""
+    except token-id batches (2-D int32/int64), which are right-padded to the longest with PAD."""
     cap = max_samples
     if cap is None and not _has_length(data):
         cap = CALIBRATION_CAP
@@ -130,7 +130,7 @@ def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Te
     seen = 0
     for number, batch in enumerate(data, start=1):
         x, y = _split_batch(batch, number)
-        if xs and x.dim() == 2 and not x.is_floating_point() and x.dtype == xs[0].dtype:
+        if xs and x.dim() == 2 and x.dtype in (torch.int32, torch.int64) and x.dtype == xs[0].dtype:
             length = max(x.shape[1], xs[0].shape[1])  # token batches of other lengths: padded to the longest
             xs = [pad_to(part, length) for part in xs] if length > xs[0].shape[1] else xs
             x = pad_to(x, length)
