@@ -33,9 +33,13 @@ def mark_padding(ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tenso
     return ids.masked_fill(~torch.as_tensor(attention_mask, device=ids.device).bool(), PAD)
 
 
+TOKEN_DTYPES = (torch.int32, torch.int64)
+"""The dtypes of token ids (an unsigned tensor cannot hold PAD)."""
+
+
 def is_padded(inputs: torch.Tensor) -> bool:
-    """Integer inputs holding :data:`PAD` somewhere."""
-    return not inputs.is_floating_point() and bool((inputs == PAD).any())
+    """Token ids holding :data:`PAD` somewhere."""
+    return inputs.dtype in TOKEN_DTYPES and bool((inputs == PAD).any())
 
 
 def pad_to(ids: torch.Tensor, length: int) -> torch.Tensor:

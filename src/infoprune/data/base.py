@@ -9,7 +9,7 @@ from pathlib import Path
 
 import torch
 
-from infoprune.padding import mark_padding, pad_to
+from infoprune.padding import TOKEN_DTYPES, mark_padding, pad_to
 from infoprune.progress import logger
 from infoprune.validation import check_count, check_finite
 
@@ -130,7 +130,7 @@ def _read_batches(data, max_samples: int | None) -> tuple[torch.Tensor, torch.Te
     seen = 0
     for number, batch in enumerate(data, start=1):
         x, y = _split_batch(batch, number)
-        if xs and x.dim() == 2 and x.dtype in (torch.int32, torch.int64) and x.dtype == xs[0].dtype:
+        if xs and x.dim() == 2 and x.dtype in TOKEN_DTYPES and x.dtype == xs[0].dtype:
             length = max(x.shape[1], xs[0].shape[1])  # token batches of other lengths: padded to the longest
             xs = [pad_to(part, length) for part in xs] if length > xs[0].shape[1] else xs
             x = pad_to(x, length)
