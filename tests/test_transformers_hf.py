@@ -185,3 +185,20 @@ def test_a_pruned_hugging_face_model_saves_and_loads_with_infoprune_io(family, t
     loaded = load_pruned(tmp_path / "pruned.pt", model, inputs[:2])
     torch.testing.assert_close(loaded(inputs[:4]).logits, result.model(inputs[:4]).logits)
     assert head_counts(loaded) == head_counts(result.model)
+
+
+@pytest.mark.parametrize("family", HF_FAMILIES)
+def test_a_pruned_hugging_face_model_exports_to_onnx_and_computes_its_logits(family, tmp_path):
+    """Exported from a batch of 4, run by ONNX Runtime on a batch of 3: the logits torch computes."""
+    onnxruntime = pytest.importorskip("onnxruntime")
+    from infoprune.io import export_onnx
+
+    model, inputs = hf_model(family)
+    result = infoprune.prune(model, (inputs, torch.arange(128) % 5), method="random", ratio=0.5, device="cpu",
+                             progress=None, allow_collapse=True)
+    exported = export_onnx(result.model, inputs[:4], tmp_path / "pruned.onnx")
+    assert exported.max_abs_error < 1e-5
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": inputs[4:7].numpy()})
+    with torch.no_grad():
+        torch.testing.assert_close(torch.from_numpy(got), result.model(inputs[4:7]).logits, rtol=1e-4, atol=1e-5)

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from infoprune.progress import logger
-from infoprune.running import evaluating, preserved_rng
+from infoprune.running import evaluating, preserved_rng, primary_output
 
 
 def atomic_write_bytes(path: Path, write) -> None:
@@ -325,13 +325,59 @@ class RMSNormForExport(nn.Module):
         return normalised if self.norm.weight is None else normalised * self.norm.weight
 
 
+class PrimaryOutput(nn.Module):
+    """``model``'s primary output (:func:`infoprune.running.primary_output`: the logits of a
+    Hugging Face output, the first of a tuple), the one output an export writes."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return primary_output(self.model(x))
+
+
 def exportable(model: nn.Module) -> nn.Module:
-    """``model`` (modified in place) with every ``nn.RMSNorm`` in :class:`RMSNormForExport`."""
+    """``model`` (modified in place) with every ``nn.RMSNorm`` in :class:`RMSNormForExport`,
+    in :class:`PrimaryOutput`."""
     for parent in list(model.modules()):
         for name, child in parent.named_children():
             if type(child) is nn.RMSNorm:
                 setattr(parent, name, RMSNormForExport(child))
-    return model
+    return PrimaryOutput(model)
+
+
+def diff_symbolic(g, x, n, dim, prepend, append):
+    """ONNX for ``torch.diff`` with ``n=1`` (Slice, Sub; Concat for ``prepend`` / ``append``),
+    which the TorchScript exporter lacks at every opset; transformers' masks call it."""
+    from torch.onnx import symbolic_helper
+
+    if symbolic_helper._get_const(n, "i", "n") != 1:
+        return symbolic_helper._unimplemented("diff", "n other than 1")
+    axis = symbolic_helper._get_const(dim, "i", "dim")
+    parts = [t for t in (prepend, x, append) if not symbolic_helper._is_none(t)]
+    x = g.op("Concat", *parts, axis_i=axis) if len(parts) > 1 else x
+
+    def constant(value: int):
+        return g.op("Constant", value_t=torch.tensor([value]))
+
+    after = g.op("Slice", x, constant(1), constant(2**62), constant(axis))
+    before = g.op("Slice", x, constant(0), constant(-1), constant(axis))
+    return g.op("Sub", after, before)
+
+
+def cumsum_symbolic(g, x, dim, dtype=None):
+    """``torch.cumsum`` as the exporter writes it, a bool input cast to int64 first (as torch
+    computes it; ONNX's CumSum takes no bool, and transformers' masks sum bools)."""
+    from torch.onnx import symbolic_opset11
+
+    if x.type().scalarType() == "Bool":
+        x = g.op("Cast", x, to_i=7)  # TensorProto.INT64
+    return symbolic_opset11.cumsum(g, x, dim, dtype)
+
+
+EXPORT_SYMBOLICS = {"aten::diff": diff_symbolic, "aten::cumsum": cumsum_symbolic}
+"""Operators the TorchScript exporter writes wrongly or not at all, as :func:`export_onnx` writes them."""
 
 
 @torch.no_grad()
@@ -344,8 +390,8 @@ def export_onnx(
     onnxscript and is several times faster on small models), then runs the file with ONNX
     Runtime on ``example_input`` and raises ``ValueError`` unless every output is within
     ``ONNX_TOLERANCE`` of torch's, relative to the largest |output| (at least 1). The model is
-    exported from a CPU copy in eval mode (``nn.RMSNorm`` written out, :func:`exportable`); it is
-    not modified.
+    exported from a CPU copy in eval mode (``nn.RMSNorm`` written out, its primary output only:
+    a Hugging Face model's logits; :func:`exportable`); it is not modified.
     Needs the ``onnx`` extra (:func:`require_onnx`).
     """
     path = Path(path)
@@ -359,8 +405,11 @@ def export_onnx(
     except OSError as error:
         raise ValueError(f"The folder of the ONNX destination {path} cannot be created ({error.strerror}); pass another path.") from None
     check_writable(path.parent, "The folder of the ONNX destination")
+    expected = cpu(example)  # before the export, which may leave traced state behind (transformers' models do)
     handle, temp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".onnx")
     os.close(handle)
+    for operator, symbolic in EXPORT_SYMBOLICS.items():
+        torch.onnx.register_custom_op_symbolic(operator, symbolic, opset)
     try:
         torch.onnx.export(
             cpu, (example,), temp, dynamo=False, opset_version=opset, input_names=["input"],
@@ -368,10 +417,11 @@ def export_onnx(
         )  # fmt: skip
         os.replace(temp, path)
     finally:
+        for operator in EXPORT_SYMBOLICS:
+            torch.onnx.unregister_custom_op_symbolic(operator, opset)
         Path(temp).unlink(missing_ok=True)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     (onnx_output,) = session.run(None, {"input": example.numpy()})
-    expected = cpu(example)
     error = float((torch.from_numpy(onnx_output) - expected).abs().max())
     allowed = ONNX_TOLERANCE * max(1.0, float(expected.abs().max()))
     if not error <= allowed:
