@@ -6,11 +6,12 @@ example does it: ``MetaPruner`` with the group L2 magnitude, ``num_heads`` namin
 projection, ``prune_num_heads=True`` (``head_pruning_ratio``) and ``pruning_ratio`` on the other
 channels, the hidden dimension left whole (``ignored_layers``: the layers writing it),
 then the attention modules' head counts patched by hand. infoprune: ``prune(model, data,
-"tp-magnitude", flops=<Torch-Pruning's MACs kept>)``, the same criterion through one call.
+"tp-magnitude", flops=<Torch-Pruning's MACs kept>)``, the same criterion through one call,
+with ``round_to=1`` and ``64`` (FFN widths in multiples of 64).
 
-Prints, for each: MACs and parameters kept, heads and FFN units kept per layer, CPU latency of a
-batch of 8 (median of 5, 1 thread), the largest difference from a forward at another batch, and
-what the user had to write.
+Prints, for each: MACs and parameters kept, heads and FFN units kept per layer, whether it runs
+at another batch size, which heads both remove, and the CPU latency of a batch of 8 (1 thread;
+median of 9 rounds that time every model in turn, so that load from other jobs falls on all).
 
     PYTHONPATH=src python bench/vit_b16_vs_torch_pruning.py --threads 1
 """
@@ -70,16 +71,19 @@ def kept_units(model: torch.nn.Module) -> tuple[list[int], list[int]]:
     return [layer.attention.num_attention_heads for layer in layers], [layer.mlp.fc1.out_features for layer in layers]
 
 
-def latency(model: torch.nn.Module, x: torch.Tensor) -> float:
-    """Median wall seconds of 5 forwards of ``x`` (after one warm-up)."""
-    times = []
+def latencies(models: dict[str, torch.nn.Module], x: torch.Tensor, rounds: int = 9) -> dict[str, float]:
+    """Median wall seconds of a forward of ``x`` per model, the models timed in turn in each of
+    ``rounds`` rounds (after one warm-up each), so that load from other jobs falls on all alike."""
+    times: dict[str, list[float]] = {name: [] for name in models}
     with torch.no_grad():
-        model(x)
-        for _ in range(5):
-            start = time.perf_counter()
+        for model in models.values():
             model(x)
-            times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for _ in range(rounds):
+            for name, model in models.items():
+                start = time.perf_counter()
+                model(x)
+                times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
 
 
 def report(name: str, model: torch.nn.Module, base: tuple[float, float], example: torch.Tensor, x: torch.Tensor,
@@ -89,7 +93,7 @@ def report(name: str, model: torch.nn.Module, base: tuple[float, float], example
     with torch.no_grad():
         runs = model(x[:3]).logits.shape == (3, 10)
     print(f"{name}: {seconds:.1f} CPU s to prune; MACs kept {macs / base[0]:.4f}, params kept {params / base[1]:.4f}; "
-          f"latency (batch {len(x)}) {latency(model, x) * 1000:.0f} ms; runs at another batch: {runs}")
+          f"runs at another batch: {runs}")
     print(f"  heads per layer {heads} ({sum(heads)}/144)")
     print(f"  FFN units per layer {ffn} ({sum(ffn)}/{12 * 3072})")
 
@@ -108,22 +112,31 @@ def main() -> None:
     labels = torch.randint(0, 10, (args.samples,), generator=generator)
     example, x = images[:1], images[:8]
     base = tp.utils.count_ops_and_params(model, example)
-    print(f"unpruned ViT-B/16: {base[0] / 1e9:.2f} GMACs, {base[1] / 1e6:.1f} M params; "
-          f"latency (batch {len(x)}) {latency(model, x) * 1000:.0f} ms")
+    print(f"unpruned ViT-B/16: {base[0] / 1e9:.2f} GMACs, {base[1] / 1e6:.1f} M params")
+    pruned = {"unpruned": model}
 
     start = time.process_time()
     by_tp, tp_removed = torch_pruning(model, example, args.head_ratio, args.channel_ratio)
     report("Torch-Pruning (group L2, head ratio / channel ratio "
            f"{args.head_ratio} / {args.channel_ratio})", by_tp, base, example, x, time.process_time() - start)
+    pruned["Torch-Pruning"] = by_tp
     target = tp.utils.count_ops_and_params(by_tp, example)[0] / base[0]
 
-    start = time.process_time()
-    result = infoprune.prune(model, (images, labels), method="tp-magnitude", flops=target, device="cpu", progress=None,
-                             ignore=["vit.embeddings.patch_embeddings.projection"])  # the hidden dimension whole, as above
-    report(f"infoprune tp-magnitude at flops={target:.4f}", result.model, base, example, x, time.process_time() - start)
-    ours = [set(torch.nonzero(~result.masks[f"vit.layers.{i}.attention.q_proj"]).flatten().tolist()) for i in range(12)]
-    both = sum(len(a & b) for a, b in zip(tp_removed, ours))
-    print(f"heads removed by both: {both} of {sum(map(len, tp_removed))} (Torch-Pruning) and {sum(map(len, ours))} (infoprune)")
+    for round_to in (1, 64):  # 64: FFN widths in multiples of 64, as fast kernels like them
+        start = time.process_time()
+        result = infoprune.prune(model, (images, labels), method="tp-magnitude", flops=target, round_to=round_to,
+                                 device="cpu", progress=None,
+                                 ignore=["vit.embeddings.patch_embeddings.projection"])  # the hidden dimension whole
+        report(f"infoprune tp-magnitude at flops={target:.4f}, round_to={round_to}", result.model, base, example, x,
+               time.process_time() - start)
+        pruned[f"infoprune, round_to={round_to}"] = result.model
+        ours = [set(torch.nonzero(~result.masks[f"vit.layers.{i}.attention.q_proj"]).flatten().tolist()) for i in range(12)]
+        both = sum(len(a & b) for a, b in zip(tp_removed, ours))
+        print(f"  heads removed by both: {both} of {sum(map(len, tp_removed))} (Torch-Pruning) and {sum(map(len, ours))} "
+              "(infoprune)")
+    timed = latencies(pruned, x)
+    print(f"latency, batch of {len(x)}, median of 9 interleaved rounds: "
+          + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in timed.items()))
 
 
 if __name__ == "__main__":

@@ -60,6 +60,28 @@ def test_layer_ranking_never_empties_a_layer_and_min_units_protects_the_best():
         keep_highest(scores, ratio=5 / 6, min_units=2)
 
 
+def test_round_to_puts_back_a_layers_best_removed_units_up_to_a_multiple():
+    scores = {"a": torch.tensor([5.0, 1.0, 3.0, 0.2, 0.3]), "b": torch.tensor([2.0, 4.0, 0.5, 6.0])}
+    plain = keep_highest(scores, ratio=5 / 9)  # removes 0.2, 0.3, 0.5, 1.0, 2.0: a keeps 2, b keeps 2
+    assert plain["a"].tolist() == [True, False, True, False, False] and plain["b"].tolist() == [False, True, False, True]
+    rounded = keep_highest(scores, ratio=5 / 9, round_to={"a": 4, "b": 4})
+    assert rounded["a"].tolist() == [True, True, True, False, True]  # 1.0 and 0.3 back: 4 kept
+    assert rounded["b"].tolist() == [True, True, True, True]  # a multiple of 4: all 4
+    emptied = keep_highest({"a": torch.tensor([0.1, 0.2]), "b": torch.tensor([5.0, 6.0])}, ratio=0.5, round_to={"a": 2})
+    assert not emptied["a"].any()  # an emptied layer stays empty
+
+
+def test_round_to_keeps_channel_widths_multiples_and_meets_a_flops_budget():
+    model = build_model("lenet5")
+    data = (torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(64) % 10)
+    result = infoprune.prune(model, data, method="l1", flops=0.5, round_to=4, min_units=1, device="cpu",
+                             progress=None)
+    assert result.flops_after <= 0.5 * result.flops_before
+    assert all(layer.kept % 4 == 0 or layer.kept == layer.total for layer in result.layers.values())
+    with pytest.raises(ValueError, match="round_to"):
+        infoprune.prune(model, data, method="l1", flops=0.5, round_to=0, device="cpu", progress=None)
+
+
 def test_ranking_rejects_nan_and_breaks_ties_by_index():
     with pytest.raises(ValueError, match="NaN"):
         keep_highest({"a": torch.tensor([1.0, float("nan")])}, ratio=0.5)

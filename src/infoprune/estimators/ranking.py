@@ -48,11 +48,26 @@ def _remove_lowest(scores: torch.Tensor, eligible: torch.Tensor, count: int) -> 
     return keep
 
 
+def round_kept_up(scores: torch.Tensor, keep: torch.Tensor, multiple: int) -> torch.Tensor:
+    """``keep`` with the highest-scored removed units put back until the kept count is a
+    multiple of ``multiple`` (or every unit); an emptied layer stays empty."""
+    kept = int(keep.sum())
+    target = min(keep.numel(), -(-kept // multiple) * multiple)
+    if target == kept:
+        return keep
+    removed = torch.nonzero(~keep).flatten()
+    best = removed[torch.sort(-scores[removed], stable=True).indices[: target - kept]]
+    keep = keep.clone()
+    keep[best] = True
+    return keep
+
+
 def keep_highest(
     scores: Mapping[str, torch.Tensor],
     ratio: float,
     scope: Scope = "global",
     min_units: int = 0,
+    round_to: Mapping[str, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Remove the lowest-scored units and return bool keep-masks (True = keep) per layer.
 
@@ -60,8 +75,19 @@ def keep_highest(
     ``floor(ratio · total)``; ``scope="layer"`` removes ``floor(ratio · units)`` from each
     layer. ``min_units`` protects each layer's best units from removal (0: no safeguard);
     the global count is then taken from the unprotected units, so the total ratio holds.
+    ``round_to[layer]``: that layer's kept count is then rounded up to a multiple of it
+    (:func:`round_kept_up`), so fewer units than the ratio says may go.
     Scores may be ``-inf`` (always removed first); NaN is an error.
     """
+    masks = _keep_highest(scores, ratio, scope, min_units)
+    flat = {name: s.detach().double().cpu().flatten() for name, s in scores.items()}
+    return {name: round_kept_up(flat[name], keep, (round_to or {}).get(name, 1)) for name, keep in masks.items()}
+
+
+def _keep_highest(
+    scores: Mapping[str, torch.Tensor], ratio: float, scope: Scope, min_units: int
+) -> dict[str, torch.Tensor]:
+    """:func:`keep_highest` before rounding."""
     if scope not in SCOPES:
         raise ValueError(f"scope must be one of {SCOPES}, got {scope!r}.")
     flat = {name: s.detach().double().cpu().flatten() for name, s in scores.items()}
@@ -95,12 +121,14 @@ def most_removable(sizes: Mapping[str, int], scope: Scope = "global", min_units:
     return total - 1 if scope == "layer" else total - sum(min(min_units, n) for n in sizes.values())
 
 
-def fewest_kept(sizes: Mapping[str, int], scope: Scope = "global", min_units: int = 0) -> dict[str, int]:
+def fewest_kept(
+    sizes: Mapping[str, int], scope: Scope = "global", min_units: int = 0, round_to: Mapping[str, int] | None = None
+) -> dict[str, int]:
     """Each layer's kept units when the ranking removes :func:`most_removable` units (the same
     whatever the scores)."""
     total = sum(sizes.values())
     placeholder = {name: torch.zeros(n) for name, n in sizes.items()}
-    masks = keep_highest(placeholder, most_removable(sizes, scope, min_units) / total, scope, min_units)
+    masks = keep_highest(placeholder, most_removable(sizes, scope, min_units) / total, scope, min_units, round_to)
     return {name: int(mask.sum()) for name, mask in masks.items()}
 
 
@@ -110,18 +138,19 @@ def ratio_within_budget(
     target: float,
     scope: Scope = "global",
     min_units: int = 0,
+    round_to: Mapping[str, int] | None = None,
 ) -> float:
     """The smallest ratio ``k / total`` whose :func:`keep_highest` masks cost at most ``target``.
 
     ``cost_of`` maps kept widths (by layer) to a cost (FLOPs, parameters); it must not grow
     when units are removed, so a bisection over ``k`` finds the least removal that meets the
-    budget: one unit fewer would exceed it. Raises ``ValueError`` when removing every removable
+    budget: one unit fewer would exceed it (rounding up with ``round_to`` keeps that order). Raises ``ValueError`` when removing every removable
     unit still costs more than ``target``.
     """
     total = sum(s.numel() for s in scores.values())
 
     def cost(k: int) -> float:
-        masks = keep_highest(scores, k / total, scope, min_units)
+        masks = keep_highest(scores, k / total, scope, min_units, round_to)
         return cost_of({name: int(mask.sum()) for name, mask in masks.items()})
 
     low, high = 0, most_removable({name: s.numel() for name, s in scores.items()}, scope, min_units)

@@ -54,6 +54,9 @@ class RankedPruningMethod(PruningMethod):
     collapse); ``"layer"`` removes the same fraction from every layer.
     ``min_units``: keep at least this many units per layer (0 = off, so collapse is honest;
     with ``scope="layer"`` the safeguard wins over the ratio in layers narrower than it).
+    ``round_to``: each channel group keeps a multiple of this many units (or all of them), its
+    best removed units put back, for widths fast kernels like (Torch-Pruning's ``round_to``);
+    with a budget the ranking removes more elsewhere to meet it. Heads are not rounded.
 
     Subclasses are dataclasses too: their fields are their parameters, appended to these,
     and ``__post_init__`` validates them. Iterative methods override :attr:`rounds_to_run`:
@@ -66,12 +69,18 @@ class RankedPruningMethod(PruningMethod):
     min_units: int = 0
     flops: float | None = None
     params: float | None = None
+    round_to: int = 1
 
     def __post_init__(self) -> None:
         check_method_budget(self)
         if self.scope not in SCOPES:
             raise ValueError(f"scope must be one of {SCOPES}, got {self.scope!r}.")
         self.min_units = check_positive_int("min_units", self.min_units, minimum=0)
+        self.round_to = check_positive_int("round_to", self.round_to)
+
+    def multiples(self, network: Network) -> dict[str, int]:
+        """``round_to`` of each channel group (heads are whole units already)."""
+        return {group.name: self.round_to for group in network.groups if group.heads is None}
 
     @property
     def rounds_to_run(self) -> int:
@@ -90,7 +99,8 @@ class RankedPruningMethod(PruningMethod):
         if argument is None:
             return None
         budget = Budget.on(context.network, argument, getattr(self, argument))
-        least = fewest_kept({group.name: group.units for group in context.network.groups}, self.scope, self.min_units)
+        sizes = {group.name: group.units for group in context.network.groups}
+        least = fewest_kept(sizes, self.scope, self.min_units, self.multiples(context.network))
         budget.check_reachable(
             least, f"with every unit the ranking may remove removed (scope={self.scope!r}, min_units={self.min_units}; "
             "an emptied group keeps one physical unit)", "Raise the budget (or lower min_units)."
@@ -105,6 +115,7 @@ class RankedPruningMethod(PruningMethod):
         stay pruned), so the last round meets the budget on the last scores.
         """
         budget = self.budget(context)
+        multiples = self.multiples(context.network)
         masks: Masks = {}
         rounds, ratio = self.rounds_to_run, 0.0
         bar = context.progress(total=rounds, desc=self.name)
@@ -114,9 +125,10 @@ class RankedPruningMethod(PruningMethod):
                 scores = {n: s.masked_fill(~masks[n], -torch.inf) if n in masks else s for n, s in scores.items()}
                 final = self.ratio
                 if budget is not None:
-                    final = ratio_within_budget(scores, budget.of_widths, budget.target, self.scope, self.min_units)
+                    final = ratio_within_budget(scores, budget.of_widths, budget.target, self.scope, self.min_units,
+                                                multiples)
                 ratio = max(ratio, exponential_schedule(final, rounds)[index])
-                masks = keep_highest(scores, ratio, self.scope, self.min_units)
+                masks = keep_highest(scores, ratio, self.scope, self.min_units, multiples)
                 bar.update(1)
         finally:
             bar.close()
