@@ -7,7 +7,8 @@ projection, ``prune_num_heads=True`` (``head_pruning_ratio``) and ``pruning_rati
 channels, the hidden dimension left whole (``ignored_layers``: the layers writing it),
 then the attention modules' head counts patched by hand. infoprune: ``prune(model, data,
 "tp-magnitude", flops=<Torch-Pruning's MACs kept>)``, the same criterion through one call,
-with ``round_to=1`` and ``64`` (FFN widths in multiples of 64).
+ranked globally with ``round_to=1`` and ``64`` (FFN widths in multiples of 64), and per layer
+(``scope="layer"``, as Torch-Pruning here) with ``round_to=64``.
 
 Prints, for each: MACs and parameters kept, heads and FFN units kept per layer, whether it runs
 at another batch size, which heads both remove, and the CPU latency of a batch of 8 (1 thread;
@@ -122,14 +123,14 @@ def main() -> None:
     pruned["Torch-Pruning"] = by_tp
     target = tp.utils.count_ops_and_params(by_tp, example)[0] / base[0]
 
-    for round_to in (1, 64):  # 64: FFN widths in multiples of 64, as fast kernels like them
+    for scope, round_to in (("global", 1), ("global", 64), ("layer", 64)):  # 64: widths fast kernels like
         start = time.process_time()
-        result = infoprune.prune(model, (images, labels), method="tp-magnitude", flops=target, round_to=round_to,
-                                 device="cpu", progress=None,
+        result = infoprune.prune(model, (images, labels), method="tp-magnitude", flops=target, scope=scope,
+                                 round_to=round_to, device="cpu", progress=None,
                                  ignore=["vit.embeddings.patch_embeddings.projection"])  # the hidden dimension whole
-        report(f"infoprune tp-magnitude at flops={target:.4f}, round_to={round_to}", result.model, base, example, x,
-               time.process_time() - start)
-        pruned[f"infoprune, round_to={round_to}"] = result.model
+        name = f"infoprune, scope={scope}, round_to={round_to}"
+        report(f"{name}, flops={target:.4f}", result.model, base, example, x, time.process_time() - start)
+        pruned[name] = result.model
         ours = [set(torch.nonzero(~result.masks[f"vit.layers.{i}.attention.q_proj"]).flatten().tolist()) for i in range(12)]
         both = sum(len(a & b) for a, b in zip(tp_removed, ours))
         print(f"  heads removed by both: {both} of {sum(map(len, tp_removed))} (Torch-Pruning) and {sum(map(len, ours))} "
