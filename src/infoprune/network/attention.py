@@ -25,14 +25,14 @@ that ``transformers`` is never imported here.
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch_pruning as tp
 from torch import nn
 
 from infoprune.network.groups import Consumer, Group, Member
-from infoprune.network.layers import SplitMultiheadAttention
+from infoprune.network.layers import SplitMultiheadAttention, WindowAttention
 
 
 @dataclass(frozen=True)
@@ -275,3 +275,25 @@ def find_head_groups(
         groups.append(Group(first.name, first.module, layout.units, producers, (consumer,), (*producers, reader),
                             Heads(name, adapter, layout)))
     return groups, whole, frozenset(claimed)
+
+
+@dataclass(frozen=True)
+class WindowAttentionHeads(PackedAttention):
+    """:class:`PackedAttention` whose heads also own rows of a relative position bias table
+    held as an ``nn.Linear`` (``table``: its path; rows head-major), as
+    :class:`~infoprune.network.layers.WindowAttention` (torchvision's Swin) holds it."""
+
+    table: str = "relative_position_bias"
+
+    def layout(self, module: nn.Module) -> HeadLayout | str:
+        packed = super().layout(module)
+        if isinstance(packed, str):
+            return packed
+        table = module.get_submodule(self.table)
+        if table.out_features % packed.units:
+            return f"its bias table {self.table} has {table.out_features} rows, not a multiple of {packed.units} heads"
+        rows = torch.arange(table.out_features).reshape(packed.units, -1)
+        return replace(packed, producers=(*packed.producers, (self.table, rows)))
+
+
+register_attention(WindowAttention, WindowAttentionHeads("qkv", "proj", heads="num_heads", head_dim="head_dim"))
