@@ -65,6 +65,8 @@ def timed(call: Callable[[], object], limit: int) -> tuple[object, float, float]
 
 def analyse(name: str, samples: int, limit: int) -> None:
     model, inputs, _ = build(name, samples)
+    with torch.no_grad():
+        before = model(inputs[:2])
     network, cpu, wall = timed(lambda: Network(model, inputs[:2]), limit)
     if isinstance(network, BaseException):
         print(f"## {name}: analysis failed after {wall:.1f} s: {type(network).__name__}: {network}")
@@ -73,6 +75,10 @@ def analyse(name: str, samples: int, limit: int) -> None:
     reasons = Counter(reason.split(" (")[0] if "cannot follow" in reason else reason for reason in network.whole.values())
     print(f"## {name} ({MODELS[name]}×{MODELS[name]}): analysed in {cpu:.1f} CPU s ({wall:.1f} s wall); "
           f"{len(network.groups)} groups ({dict(kinds)}), {len(network.whole)} left whole")
+    with torch.no_grad():
+        change = float((model(inputs[:2]) - before).abs().max())
+    replaced = Counter(type(m).__name__ for m in model.modules() if type(m).__module__ == "infoprune.network.layers")
+    print(f"  modules replaced for analysis: {dict(replaced) or 'none'}; max output change {change:.0e}")
     for reason, count in reasons.most_common():
         print(f"  whole ×{count}: {reason[:160]}")
 

@@ -169,16 +169,17 @@ def _flattens_maps(node, sizes: tuple[int, ...]) -> bool:
 @contextmanager
 def _reshapes_checked() -> Iterator[None]:
     """While the graph is built, the reshapes torch-pruning maps are only the ones it means to
-    map: flattening a conv map for a Linear layer (and reshapes of 1-D tensors). Any other reshape (a channel shuffle's view
-    of a 4-D tensor into 5-D and back, a Swin window partition) is retyped as passing its
-    channels through, so that no index mapping is set on it, now or by later group queries.
+    map: flattening a conv map for a Linear layer (and reshapes of 1-D tensors). Any other
+    reshape (a channel shuffle's view of a 4-D tensor into 5-D and back) is retyped as passing
+    its channels through, so that no index mapping is set on it, now or by later group queries.
 
-    torch-pruning skips reshapes other than of 1-D/4-D tensors by reading
-    ``grad_fn._saved_self_sizes``, which torch 2.14 renamed ``_saved_self_sym_sizes``; without
-    that check it maps ShuffleNetV2's channel shuffles as unflattening channels, dividing by a
-    channel count it infers as 0 (the trace fails) or multiplying every index at each shuffle
-    (the groups grow exponentially). Passed through, the groups across a shuffle are judged by
-    ``Network``'s masking check, which leaves those that the shuffle permutes whole.
+    torch-pruning skips the other reshapes by reading ``grad_fn._saved_self_sizes``, which
+    torch (2.13 and later) saves as ``_saved_self_sym_sizes``; without that check it maps
+    ShuffleNetV2's channel shuffles as unflattening channels, dividing by a channel count it
+    infers as 0 (the trace fails) or multiplying every index at each shuffle (the groups grow
+    exponentially). Passed through, the groups across a shuffle are judged by ``Network``'s
+    masking check, which leaves those that the shuffle permutes whole. The function is swapped
+    on torch-pruning's module for the build only (not thread-safe).
     """
     module = tp.dependency.index_mapping
     original = module.update_reshape_index_mapping
