@@ -34,10 +34,13 @@ MODELS: dict[str, int] = {"convnext_tiny": 64, "shufflenet_v2_x1_0": 64, "swin_t
 """torchvision model → input side."""
 
 
-def build(name: str, samples: int) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
-    """The randomly initialised model, ``samples`` random inputs and random labels (seeded)."""
+def build(name: str, samples: int, random_head: bool = False) -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """The randomly initialised model, ``samples`` random inputs and random labels (seeded);
+    ``random_head``: ViT's classifier drawn at random instead of torchvision's zeros."""
     torch.manual_seed(0)
     model = getattr(torchvision.models, name)(num_classes=10).eval()
+    if name == "vit_b_16" and random_head:  # torchvision zero-initialises it: every gradient below it is then 0
+        torch.nn.init.normal_(model.heads.head.weight, std=0.02)
     side = MODELS[name]
     return model, torch.randn(samples, 3, side, side), torch.randint(0, 10, (samples,))
 
@@ -63,8 +66,8 @@ def timed(call: Callable[[], object], limit: int) -> tuple[object, float, float]
     return result, time.process_time() - cpu, time.perf_counter() - wall
 
 
-def analyse(name: str, samples: int, limit: int) -> None:
-    model, inputs, _ = build(name, samples)
+def analyse(name: str, samples: int, limit: int, random_head: bool) -> None:
+    model, inputs, _ = build(name, samples, random_head)
     with torch.no_grad():
         before = model(inputs[:2])
     network, cpu, wall = timed(lambda: Network(model, inputs[:2]), limit)
@@ -83,11 +86,11 @@ def analyse(name: str, samples: int, limit: int) -> None:
         print(f"  whole ×{count}: {reason[:160]}")
 
 
-def prune_all(name: str, samples: int, limit: int, methods: list[str]) -> None:
+def prune_all(name: str, samples: int, limit: int, methods: list[str], random_head: bool) -> None:
     print(f"\n| {name} method | FLOPs kept | max abs(physical - masked) | CPU s | wall s |")
     print("|---|---|---|---|---|")
     for method in methods:
-        model, inputs, labels = build(name, samples)
+        model, inputs, labels = build(name, samples, random_head)
         options = dict(QUICK_SETTINGS[method], **({"samples": samples} if method == "itpruner" else {}))
         result, cpu, wall = timed(lambda: infoprune.prune(model, (inputs, labels), method=method, device="cpu",
                                                           progress=None, allow_collapse=True, **options), limit)
@@ -111,13 +114,15 @@ def main() -> None:
     parser.add_argument("--samples", type=int, default=16)
     parser.add_argument("--limit", type=int, default=300, help="seconds a method may run before it is reported as too slow")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--random-head", action="store_true",
+                        help="ViT-B/16's classifier at random: torchvision's zeros make every gradient score 0 (NaN once normalised)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, torchvision {torchvision.__version__}, {args.threads} thread(s), "
           f"load average at start {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs; {args.samples} samples")
     for name in args.models:
-        analyse(name, args.samples, args.limit)
-        prune_all(name, args.samples, args.limit, args.methods)
+        analyse(name, args.samples, args.limit, args.random_head)
+        prune_all(name, args.samples, args.limit, args.methods, args.random_head)
         print()
 
 
