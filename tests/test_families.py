@@ -65,6 +65,26 @@ def test_residual_streams_concatenations_and_gates_are_groups():
     assert dense.consumers[1].positions[:, 0].tolist() == list(range(8))  # the first slice of cat(x, y)
 
 
+def test_torchvision_layouts_shuffles_layernorm2d_and_shifted_windows_are_analysed():
+    """ShuffleNetV2's channel-shuffle views no longer break (or explode) the trace, its branches
+    prune and the shuffled channels stay whole; torchvision's ConvNeXt residual streams (read
+    by LayerNorm2d) and Swin's window-attention heads (with their relative position bias rows) prune."""
+    model, data = family_data("shufflenet-v2")
+    network = Network(model, data.inputs[:2])
+    assert {"1.branch2.0.0", "2.branch.0.0"} <= set(network.names) and "1.branch1.1.0" in network.whole
+    model, data = family_data("convnext-torchvision")
+    network = Network(model, data.inputs[:2])
+    assert {"0", "4", "2.mlp.0", "5.mlp.0"} <= set(network.names), network.whole
+    model, data = family_data("swin")
+    network = Network(model, data.inputs[:2])
+    heads = network.group("blocks.1.attn.qkv")
+    assert heads.kind == "heads" and [p.name for p in heads.producers] == [
+        "blocks.1.attn.qkv", "blocks.1.attn.relative_position_bias"]
+    pruned = network.apply_masks({"blocks.1.attn.qkv": torch.tensor([False, True])})
+    assert pruned.blocks[1].attn.num_heads == 1 and pruned.blocks[1].attn.relative_position_bias.out_features == 9
+    assert "blocks.3.mlp.0" in network.names and "blocks.2.reduction" in network.names
+
+
 def test_grouped_convolutions_prune_the_same_channels_in_every_conv_group():
     model, data = family_data("grouped-bottleneck")
     network = Network(model, data.inputs[:2])

@@ -3,7 +3,8 @@
 Each builder returns ``(model, sample_shape)``; the models are small enough for every method to
 run on them in seconds on one CPU thread, but keep each family's coupling pattern: residual
 streams with projection shortcuts, concatenation, depthwise convs with SE gates, grouped convs,
-channel shuffles, channels-last LayerNorm blocks and attention. :func:`family_data` gives a
+channel shuffles, channels-last LayerNorm blocks and attention, and torchvision's ShuffleNetV2, ConvNeXt
+and Swin layouts (a stride-2 shuffle unit, LayerNorm2d, shifted windows). :func:`family_data` gives a
 family with calibration data, and :data:`QUICK_SETTINGS` the method settings that prune it in
 about a second (smoke tests and benches, not real pruning). The transformer families are in
 :mod:`infoprune.models.transformer_families` and :mod:`infoprune.models.hf_families`.
@@ -18,6 +19,7 @@ import torch
 from torch import nn
 
 from infoprune.data import LabelledTensors
+from infoprune.network.layers import WindowAttention
 
 
 def conv_bn(cin: int, cout: int, k: int = 3, stride: int = 1, groups: int = 1, act: bool = True) -> nn.Sequential:
@@ -233,6 +235,111 @@ def tiny_vit():
     return TinyViT(), (3, 16, 16)
 
 
+class ShuffleDownUnit(nn.Module):
+    """torchvision's ShuffleNetV2 stride-2 unit: both branches, concat, and its channel shuffle
+    (a view into 5-D, transpose, ``contiguous`` and a view back)."""
+
+    def __init__(self, cin: int, cout: int) -> None:
+        super().__init__()
+        half = cout // 2
+        self.branch1 = nn.Sequential(conv_bn(cin, cin, 3, 2, groups=cin, act=False), conv_bn(cin, half, 1))
+        self.branch2 = nn.Sequential(conv_bn(cin, half, 1), conv_bn(half, half, 3, 2, groups=half, act=False),
+                                     conv_bn(half, half, 1))
+
+    def forward(self, x):
+        x = torch.cat((self.branch1(x), self.branch2(x)), dim=1)
+        n, c, h, w = x.shape
+        return torch.transpose(x.view(n, 2, c // 2, h, w), 1, 2).contiguous().view(n, c, h, w)
+
+
+def shufflenet_v2():
+    return nn.Sequential(conv_bn(3, 8), ShuffleDownUnit(8, 16), ShuffleUnit(16), conv_bn(16, 12, 1), Head(12)), (3, 16, 16)
+
+
+class LayerNorm2d(nn.LayerNorm):
+    """torchvision's ConvNeXt norm of ``(N, C, H, W)`` maps: a LayerNorm over C between permutes."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+
+
+class CNBlock(nn.Module):
+    """torchvision's ConvNeXt block: depthwise 7×7, channels-last LayerNorm and MLP, a layer scale of shape (C, 1, 1)."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.dwconv = nn.Conv2d(channels, channels, 7, padding=3, groups=channels)
+        self.norm = nn.LayerNorm(channels)
+        self.mlp = nn.Sequential(nn.Linear(channels, 4 * channels), nn.GELU(), nn.Linear(4 * channels, channels))
+        self.layer_scale = nn.Parameter(torch.full((channels, 1, 1), 0.5))
+
+    def forward(self, x):
+        return x + self.layer_scale * self.mlp(self.norm(self.dwconv(x).permute(0, 2, 3, 1))).permute(0, 3, 1, 2)
+
+
+def convnext_torchvision():
+    """torchvision's ConvNeXt layout: stem with LayerNorm2d, blocks, a LayerNorm2d + 2×2 conv downsampling."""
+    return nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), LayerNorm2d(8), CNBlock(8), LayerNorm2d(8),
+                         nn.Conv2d(8, 10, 2, stride=2), CNBlock(10), Head(10)), (3, 16, 16)
+
+
+class WindowAttentionParts(nn.Module):
+    """The parameters torchvision's Swin ``ShiftedWindowAttention`` holds, from which
+    :class:`~infoprune.network.layers.WindowAttention` is built."""
+
+    def __init__(self, dim: int, window: int, shift: int, heads: int) -> None:
+        super().__init__()
+        self.window_size, self.shift_size, self.num_heads = [window, window], [shift, shift], heads
+        self.attention_dropout = self.dropout = 0.0
+        self.qkv, self.proj = nn.Linear(dim, 3 * dim), nn.Linear(dim, dim)
+        self.relative_position_bias_table = nn.Parameter(torch.randn((2 * window - 1) ** 2, heads))
+        coords = torch.stack(torch.meshgrid(torch.arange(window), torch.arange(window), indexing="ij")).flatten(1)
+        relative = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0) + window - 1
+        self.register_buffer("relative_position_index", (relative[..., 0] * (2 * window - 1) + relative[..., 1]).flatten())
+
+
+class SwinBlock(nn.Module):
+    def __init__(self, dim: int, heads: int, shift: int) -> None:
+        super().__init__()
+        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
+        self.attn = WindowAttention(WindowAttentionParts(dim, 2, shift, heads))
+        self.mlp = nn.Sequential(nn.Linear(dim, 2 * dim), nn.GELU(), nn.Linear(2 * dim, dim))
+
+    def forward(self, x):
+        x = x + self.attn(self.norm1(x))
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    """torchvision's Swin downsampling: the four 2×2 neighbours concatenated, a LayerNorm and a Linear."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.norm, self.reduction = nn.LayerNorm(4 * dim), nn.Linear(4 * dim, 2 * dim, bias=False)
+
+    def forward(self, x):
+        parts = [x[..., i::2, j::2, :] for j in (0, 1) for i in (0, 1)]
+        return self.reduction(self.norm(torch.cat(parts, -1)))
+
+
+class TinySwin(nn.Module):
+    """torchvision's Swin-T layout: patch embedding, shifted-window blocks (window 2 on a 4×4
+    map, shifted by 1: torch.roll, window partition, relative position bias), patch merging."""
+
+    def __init__(self, dim: int = 8, classes: int = 5) -> None:
+        super().__init__()
+        self.patch = nn.Conv2d(3, dim, 4, stride=4)
+        self.blocks = nn.Sequential(SwinBlock(dim, 2, 0), SwinBlock(dim, 2, 1), PatchMerging(dim), SwinBlock(2 * dim, 2, 0))
+        self.norm, self.head = nn.LayerNorm(2 * dim), nn.Linear(2 * dim, classes)
+
+    def forward(self, x):
+        return self.head(self.norm(self.blocks(self.patch(x).permute(0, 2, 3, 1))).mean(dim=(1, 2)))
+
+
+def tiny_swin():
+    return TinySwin(), (3, 16, 16)
+
+
 FAMILIES: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
     "plain": plain_chain,
     "basic-residual": residual_basic,
@@ -245,6 +352,9 @@ FAMILIES: dict[str, Callable[[], tuple[nn.Module, tuple[int, ...]]]] = {
     "channel-shuffle": channel_shuffle_unit,
     "convnext": convnext_block,
     "vit": tiny_vit,
+    "shufflenet-v2": shufflenet_v2,
+    "convnext-torchvision": convnext_torchvision,
+    "swin": tiny_swin,
 }
 
 

@@ -107,12 +107,14 @@ def mask_features(x: torch.Tensor, module: nn.Module, keep: torch.Tensor) -> tor
 
 def layer_norm_over(keep: torch.Tensor) -> Callable:
     """A forward hook making a LayerNorm or RMS norm normalise over the ``keep`` features only
-    (zeros elsewhere): what the norm computes once the other features are pruned."""
+    (zeros elsewhere): what the norm computes once the other features are pruned. A
+    ``LayerNorm2d`` (torchvision's ConvNeXt, timm) normalises channels-first inputs over axis 1."""
 
     def hook(module: nn.Module, args: tuple, output: torch.Tensor) -> torch.Tensor:
-        x, k = args[0], keep.to(args[0].device)
+        channels_first = type(module).__name__ == "LayerNorm2d"
+        x, k = args[0].movedim(1, -1) if channels_first else args[0], keep.to(args[0].device)
         weight = module.weight[k] if module.weight is not None else None
-        result = torch.zeros_like(output)
+        result = torch.zeros_like(output.movedim(1, -1) if channels_first else output)
         if isinstance(module, nn.LayerNorm):
             bias = module.bias[k] if module.bias is not None else None
             result[..., k] = F.layer_norm(x[..., k], (int(k.sum()),), weight, bias, module.eps)
@@ -122,7 +124,7 @@ def layer_norm_over(keep: torch.Tensor) -> Callable:
             kept = copy.copy(module)
             kept._parameters = {**module._parameters, "weight": weight}
             result[..., k] = type(module).forward(kept, x[..., k])  # not through __call__: no hooks
-        return result
+        return result.movedim(-1, 1) if channels_first else result
 
     return hook
 

@@ -34,7 +34,7 @@ import torch_pruning as tp
 from torch import nn
 
 from infoprune.network.groups import Consumer, Group, Member
-from infoprune.network.layers import SplitMultiheadAttention
+from infoprune.network.layers import SplitMultiheadAttention, WindowAttention
 
 
 @dataclass(frozen=True)
@@ -345,3 +345,25 @@ def find_head_groups(
         else:
             groups.append(group)
     return groups, whole, frozenset(claimed)
+
+
+@dataclass(frozen=True)
+class WindowAttentionHeads(PackedAttention):
+    """:class:`PackedAttention` whose heads also own rows of a relative position bias table
+    held as an ``nn.Linear`` (``table``: its path; rows head-major), as
+    :class:`~infoprune.network.layers.WindowAttention` (torchvision's Swin) holds it."""
+
+    table: str = "relative_position_bias"
+
+    def layout(self, module: nn.Module) -> HeadLayout | str:
+        packed = super().layout(module)
+        if isinstance(packed, str):
+            return packed
+        table = module.get_submodule(self.table)
+        if table.out_features % packed.units:
+            return f"its bias table {self.table} has {table.out_features} rows, not a multiple of {packed.units} heads"
+        rows = torch.arange(table.out_features).reshape(packed.units, -1)
+        return dataclasses.replace(packed, producers=(*packed.producers, (self.table, rows)))
+
+
+register_attention(WindowAttention, WindowAttentionHeads("qkv", "proj", heads="num_heads", head_dim="head_dim"))

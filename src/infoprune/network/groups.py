@@ -26,6 +26,8 @@ their own (:mod:`infoprune.network.attention`).
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -136,7 +138,7 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     for p in frozen:
         p.requires_grad_(True)
     try:
-        with evaluating(model, grad=True):
+        with evaluating(model, grad=True), _reshapes_checked():
             return tp.DependencyGraph().build_dependency(
                 model, example_inputs=example_input, verbose=False, customized_pruners=rms_norm_pruners(model),
                 output_transform=lambda out: sum(t.sum() for t in all_outputs(out)),
@@ -152,6 +154,60 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
     finally:
         for p in frozen:
             p.requires_grad_(False)
+
+
+def _input_sizes(node) -> tuple[int, ...] | None:
+    """The sizes of a reshape node's input, as autograd saved them (None if it did not)."""
+    sizes = getattr(node.grad_fn, "_saved_self_sizes", None)  # torch < 2.14's name
+    sizes = sizes if sizes is not None else getattr(node.grad_fn, "_saved_self_sym_sizes", None)
+    return None if sizes is None else tuple(int(s) for s in sizes)
+
+
+def _flattens_maps(node, sizes: tuple[int, ...]) -> bool:
+    """Every index mapping torch-pruning set on this reshape of an ``(N, C, *S)`` tensor flattens
+    it into ``C·prod(S)`` features (a conv map read by a Linear layer)."""
+    flatten = tp.dependency.index_mapping._FlattenIndexMapping
+    return all(d.target in node.inputs and d.index_mapping[0].reverse and d.index_mapping[0]._stride == math.prod(sizes[2:])
+               for d in node.dependencies if isinstance(d.index_mapping[0], flatten))
+
+
+@contextmanager
+def _reshapes_checked() -> Iterator[None]:
+    """While the graph is built, the reshapes torch-pruning maps are only the ones it means to
+    map: flattening a conv map for a Linear layer (and reshapes of 1-D tensors). Any other
+    reshape (a channel shuffle's view of a 4-D tensor into 5-D and back) is retyped as passing
+    its channels through, so that no index mapping is set on it, now or by later group queries.
+
+    torch-pruning skips the other reshapes by reading ``grad_fn._saved_self_sizes``, which
+    torch (2.13 and later) saves as ``_saved_self_sym_sizes``; without that check it maps
+    ShuffleNetV2's channel shuffles as unflattening channels, dividing by a channel count it
+    infers as 0 (the trace fails) or multiplying every index at each shuffle (the groups grow
+    exponentially). Passed through, the groups across a shuffle are judged by ``Network``'s
+    masking check, which leaves those that the shuffle permutes whole. The function is swapped
+    on torch-pruning's module for the build only (not thread-safe).
+    """
+    module = tp.dependency.index_mapping
+    original = module.update_reshape_index_mapping
+
+    def update(graph: tp.DependencyGraph, node) -> None:
+        sizes = _input_sizes(node)
+        if sizes is None or len(sizes) == 1:
+            return original(graph, node)
+        try:
+            original(graph, node)
+            if _flattens_maps(node, sizes):
+                return
+        except ZeroDivisionError:
+            pass
+        for dep in [*node.dependencies, *(d for n in (*node.inputs, *node.outputs) for d in n.dependencies if d.target is node)]:
+            dep.index_mapping[0] = tp.dependency.constants.INDEX_MAPPING_PLACEHOLDER
+        node.type = tp.ops.OPTYPE.ELEMENTWISE
+
+    module.update_reshape_index_mapping = update
+    try:
+        yield
+    finally:
+        module.update_reshape_index_mapping = original
 
 
 def _positions(idxs: list[int], root_idxs: list[int], root_channels: int) -> torch.Tensor | None:

@@ -6,7 +6,9 @@ projections into one parameter and runs a fused kernel that never calls its ``ou
 :func:`replace_layers` swaps each for the same computation in plain ``nn.Linear`` layers
 (weights copied, ``requires_grad`` kept), so recording, costs, scores and surgery see ordinary
 Linear layers and the attention's heads become prunable
-(:class:`SplitMultiheadAttention`, registered in :mod:`infoprune.network.attention`). The
+(:class:`SplitMultiheadAttention`, registered in :mod:`infoprune.network.attention`).
+torchvision's Swin attention passes its Linear layers' weights to ``F.linear``; it becomes a
+:class:`WindowAttention` that calls them. The
 pruned model then holds these modules where the original held ``Conv1D`` /
 ``nn.MultiheadAttention``; they are called the same way.
 """
@@ -93,6 +95,77 @@ class SplitMultiheadAttention(nn.Module):
         return out, weights.mean(dim=-3) if average_attn_weights else weights
 
 
+SWIN_ATTENTION = "torchvision.models.swin_transformer.ShiftedWindowAttention"
+
+
+class WindowAttention(nn.Module):
+    """torchvision's Swin ``ShiftedWindowAttention`` (v1) computed by calling its ``qkv`` and
+    ``proj`` Linear layers (torchvision passes their weights to ``F.linear``, which hides them
+    from hooks and from torch-pruning's tracer), so that its heads can be pruned. The relative
+    position bias table is held as ``relative_position_bias``, an ``nn.Linear`` of one input
+    whose ``num_heads × positions`` weights are the table (head-major), so that a head's bias
+    rows go with its projections' rows. Same call (``x``: ``(B, H, W, C)``) and results;
+    ``head_dim`` stays fixed when heads or the channels ``C`` are pruned.
+    """
+
+    def __init__(self, attention: nn.Module) -> None:
+        super().__init__()
+        self.window_size, self.shift_size = list(attention.window_size), list(attention.shift_size)
+        self.num_heads, self.head_dim = attention.num_heads, attention.qkv.in_features // attention.num_heads
+        self.attention_dropout, self.dropout = attention.attention_dropout, attention.dropout
+        self.qkv, self.proj = attention.qkv, attention.proj
+        table = attention.relative_position_bias_table  # (positions, heads)
+        self.relative_position_bias = _linear(table.T.reshape(-1, 1), None)
+        self.register_buffer("relative_position_index", attention.relative_position_index.clone())
+        self.train(attention.training)
+
+    def position_bias(self, tokens: int) -> torch.Tensor:
+        """``(1, num_heads, tokens, tokens)``: each head's bias between the window's tokens."""
+        weight = self.relative_position_bias.weight
+        table = self.relative_position_bias(torch.ones(1, 1, dtype=weight.dtype, device=weight.device))
+        bias = table.reshape(self.num_heads, -1)[:, self.relative_position_index]
+        return bias.reshape(1, self.num_heads, tokens, tokens)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (b, h, w, _), (wh, ww) = x.shape, self.window_size
+        x = nn.functional.pad(x, (0, 0, 0, (ww - w % ww) % ww, 0, (wh - h % wh) % wh))
+        padded = x.shape[1:3]
+        shift = [s if size > window else 0 for s, size, window in zip(self.shift_size, padded, self.window_size)]
+        if sum(shift) > 0:
+            x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+        rows, columns = padded[0] // wh, padded[1] // ww
+        windows = x.reshape(b, rows, wh, columns, ww, -1).permute(0, 1, 3, 2, 4, 5).reshape(b * rows * columns, wh * ww, -1)
+        n, tokens = windows.shape[:2]  # the projections see (B, windows · tokens, C): samples first, for recording
+        qkv = self.qkv(windows.reshape(b, -1, windows.shape[-1]))
+        qkv = qkv.reshape(n, tokens, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4)
+        attn = (qkv[0] * self.head_dim**-0.5) @ qkv[1].transpose(-2, -1) + self.position_bias(tokens)
+        if sum(shift) > 0:
+            mask = _shift_mask(padded, self.window_size, shift, x)
+            attn = (attn.reshape(b, rows * columns, self.num_heads, tokens, tokens) + mask[None, :, None]).reshape_as(attn)
+        attn = nn.functional.dropout(attn.softmax(dim=-1), self.attention_dropout, self.training)
+        out = (attn @ qkv[2]).transpose(1, 2).reshape(b, n // b * tokens, self.num_heads * self.head_dim)
+        out = nn.functional.dropout(self.proj(out), self.dropout, self.training)
+        out = out.reshape(b, rows, columns, wh, ww, -1).permute(0, 1, 3, 2, 4, 5).reshape(b, *padded, -1)
+        if sum(shift) > 0:
+            out = torch.roll(out, shifts=(shift[0], shift[1]), dims=(1, 2))
+        return out[:, :h, :w, :].contiguous()
+
+
+def _shift_mask(padded: torch.Size, window: list[int], shift: list[int], like: torch.Tensor) -> torch.Tensor:
+    """``(windows, tokens, tokens)``: −100 between tokens of a shifted window that came from
+    different regions of the map, 0 elsewhere (torchvision's ``shifted_window_attention``)."""
+    regions = like.new_zeros(tuple(padded))
+    count = 0
+    for hs in ((0, -window[0]), (-window[0], -shift[0]), (-shift[0], None)):
+        for ws in ((0, -window[1]), (-window[1], -shift[1]), (-shift[1], None)):
+            regions[hs[0] : hs[1], ws[0] : ws[1]] = count
+            count += 1
+    regions = regions.reshape(padded[0] // window[0], window[0], padded[1] // window[1], window[1])
+    regions = regions.permute(0, 2, 1, 3).reshape(-1, window[0] * window[1])
+    different = regions.unsqueeze(1) - regions.unsqueeze(2) != 0
+    return different.to(like.dtype) * -100.0
+
+
 def _linear(weight: torch.Tensor, bias: torch.Tensor | None) -> nn.Linear:
     linear = nn.Linear(weight.shape[1], weight.shape[0], bias=bias is not None, device=weight.device, dtype=weight.dtype)
     with torch.no_grad():
@@ -118,9 +191,10 @@ def splittable(mha: nn.MultiheadAttention) -> bool:
 
 
 def replace_layers(model: nn.Module) -> list[str]:
-    """Replace, in place, every transformers ``Conv1D`` by its ``nn.Linear`` and every
+    """Replace, in place, every transformers ``Conv1D`` by its ``nn.Linear``, every
     ``nn.MultiheadAttention`` (without ``bias_k``/``add_zero_attn``) by its
-    :class:`SplitMultiheadAttention`; returns the names replaced."""
+    :class:`SplitMultiheadAttention` and every torchvision Swin ``ShiftedWindowAttention`` by its
+    :class:`WindowAttention`; returns the names replaced."""
     replaced = []
     for name, module in list(model.named_modules()):
         if not name:
@@ -129,6 +203,8 @@ def replace_layers(model: nn.Module) -> list[str]:
             new = as_linear(module)
         elif type(module) is nn.MultiheadAttention and splittable(module):
             new = SplitMultiheadAttention(module)
+        elif f"{type(module).__module__}.{type(module).__qualname__}" == SWIN_ATTENTION:
+            new = WindowAttention(module)
         else:
             continue
         owner, _, attribute = name.rpartition(".")

@@ -140,7 +140,7 @@ class Network:
         group's units masked is compared with the same copy pruned, on the example input and
         random inputs like it, once with the masks and once with their complements (so that
         the unit a max or top-k picks is removed in one of the two) — all groups at once and,
-        only if that differs, one by one. Surgery that fails, or a pruned copy whose forward fails
+        only if that differs, each half of them, down to the single groups that differ. Surgery that fails, or a pruned copy whose forward fails
         (a reshape into heads of an attention no adapter describes), counts as a difference.
         """
         reference, x, (rtol, atol) = self._reference_copy()
@@ -174,9 +174,15 @@ class Network:
                     return False
             return True
 
-        if equal(list(masks)):
-            return {}
-        return {g.name: failures.get(g.name, MISMATCH) for g in self.groups if g.name in masks and not equal([g.name])}
+        def differing(names: list[str]) -> list[str]:
+            """The groups among ``names`` that differ alone, found by halving the set that differs."""
+            if equal(names):
+                return []
+            if len(names) == 1:
+                return names
+            return differing(names[: len(names) // 2]) + differing(names[len(names) // 2 :])
+
+        return {name: failures.get(name, MISMATCH) for name in differing(list(masks))}
 
     def _reference_copy(self) -> tuple[nn.Module, torch.Tensor, tuple[float, float]]:
         """A CPU copy of the model, probe inputs for it and the tolerances ``(rtol, atol)`` of
