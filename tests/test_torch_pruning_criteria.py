@@ -164,3 +164,19 @@ def test_budgets_are_met_within_one_unit_of_the_physical_cost(what, scope):
     # the ratio one unit below the one the budget chose would have exceeded it
     fewer = infoprune.prune(model, x, method="tp-magnitude", device="cpu", scope=scope, ratio=budget["ratio"] - 1 / 226)
     assert getattr(fewer, f"{what}_after") > 0.3 * before
+
+
+@pytest.mark.parametrize("method", ["tp-taylor", "tp-hessian"])
+def test_a_zero_initialised_output_layer_is_refused_with_the_cause(method):
+    model = build_model("lenet5")
+    with torch.no_grad():
+        model.fc3.weight.zero_()
+        model.fc3.bias.zero_()
+    data = (torch.randn(32, 1, 28, 28, generator=torch.Generator().manual_seed(0)), torch.arange(32) % 10)
+    with pytest.raises(ValueError) as error:
+        infoprune.prune(model, data, method=method, ratio=0.5, device="cpu", progress=None)
+    assert str(error.value) == (
+        f"Every gradient of the calibration loss at the prunable layers is 0, so {method!r} would score every unit 0. "
+        "Is the output layer zero-initialised (a freshly built torchvision ViT's head is)? Train the model first, or "
+        "choose a criterion that needs no gradients (tp-magnitude, l1)."
+    )

@@ -101,6 +101,17 @@ def head_pruning_group(graph: tp.DependencyGraph, modules: dict[str, nn.Module],
     return tp_group
 
 
+def check_gradients(model: nn.Module, network: Network, method: str) -> None:
+    """A clear error when no prunable layer has a non-zero gradient (every unit would score 0)."""
+    grads = [model.get_submodule(p.name).weight.grad for g in network.groups for p in g.producers]
+    if all(grad is None or not bool(grad.any()) for grad in grads):
+        raise ValueError(
+            f"Every gradient of the calibration loss at the prunable layers is 0, so {method!r} would score every "
+            "unit 0. Is the output layer zero-initialised (a freshly built torchvision ViT's head is)? Train the "
+            "model first, or choose a criterion that needs no gradients (tp-magnitude, l1)."
+        )
+
+
 @dataclass
 class TorchPruningCriterion(RankedPruningMethod):
     """Rank units by a torch-pruning importance; subclasses build it in :meth:`importance`.
@@ -138,6 +149,7 @@ class TorchPruningCriterion(RankedPruningMethod):
         model = copy.deepcopy(context.model).eval().requires_grad_(True)  # gradients land on the copy, frozen layers too
         if self.needs_gradients:
             self.fill_gradients(model, context)
+            check_gradients(model, context.network, self.name)
         return group_scores(model, context.network, self.importance())
 
 
