@@ -78,10 +78,11 @@ def test_torchvision_layouts_shuffles_layernorm2d_and_shifted_windows_are_analys
     model, data = family_data("swin")
     network = Network(model, data.inputs[:2])
     heads = network.group("blocks.1.attn.qkv")
-    assert heads.kind == "heads" and [p.name for p in heads.producers] == [
-        "blocks.1.attn.qkv", "blocks.1.attn.relative_position_bias"]
+    assert heads.kind == "heads" and [p.name for p in heads.producers] == ["blocks.1.attn.qkv"]
+    assert "blocks.1.attn.relative_position_bias_table" in {m.name for m in heads.members}
     pruned = network.apply_masks({"blocks.1.attn.qkv": torch.tensor([False, True])})
-    assert pruned.blocks[1].attn.num_heads == 1 and pruned.blocks[1].attn.relative_position_bias.out_features == 9
+    table = pruned.blocks[1].attn.relative_position_bias_table
+    assert pruned.blocks[1].attn.num_heads == 1 and (table.num_embeddings, table.embedding_dim) == (9, 1)
     assert "blocks.3.mlp.0" in network.names and "blocks.2.reduction" in network.names
 
 

@@ -188,6 +188,18 @@ class PackedAttention(AttentionAdapter):
             _set(module, path, units * layout.head_dim)
 
 
+def with_bias_columns(layout: HeadLayout | str, module: nn.Module, bias: str) -> HeadLayout | str:
+    """``layout`` with ``module``'s per-head bias table (an ``nn.Embedding`` at ``bias``, one
+    column per head) among the heads' members; unchanged when the module has none."""
+    table = getattr(module, bias, None)
+    if isinstance(layout, str) or table is None:
+        return layout
+    if not isinstance(table, nn.Embedding) or table.embedding_dim != layout.units * layout.heads_per_unit:
+        return f"its {bias} is not an nn.Embedding with one column per head"
+    columns = torch.arange(table.embedding_dim).reshape(layout.units, layout.heads_per_unit)
+    return dataclasses.replace(layout, embeddings=((bias, columns),))
+
+
 @dataclass(frozen=True)
 class SharedBiasAttention(ProjectionAttention):
     """T5's attention: :class:`ProjectionAttention` whose per-head position bias is computed by
@@ -198,13 +210,7 @@ class SharedBiasAttention(ProjectionAttention):
     bias: str = "relative_attention_bias"
 
     def layout(self, module: nn.Module) -> HeadLayout | str:
-        layout = super().layout(module)
-        bias = getattr(module, self.bias, None)
-        if isinstance(layout, str) or bias is None:
-            return layout
-        if not isinstance(bias, nn.Embedding) or bias.embedding_dim != layout.units:
-            return f"its {self.bias} is not an nn.Embedding with one column per head"
-        return dataclasses.replace(layout, embeddings=((self.bias, torch.arange(layout.units)[:, None]),))
+        return with_bias_columns(super().layout(module), module, self.bias)
 
     def coupling(self, name: str) -> str:
         return re.sub(r"\.block\.\d+\.", ".block.*.", name)
@@ -349,21 +355,14 @@ def find_head_groups(
 
 @dataclass(frozen=True)
 class WindowAttentionHeads(PackedAttention):
-    """:class:`PackedAttention` whose heads also own rows of a relative position bias table
-    held as an ``nn.Linear`` (``table``: its path; rows head-major), as
-    :class:`~infoprune.network.layers.WindowAttention` (torchvision's Swin) holds it."""
+    """:class:`PackedAttention` whose heads also own a column of a relative position bias
+    table (an ``nn.Embedding`` at ``table``), as :class:`~infoprune.network.layers.WindowAttention`
+    (torchvision's Swin) holds it."""
 
-    table: str = "relative_position_bias"
+    table: str = "relative_position_bias_table"
 
     def layout(self, module: nn.Module) -> HeadLayout | str:
-        packed = super().layout(module)
-        if isinstance(packed, str):
-            return packed
-        table = module.get_submodule(self.table)
-        if table.out_features % packed.units:
-            return f"its bias table {self.table} has {table.out_features} rows, not a multiple of {packed.units} heads"
-        rows = torch.arange(table.out_features).reshape(packed.units, -1)
-        return dataclasses.replace(packed, producers=(*packed.producers, (self.table, rows)))
+        return with_bias_columns(super().layout(module), module, self.table)
 
 
 register_attention(WindowAttention, WindowAttentionHeads("qkv", "proj", heads="num_heads", head_dim="head_dim"))

@@ -158,7 +158,7 @@ def dependency_graph(model: nn.Module, example_input: torch.Tensor) -> tp.Depend
 
 def _input_sizes(node) -> tuple[int, ...] | None:
     """The sizes of a reshape node's input, as autograd saved them (None if it did not)."""
-    sizes = getattr(node.grad_fn, "_saved_self_sizes", None)  # torch < 2.14's name
+    sizes = getattr(node.grad_fn, "_saved_self_sizes", None)  # older torch's name
     sizes = sizes if sizes is not None else getattr(node.grad_fn, "_saved_self_sym_sizes", None)
     return None if sizes is None else tuple(int(s) for s in sizes)
 

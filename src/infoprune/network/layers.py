@@ -102,9 +102,9 @@ class WindowAttention(nn.Module):
     """torchvision's Swin ``ShiftedWindowAttention`` (v1) computed by calling its ``qkv`` and
     ``proj`` Linear layers (torchvision passes their weights to ``F.linear``, which hides them
     from hooks and from torch-pruning's tracer), so that its heads can be pruned. The relative
-    position bias table is held as ``relative_position_bias``, an ``nn.Linear`` of one input
-    whose ``num_heads × positions`` weights are the table (head-major), so that a head's bias
-    rows go with its projections' rows. Same call (``x``: ``(B, H, W, C)``) and results;
+    position bias table is held as ``relative_position_bias_table``, an ``nn.Embedding`` of
+    ``positions × num_heads`` (torchvision's table), so that a head's column goes with its
+    projections' rows, as T5's bias does. Same call (``x``: ``(B, H, W, C)``) and results;
     ``head_dim`` stays fixed when heads or the channels ``C`` are pruned.
     """
 
@@ -115,16 +115,17 @@ class WindowAttention(nn.Module):
         self.attention_dropout, self.dropout = attention.attention_dropout, attention.dropout
         self.qkv, self.proj = attention.qkv, attention.proj
         table = attention.relative_position_bias_table  # (positions, heads)
-        self.relative_position_bias = _linear(table.T.reshape(-1, 1), None)
+        self.relative_position_bias_table = nn.Embedding(*table.shape, device=table.device, dtype=table.dtype)
+        with torch.no_grad():
+            self.relative_position_bias_table.weight.copy_(table)
+        self.relative_position_bias_table.weight.requires_grad_(table.requires_grad)
         self.register_buffer("relative_position_index", attention.relative_position_index.clone())
         self.train(attention.training)
 
     def position_bias(self, tokens: int) -> torch.Tensor:
         """``(1, num_heads, tokens, tokens)``: each head's bias between the window's tokens."""
-        weight = self.relative_position_bias.weight
-        table = self.relative_position_bias(torch.ones(1, 1, dtype=weight.dtype, device=weight.device))
-        bias = table.reshape(self.num_heads, -1)[:, self.relative_position_index]
-        return bias.reshape(1, self.num_heads, tokens, tokens)
+        bias = self.relative_position_bias_table(self.relative_position_index.flatten())  # (tokens², heads)
+        return bias.T.reshape(1, self.num_heads, tokens, tokens)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (b, h, w, _), (wh, ww) = x.shape, self.window_size
